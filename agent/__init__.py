@@ -1,0 +1,1 @@
+"""The rport agent: connects out to rportd and serves its plugins."""

@@ -1,0 +1,1 @@
+"""Built-in plugins, loaded through the same entry points as third-party ones."""
