@@ -1,0 +1,101 @@
+"""auth_basic: HTTP basic auth for the API (``[api] auth``/``auth_file``) and password checks
+for agents (``[server] auth``/``auth_file``). Hook implementations only; the logic is in
+:mod:`.credentials`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import Any
+
+from rport.core.plugin import ApiError, PluginError, User, hookimpl
+
+from .credentials import (
+    CredentialsError,
+    CredentialTable,
+    generated_pair,
+    load_agent_credentials,
+    load_api_users,
+)
+
+NAME = "auth_basic"
+log = logging.getLogger("rport.plugins.auth_basic")
+
+
+class _State:
+    def __init__(self, agents: CredentialTable, api: CredentialTable) -> None:
+        self.agents = agents
+        self.api = api
+
+
+def _state(server: Any) -> _State:
+    return server.state[NAME]
+
+
+@hookimpl
+def rport_server_startup(server: Any) -> None:
+    cfg = server.config
+    try:
+        agents = load_agent_credentials(cfg.server.auth, cfg.server.auth_file)
+        api = load_api_users(cfg.api.auth, cfg.api.auth_file)
+    except CredentialsError as exc:
+        raise PluginError(str(exc)) from None
+    if agents is None:
+        path = server.data_dir / "rportd-agent-auth"
+        name, password, _ = generated_pair(path, "rport")
+        agents = load_agent_credentials(f"{name}:{password}", "")
+        log.warning("no agent credentials configured ([server] auth or auth_file): using %s:%s, "
+                    "generated once and kept in %s", name, password, path)
+        server.state[NAME + ".example"] = f"{name}:{password}"
+    if api is None:
+        path = server.data_dir / "rportd-api-auth"
+        name, password, _ = generated_pair(path, "admin")
+        api = load_api_users(f"{name}:{password}", "")
+        log.warning("no API credentials configured ([api] auth or auth_file): the API requires "
+                    "user %s with password %s, generated once and kept in %s", name, password, path)
+    assert agents is not None and api is not None
+    server.state[NAME] = _State(agents, api)
+
+
+@hookimpl
+def rport_server_started(server: Any) -> None:
+    url = server.connect_urls[0].replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:")
+    log.info("attach an agent with: rport --fingerprint %s --auth %s %s", server.identity.fingerprint,
+             server.state.get(NAME + ".example", "<id>:<password>"), url)
+
+
+@hookimpl
+async def rport_authenticate_agent(server: Any, auth_id: str, password: str) -> bool | None:
+    table = _state(server).agents
+    ok = await table.check(auth_id, password)
+    if auth_id not in table:
+        return None  # not ours: another plugin may know this id
+    return ok
+
+
+@hookimpl
+async def rport_authenticate_api(server: Any, request: Any) -> User | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ApiError(401, "unauthorized", detail="malformed Basic authorization header") from None
+    username, sep, password = decoded.partition(":")
+    if not sep:
+        raise ApiError(401, "unauthorized", detail="malformed Basic authorization header")
+    table = _state(server).api
+    if await table.check(username, password) and username in table:
+        return User(username, table.groups(username), via=NAME)
+    return None
+
+
+@hookimpl
+def rport_status_document(server: Any, doc: dict) -> None:
+    state = _state(server)
+    doc["clients_auth_source"] = state.agents.source
+    doc["clients_auth_mode"] = "Read Only"
+    doc["users_auth_source"] = state.api.source

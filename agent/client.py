@@ -1,0 +1,271 @@
+"""The agent: connects out to rportd, proves nothing until the server has proved its key, and
+keeps reconnecting with exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import ssl
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus
+
+from rport.core import __version__
+from rport.core.confload import ConfigError, structure
+from rport.core.keys import fingerprint, fingerprint_matches, peer_public_key, sha256_fingerprint
+from rport.core.plugins import PluginSet, call_each, call_impl, create_plugin_manager, impls
+from rport.core.protocol import SUPPORTED_PROTOCOLS
+from rport.core.protocol.frames import T, decode, decode_json_object, encode_json
+from rport.core.protocol.mux import Limits, MuxSession, TransportClosed
+from rport.core.protocol.websocket import SUBPROTOCOL, LinkSettings, WebSocketTransport
+from rport.core.session import Handlers, ProtocolViolation
+
+from . import hookspecs, sysinfo
+from .config import AgentConfig
+
+log = logging.getLogger("rport.agent")
+
+ENTRY_POINT_GROUP = "rport.agent"
+MAX_MESSAGE = 1 << 20
+
+
+class ConnectFailed(Exception):
+    """This attempt failed; ``retry_after`` is the least time to wait before the next one."""
+
+    def __init__(self, message: str, retry_after: float = 0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def server_url(server: str) -> str:
+    """RPort's rules: ``host:port``, ``http(s)://host[:port]`` or ``ws(s)://...``; http and port
+    80/443 are added when missing. The link is always TLS, so the result is ``wss://``."""
+    text = server.strip()
+    if "://" not in text:
+        text = "http://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+        raise ValueError(f"invalid server address {server!r}")
+    port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"wss://{host}:{port}{parts.path or '/'}"
+
+
+def machine_id() -> str:
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            value = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if value:
+            return str(uuid.UUID(value)) if len(value) == 32 else value
+    return ""
+
+
+
+async def _ping(session: Any, body: Any) -> Any:
+    return body
+
+
+class RportAgent:
+    def __init__(self, config: AgentConfig, plugins: PluginSet) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.hook = plugins.pm.hook
+        self.handlers = Handlers()
+        self.handlers.add_request("ping", _ping, "core")
+        self.session: MuxSession | None = None
+        self.connected = asyncio.Event()
+        self.session_id = str(uuid.uuid4())
+        self.state: dict[str, Any] = {}
+        self.client_id = config.client.id or (machine_id() if config.client.use_system_id else "")
+        self.name = config.client.name or (socket.gethostname() if config.client.use_hostname else "")
+        self.url = server_url(config.client.server)
+        self._plugin_configs: dict[str, Any] = {}
+        self._facts: dict[str, Any] = {}
+
+    def plugin_config(self, name: str) -> Any:
+        return self._plugin_configs.get(name)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.data_dir
+
+    def configure_plugins(self) -> None:
+        problems: list[str] = []
+        tables = dict(self.config.plugins.tables)
+        for impl in self.hook.rport_config_class.get_hookimpls():
+            cls = impl.function()
+            raw = tables.pop(impl.plugin_name, {})
+            if cls is None:
+                if raw:
+                    problems.append(f"plugins.{impl.plugin_name}: this plugin has no settings")
+                continue
+            try:
+                self._plugin_configs[impl.plugin_name] = structure(
+                    raw, cls, prefix=f"plugins.{impl.plugin_name}")
+            except ConfigError as exc:
+                problems += exc.problems
+        problems += [f"plugins.{name}: no such plugin is installed" for name in tables
+                     if name not in self.plugins.disabled]
+        claimed = {section for impl in self.hook.rport_config_sections.get_hookimpls()
+                   for section in (impl.function() or ())}
+        problems += [f"{name}: unknown section" for name in self.config.extra_sections
+                     if name not in claimed]
+        if problems:
+            raise ConfigError(problems, source=self.config.source)
+
+    # -- running -----------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Connect and keep connecting; returns an exit status when retries are exhausted."""
+        for impl in impls(self.hook.rport_register_handlers):
+            await call_impl(impl, agent=self, register=self.handlers.registrar(impl.plugin_name))
+        for impl in impls(self.hook.rport_agent_startup):
+            await call_impl(impl, agent=self)
+        self._facts = await asyncio.to_thread(sysinfo.gather)
+        conn = self.config.connection
+        failures = 0
+        try:
+            while True:
+                try:
+                    established = await self._connect_once()
+                except ConnectFailed as exc:
+                    log.error("%s", exc)
+                    retry_after = exc.retry_after
+                    established = False
+                else:
+                    retry_after = 0
+                failures = 0 if established else failures + 1
+                if 0 <= conn.max_retry_count < failures:
+                    log.error("giving up after %d failed attempts (connection.max_retry_count)",
+                              failures)
+                    return 1
+                delay = max(retry_after, backoff(failures, conn.min_retry_interval,
+                                                 conn.max_retry_interval))
+                log.info("reconnecting in %.1fs", delay)
+                await asyncio.sleep(delay)
+        finally:
+            for impl in self.hook.rport_agent_shutdown.get_hookimpls():
+                try:
+                    await call_impl(impl, agent=self)
+                except Exception:
+                    log.exception("shutdown of plugin %r failed", impl.plugin_name)
+
+    async def _connect_once(self) -> bool:
+        """One connection; returns True if a session was established (and has now ended)."""
+        conn = self.config.connection
+        settings = LinkSettings(max_message=MAX_MESSAGE, ping_interval=conn.keep_alive or None,
+                                ping_timeout=conn.keep_alive_timeout or None)
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the server is verified by its key's fingerprint
+        log.info("connecting to %s", self.url)
+        try:
+            ws = await ws_connect(self.url, ssl=context, subprotocols=[SUBPROTOCOL],
+                                  open_timeout=conn.connect_timeout, user_agent_header=None,
+                                  logger=logging.getLogger("rport.websockets"),
+                                  **settings.connection_options())
+        except InvalidStatus as exc:
+            raise ConnectFailed(f"cannot connect to {self.url}: the server answered HTTP "
+                                f"{exc.response.status_code} (is this an rportd agent endpoint?)")
+        except (OSError, InvalidHandshake, TimeoutError, ssl.SSLError) as exc:
+            raise ConnectFailed(f"cannot connect to {self.url}: {exc.__class__.__name__}: {exc}")
+        transport = WebSocketTransport(ws)
+        try:
+            self._verify_server(ws)
+            welcome = await self._handshake(transport)
+        except ConnectFailed:
+            await transport.close("refused")
+            raise
+        except (TransportClosed, ProtocolViolation) as exc:
+            await transport.close(str(exc), violation=isinstance(exc, ProtocolViolation))
+            raise ConnectFailed(f"handshake with {self.url} failed: {exc}") from None
+        session = MuxSession(transport, self.handlers, initiator=True, limits=Limits(),
+                             name="server")
+        self.session = session
+        log.info("connected to %s as client %s (protocol %s, server %s)", self.url,
+                 welcome.get("client_id"), welcome.get("protocol"), welcome.get("version"))
+        runner = asyncio.create_task(session.run())
+        self.connected.set()
+        reason = "closed"
+        try:
+            for impl in impls(self.hook.rport_agent_connected):
+                await call_impl(impl, agent=self, session=session)
+            reason = await runner
+        finally:
+            self.connected.clear()
+            self.session = None
+            if not runner.done():
+                runner.cancel()
+                await asyncio.gather(runner, return_exceptions=True)
+        log.warning("disconnected from %s: %s", self.url, reason)
+        for impl in impls(self.hook.rport_agent_disconnected):
+            try:
+                await call_impl(impl, agent=self, reason=reason)
+            except Exception:
+                log.exception("plugin %r failed after disconnect", impl.plugin_name)
+        return True
+
+    def _verify_server(self, ws: Any) -> None:
+        ssl_object = ws.transport.get_extra_info("ssl_object")
+        key = peer_public_key(ssl_object)
+        expected = self.config.client.fingerprint
+        if not expected:
+            log.warning("no fingerprint given: cannot verify the server's identity; its key has "
+                        "fingerprint %s (pin it with --fingerprint)", fingerprint(key))
+        elif not fingerprint_matches(expected, key):
+            raise ConnectFailed(
+                f"server fingerprint mismatch: expected {expected}, the server at {self.url} has "
+                f"{fingerprint(key)} ({sha256_fingerprint(key)}); refusing to send credentials "
+                "(the server's key changed, or someone is intercepting the connection)")
+
+    async def _handshake(self, transport: WebSocketTransport) -> dict[str, Any]:
+        auth_id, _, password = self.config.client.auth.partition(":")
+        plugins = {name: value for name, value in await call_each(
+            self.hook.rport_agent_hello, agent=self) if value is not None}
+        await transport.send(encode_json(T.HELLO, 0, {
+            "protocols": list(SUPPORTED_PROTOCOLS),
+            "version": __version__,
+            "auth": {"id": auth_id, "password": password},
+            "client": {"id": self.client_id, "session_id": self.session_id, "name": self.name,
+                       "tags": list(self.config.client.tags), "labels": dict(self.config.client.labels),
+                       "facts": self._facts},
+            "capabilities": self.handlers.capabilities,
+            "plugins": plugins,
+        }))
+        ftype, _, payload = decode(await transport.recv())
+        if ftype is T.REFUSED:
+            obj = decode_json_object(ftype, payload, "reason")
+            retry = obj.get("retry_after") if isinstance(obj.get("retry_after"), (int, float)) else 0
+            raise ConnectFailed(f"the server refused this agent: {obj['reason']}", retry_after=retry)
+        if ftype is not T.WELCOME:
+            raise ProtocolViolation(f"expected WELCOME or REFUSED, got {ftype.name}")
+        return decode_json_object(ftype, payload, "protocol")
+
+
+def backoff(failures: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: between half and all of ``min(cap, base * 2**n)``, so
+    agents that lost the same server do not come back in lockstep."""
+    if failures <= 0:
+        ceiling = base
+    else:
+        ceiling = min(cap, base * 2 ** min(failures, 30))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+
+
+def create_agent(config: AgentConfig, *, extra_plugins: Iterable[tuple[str, Any]] = ()) -> RportAgent:
+    plugins = create_plugin_manager(ENTRY_POINT_GROUP, hookspecs,
+                                    disabled=config.plugins.disabled, extra=extra_plugins)
+    agent = RportAgent(config, plugins)
+    agent.configure_plugins()
+    return agent

@@ -1,0 +1,225 @@
+"""The agent endpoint: TLS WebSocket connections from agents, their handshake and their lifetime.
+
+Handshake: after TLS (the agent has checked our key's fingerprint by then), the agent's first
+frame is a HELLO with the protocol versions it speaks, its credentials and its facts. We answer
+WELCOME (and the session starts) or REFUSED with the reason, then close. The agent must say hello
+within ``handshake_timeout``; failed logins are throttled per auth id and per address; bcrypt
+checks run in plugins off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from websockets.asyncio.server import ServerConnection
+
+from . import __version__
+from .clients import Client, clean_facts
+from .events import ClientConnected, ClientDisconnected
+from .plugins import call_each
+from .protocol import SUPPORTED_PROTOCOLS
+from .protocol.frames import T, decode, decode_json_object, encode_json
+from .protocol.mux import Limits, MuxSession, TransportClosed
+from .protocol.websocket import WebSocketTransport
+from .session import ProtocolViolation
+
+if TYPE_CHECKING:
+    from .server import RportServer
+
+log = logging.getLogger("rport.agents")
+
+MAX_ID = 256
+
+
+class Refusal(Exception):
+    def __init__(self, reason: str, *, retry_after: float = 0, log_level: int = logging.WARNING):
+        super().__init__(reason)
+        self.retry_after = retry_after
+        self.log_level = log_level
+
+
+@attrs.frozen
+class Hello:
+    protocol: int
+    auth_id: str
+    password: str
+    client_id: str
+    session_id: str
+    name: str
+    tags: list[str]
+    labels: dict[str, str]
+    facts: dict[str, Any]
+    version: str
+    capabilities: list[str]
+    plugins: dict[str, Any]
+    raw: dict[str, Any] = attrs.field(repr=False)
+
+
+def parse_hello(obj: dict[str, Any]) -> Hello:
+    """Validate a HELLO payload; a malformed one is a :class:`Refusal` saying what is wrong."""
+    protocols = obj.get("protocols")
+    if not isinstance(protocols, list) or not all(isinstance(p, int) for p in protocols):
+        raise Refusal("invalid hello: protocols must be a list of integers")
+    common = set(protocols) & set(SUPPORTED_PROTOCOLS)
+    if not common:
+        theirs = ", ".join(map(str, protocols)) or "none"
+        ours = ", ".join(map(str, SUPPORTED_PROTOCOLS))
+        raise Refusal(f"incompatible protocol: the agent speaks version {theirs}, this server "
+                      f"(rportd {__version__}) speaks version {ours}; upgrade the older side")
+    auth = obj.get("auth")
+    client = obj.get("client")
+    if not isinstance(auth, dict) or not isinstance(client, dict):
+        raise Refusal("invalid hello: auth and client must be objects")
+    strings = {"auth.id": auth.get("id"), "auth.password": auth.get("password"),
+               "client.id": client.get("id", ""), "client.session_id": client.get("session_id", ""),
+               "client.name": client.get("name", ""), "version": obj.get("version", "")}
+    for key, value in strings.items():
+        if not isinstance(value, str) or len(value) > MAX_ID * 4:
+            raise Refusal(f"invalid hello: {key} must be a string")
+    if not strings["auth.id"]:
+        raise Refusal("invalid hello: auth.id must not be empty")
+    if len(strings["client.id"]) > MAX_ID:
+        raise Refusal(f"invalid hello: client id longer than {MAX_ID} characters")
+    tags, labels = client.get("tags", []), client.get("labels", {})
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise Refusal("invalid hello: client.tags must be a list of strings")
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise Refusal("invalid hello: client.labels must map strings to strings")
+    caps, plugins = obj.get("capabilities", []), obj.get("plugins", {})
+    if not isinstance(caps, list) or not isinstance(plugins, dict):
+        raise Refusal("invalid hello: capabilities must be a list and plugins an object")
+    return Hello(protocol=max(common), auth_id=strings["auth.id"], password=strings["auth.password"],
+                 client_id=strings["client.id"], session_id=strings["client.session_id"],
+                 name=strings["client.name"], tags=tags, labels=labels,
+                 facts=clean_facts(client.get("facts")), version=strings["version"],
+                 capabilities=[c for c in caps if isinstance(c, str)], plugins=plugins, raw=obj)
+
+
+class AgentEndpoint:
+    """Serves agent connections for one server."""
+
+    def __init__(self, server: "RportServer") -> None:
+        self.server = server
+        cfg = server.config.server
+        self.limits = Limits(max_frame=min(1 << 16, cfg.max_request_bytes_client - 1024))
+        self.handshake_timeout = cfg.handshake_timeout
+        self.handshakes = 0  # in progress, for metrics
+
+    async def serve(self, ws: ServerConnection) -> None:
+        address = ws.remote_address[0] if ws.remote_address else "?"
+        transport = WebSocketTransport(ws)
+        self.handshakes += 1
+        try:
+            hello = await asyncio.wait_for(self._read_hello(transport), self.handshake_timeout)
+            client = await self._admit(hello, address)
+        except TimeoutError:
+            log.warning("agent from %s: no hello within %gs, disconnecting", address,
+                        self.handshake_timeout)
+            await transport.close("handshake timeout", violation=True)
+            return
+        except ProtocolViolation as exc:
+            log.warning("agent from %s: protocol violation in handshake: %s, disconnecting", address, exc)
+            await transport.close(str(exc), violation=True)
+            return
+        except TransportClosed:
+            return
+        except Refusal as exc:
+            log.log(exc.log_level, "agent from %s refused: %s", address, exc)
+            try:
+                await transport.send(encode_json(T.REFUSED, 0, {
+                    "reason": str(exc), "retry_after": exc.retry_after}))
+                await transport.close("refused")
+            except TransportClosed:
+                pass
+            return
+        finally:
+            self.handshakes -= 1
+        await self._run(client, hello, transport, address)
+
+    async def _read_hello(self, transport: WebSocketTransport) -> Hello:
+        ftype, _, payload = decode(await transport.recv())
+        if ftype is not T.HELLO:
+            raise ProtocolViolation(f"expected HELLO, got {ftype.name}")
+        return parse_hello(decode_json_object(ftype, payload))
+
+    async def _admit(self, hello: Hello, address: str) -> Client:
+        server = self.server
+        keys = (f"agent-id:{hello.auth_id}", f"agent-address:{address}")
+        wait = server.agent_throttle.blocked_for(*keys)
+        if wait > 0:
+            raise Refusal(f"too many failed logins for id {hello.auth_id!r} or from {address}; "
+                          f"try again in {wait:.0f}s", retry_after=wait)
+        verdicts = await call_each(server.hook.rport_authenticate_agent, server=server,
+                                   auth_id=hello.auth_id, password=hello.password, address=address)
+        answers = [result for _, result in verdicts if result is not None]
+        if not answers or False in answers:
+            server.agent_throttle.failure(*keys)
+            raise Refusal(f"authentication failed for id {hello.auth_id!r}",
+                          retry_after=server.agent_throttle.blocked_for(*keys))
+        server.agent_throttle.success(*keys)
+        client_id = hello.client_id or hello.auth_id
+        existing = server.clients.get(client_id)
+        if existing is not None and existing.connected:
+            if not hello.session_id or hello.session_id != existing.session_id:
+                raise Refusal(f"client is already connected: {existing.name} [{client_id}]",
+                              retry_after=30)
+            log.info("client %s reconnected (same session); closing its previous connection", client_id)
+            assert existing.session is not None
+            await existing.session.close("replaced by a new connection of the same agent")
+        client = Client(
+            id=client_id, name=hello.name, facts=hello.facts, tags=hello.tags, labels=hello.labels,
+            version=hello.version, address=address, auth_id=hello.auth_id,
+            session_id=hello.session_id or str(uuid.uuid4()), connected_at=time.time(),
+            plugin_data=hello.plugins)
+        for plugin, reason in await call_each(server.hook.rport_agent_accepting, server=server,
+                                              client=client, hello=hello):
+            if isinstance(reason, str):
+                raise Refusal(f"{reason} (plugin {plugin})")
+        return client
+
+    async def _run(self, client: Client, hello: Hello, transport: WebSocketTransport,
+                   address: str) -> None:
+        server = self.server
+        session = MuxSession(transport, server.handlers, initiator=False, limits=self.limits,
+                             name=f"client {client.id}")
+        session.context["client_id"] = client.id
+        client.session = session
+        if (previous := server.clients.get(client.id)) is not None and previous.connected:
+            await transport.close("client is already connected")  # lost a race with a twin
+            return
+        server.clients.put(client)
+        try:
+            await transport.send(encode_json(T.WELCOME, 0, {
+                "protocol": hello.protocol, "version": __version__, "client_id": client.id,
+                "capabilities": server.handlers.capabilities}))
+        except TransportClosed:
+            await self._gone(client, "closed during handshake")
+            return
+        await server.store.save_client(client.id, client.to_record(), None)
+        log.info("client %s (%s) connected from %s with auth id %r, agent %s", client.id,
+                 client.name or "no name", address, client.auth_id, client.version or "?")
+        server.bus.publish(ClientConnected(client.id, session))
+        reason = "server stopped"
+        try:
+            reason = await session.run()
+        finally:
+            await asyncio.shield(self._gone(client, reason))
+
+    async def _gone(self, client: Client, reason: str) -> None:
+        server = self.server
+        if server.clients.get(client.id) is not client:
+            return  # replaced by a reconnection of the same agent
+        client.session = None
+        client.disconnected_at = time.time()
+        log.info("client %s disconnected: %s", client.id, reason)
+        if server.config.server.keep_disconnected_clients <= 0:
+            server.clients.remove(client.id)
+            await server.store.delete_client(client.id)
+        else:
+            await server.store.save_client(client.id, client.to_record(), client.disconnected_at)
+        server.bus.publish(ClientDisconnected(client.id, reason))

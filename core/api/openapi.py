@@ -1,0 +1,55 @@
+"""The OpenAPI document, generated from the route table (so it cannot drift from the routes)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable
+
+from .. import __version__
+from .routing import API_PREFIX, RouteSpec
+
+_PATH_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?}")
+_LIST_PARAMS = ("sort", "filter[<field>]", "fields[<resource>]", "page[limit]", "page[offset]")
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["errors"],
+    "properties": {"errors": {"type": "array", "items": {
+        "type": "object", "required": ["code", "title", "detail"],
+        "properties": {k: {"type": "string"} for k in ("code", "title", "detail")}}}},
+}
+
+
+def openapi_document(specs: Iterable[RouteSpec]) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        path = API_PREFIX + _PATH_PARAM.sub(r"{\1}", spec.path)
+        for method in spec.methods:
+            params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                      for name in _PATH_PARAM.findall(spec.path)]
+            query = list(spec.params) + (list(_LIST_PARAMS) if spec.list_params else [])
+            params += [{"name": name, "in": "query", "required": False,
+                        "schema": {"type": "string"}} for name in query]
+            responses: dict[str, Any] = {
+                "200": {"description": "success: {\"data\": ...}"},
+                "default": {"description": "error",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}}},
+            }
+            paths.setdefault(path, {})[method.lower()] = {
+                "operationId": spec.name,
+                "summary": spec.summary,
+                "tags": [spec.owner],
+                "parameters": params,
+                "security": [] if spec.public else [{"basic": []}, {"bearer": []}],
+                "responses": responses,
+            }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "rport for Python API", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": {"Errors": ERROR_SCHEMA},
+            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"},
+                                "bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

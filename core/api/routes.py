@@ -1,0 +1,112 @@
+"""The core's own API routes: status, clients, and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .. import __version__
+from ..clients import Client
+from ..errors import ApiError
+from ..plugins import call_each_sync
+from .openapi import openapi_document
+from .query import ResourceSpec, apply_list_query, parse_list_query
+from .routing import data_response
+
+if TYPE_CHECKING:
+    from ..server import RportServer
+
+CLIENT_FILTER_FIELDS = (
+    "id", "name", "os", "os_arch", "os_family", "os_kernel", "os_full_name", "os_version",
+    "os_virtualization_system", "os_virtualization_role", "cpu_family", "cpu_model",
+    "cpu_model_name", "cpu_vendor", "num_cpus", "timezone", "hostname", "ipv4", "ipv6", "tags",
+    "labels", "version", "address", "client_auth_id", "allowed_user_groups", "groups",
+    "connection_state",
+)
+
+CLIENTS = ResourceSpec(
+    name="clients",
+    sort_fields={"id", "name", "os", "hostname", "version"},
+    default_sort="id",
+    filter_fields=CLIENT_FILTER_FIELDS,
+    fields=Client(id="").document().keys(),
+    field_aliases={"ip_addresses": "ext_ip_addresses"},
+    page_default=50,
+    page_max=500,
+    # RPort's documentation lists every client with a plain GET /clients; paging applies when
+    # page[limit] is given.
+    paginate_by_default=False,
+)
+
+
+def client_document(server: "RportServer", client: Client) -> dict[str, Any]:
+    doc = client.document()
+    call_each_sync(server.hook.rport_client_document, server=server, client=client, doc=doc)
+    return doc
+
+
+def get_client(server: "RportServer", client_id: str) -> Client:
+    client = server.clients.get(client_id)
+    if client is None:
+        raise ApiError(404, f'client with id "{client_id}" not found', code="ERR_CODE_NOT_FOUND")
+    return client
+
+
+def register_core_routes(server: "RportServer", register: Any) -> None:
+    async def status(request: Request) -> Response:
+        """Server status: version, fingerprint, where agents connect, client counts."""
+        connected, disconnected = server.clients.counts()
+        doc = {
+            "version": __version__,
+            "fingerprint": server.identity.fingerprint,
+            "fingerprint_sha256": server.identity.sha256,
+            "connect_url": server.connect_urls,
+            "clients_connected": connected,
+            "clients_disconnected": disconnected,
+            "plugins": server.plugins.names(),
+        }
+        call_each_sync(server.hook.rport_status_document, server=server, doc=doc)
+        return data_response(doc)
+
+    async def list_clients(request: Request) -> Response:
+        """List connected and disconnected clients, with sort, filter, fields and paging."""
+        query = parse_list_query(request.query_params, CLIENTS)
+        docs = [client_document(server, c) for c in server.clients]
+        rows, count = apply_list_query(docs, query, CLIENTS)
+        return data_response(rows, count=count)
+
+    async def get_one(request: Request) -> Response:
+        """One client with all its fields (or those of fields[clients])."""
+        query = parse_list_query(
+            [(k, v) for k, v in request.query_params.multi_items() if k.startswith("fields[")],
+            CLIENTS)
+        extra = set(request.query_params) - {k for k in request.query_params if k.startswith("fields[")}
+        if extra:
+            raise ApiError(400, f"unsupported query parameter '{sorted(extra)[0]}'",
+                           code="ERR_CODE_BAD_QUERY_PARAM")
+        doc = client_document(server, get_client(server, request.path_params["client_id"]))
+        if query.fields is not None:
+            doc = {k: v for k, v in doc.items() if k in query.fields}
+        return data_response(doc)
+
+    async def delete_client(request: Request) -> Response:
+        """Remove a disconnected client (a connected one is refused with 400)."""
+        client = get_client(server, request.path_params["client_id"])
+        if client.connected:
+            raise ApiError(400, "Client is active, should be disconnected",
+                           code="ERR_CODE_CLIENT_ACTIVE")
+        server.clients.remove(client.id)
+        await server.store.delete_client(client.id)
+        return Response(status_code=204)
+
+    async def openapi(request: Request) -> Response:
+        """This API described as an OpenAPI 3.1 document."""
+        return JSONResponse(openapi_document(server.routes.specs))
+
+    register("/status", status, name="status")
+    register("/clients", list_clients, name="clients", list_params=True)
+    register("/clients/{client_id}", get_one, name="client", list_params=True)
+    register("/clients/{client_id}", delete_client, ["DELETE"], name="client_delete")
+    register("/openapi.json", openapi, name="openapi")

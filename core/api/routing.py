@@ -1,0 +1,165 @@
+"""API routes with their metadata, and the wrapper that gives every route the same behaviour:
+authentication through the auth hooks, unknown query parameters refused, errors in the standard
+envelope (a plugin's unexpected exception is a logged 500, never a traceback to the client).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
+
+import attrs
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..errors import ApiError
+from ..plugins import call_each
+from ..users import User
+
+if TYPE_CHECKING:
+    from ..server import RportServer
+
+log = logging.getLogger("rport.api")
+
+API_PREFIX = "/api/v1"
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@attrs.frozen
+class RouteSpec:
+    path: str  # below /api/v1
+    endpoint: Endpoint
+    methods: tuple[str, ...]
+    name: str  # "<plugin>:<name>"
+    owner: str
+    params: tuple[str, ...] = ()  # accepted query parameters (besides sort/filter/fields/page
+    list_params: bool = False  # ...which list routes accept)
+    summary: str = ""
+    public: bool = False
+
+
+class RouteTable:
+    """Routes registered by the core and plugins; a duplicate path+method or name fails."""
+
+    def __init__(self) -> None:
+        self.specs: list[RouteSpec] = []
+
+    def registrar(self, owner: str) -> Callable[..., None]:
+        def register(path: str, endpoint: Endpoint, methods: Iterable[str] = ("GET",), *,
+                     name: str = "", params: Iterable[str] = (), list_params: bool = False,
+                     summary: str = "", public: bool = False) -> None:
+            if not path.startswith("/"):
+                raise ValueError(f"plugin {owner!r}: route path {path!r} must start with /")
+            spec = RouteSpec(
+                path=path, endpoint=endpoint, methods=tuple(m.upper() for m in methods),
+                name=f"{owner}:{name or endpoint.__name__}", owner=owner, params=tuple(params),
+                list_params=list_params, public=public,
+                summary=summary or (inspect.getdoc(endpoint) or "").split("\n")[0])
+            for other in self.specs:
+                if other.name == spec.name:
+                    raise ValueError(f"route name {spec.name!r} registered twice")
+                clash = set(other.methods) & set(spec.methods)
+                if other.path == spec.path and clash:
+                    raise ValueError(f"route {sorted(clash)[0]} {API_PREFIX}{path} registered by "
+                                     f"both {other.owner!r} and {owner!r}")
+            self.specs.append(spec)
+        return register
+
+    def starlette_routes(self, server: "RportServer") -> list[Route]:
+        return [Route(API_PREFIX + spec.path, _wrap(server, spec), methods=list(spec.methods),
+                      name=spec.name) for spec in self.specs]
+
+
+LIST_PREFIXES = ("filter[", "fields[", "page[")
+
+
+def _wrap(server: "RportServer", spec: RouteSpec) -> Endpoint:
+    allowed = set(spec.params)
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            if not spec.public:
+                request.state.user = await authenticate(server, request)
+            if not spec.list_params:
+                for key in request.query_params:
+                    if key not in allowed:
+                        raise ApiError(400, f"unsupported query parameter '{key}'",
+                                       code="ERR_CODE_BAD_QUERY_PARAM")
+            return await spec.endpoint(request)
+        except ApiError as exc:
+            return error_response(exc)
+        except Exception:
+            log.exception("route %s %s of plugin %r failed", request.method, request.url.path,
+                          spec.owner)
+            return error_response(ApiError(500, "internal server error",
+                                           code="ERR_CODE_INTERNAL", detail=f"the plugin {spec.owner!r} failed; see the server log"))
+
+    endpoint.__name__ = spec.name
+    return endpoint
+
+
+def _unauthorized(detail: str, **headers: str) -> ApiError:
+    return ApiError(401, "unauthorized", code="ERR_CODE_UNAUTHORIZED", detail=detail,
+                    headers={"WWW-Authenticate": 'Basic realm="rport"', **headers})
+
+
+async def authenticate(server: "RportServer", request: Request) -> User:
+    """Ask the auth plugins who is calling; failures are throttled per address (and per user
+    name at that address) for every auth plugin alike."""
+    address = request.client.host if request.client else "?"
+    keys = [f"api-address:{address}"]
+    blocked = server.api_throttle.blocked_for(*keys)
+    if blocked > 0:
+        raise _unauthorized(f"too many failed logins from {address}; try again in {blocked:.0f}s",
+                            **{"Retry-After": str(int(blocked) + 1)})
+    presented = "authorization" in request.headers
+    try:
+        for _, result in await call_each(server.hook.rport_authenticate_api, server=server,
+                                         request=request):
+            if isinstance(result, User):
+                server.api_throttle.success(*keys)
+                return result
+    except ApiError as exc:
+        if exc.status == 401:
+            server.api_throttle.failure(*keys)
+            log.warning("API authentication failed from %s: %s", address, exc.items[0].detail)
+            exc.headers.setdefault("WWW-Authenticate", 'Basic realm="rport"')
+            for item in exc.items:
+                if not item.code:
+                    exc.items[exc.items.index(item)] = attrs.evolve(item, code="ERR_CODE_UNAUTHORIZED")
+        raise
+    if presented:
+        server.api_throttle.failure(*keys)
+        log.warning("API authentication failed from %s for %s %s", address, request.method,
+                    request.url.path)
+        raise _unauthorized("invalid credentials")
+    raise _unauthorized("authentication required")
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.to_json(), status_code=exc.status, headers=exc.headers)
+
+
+def data_response(data: Any, *, count: int | None = None, status: int = 200) -> JSONResponse:
+    body: dict[str, Any] = {"data": data}
+    if count is not None:
+        body["meta"] = {"count": count}
+    return JSONResponse(body, status_code=status)
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The request's JSON body, with RPort's errors for a missing, oversized or invalid one."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise ApiError(413, "request body too large", detail=f"the limit is {max_bytes} bytes")
+    if not body.strip():
+        raise ApiError(400, "Missing body with json data.")
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise ApiError(400, "Invalid JSON data.", detail=str(exc)) from None

@@ -1,0 +1,114 @@
+"""``rportd``: the server's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .confload import ConfigError
+from .config import load_server_config
+from .logs import setup_logging
+from .plugins import PluginError
+from .server import create_server
+
+log = logging.getLogger("rport.server")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rportd",
+        description="rport server: agents connect to it; you manage them through its REST API.",
+        epilog="Without -c, rportd runs on its embedded defaults (agents on 0.0.0.0:8080, API on "
+               "127.0.0.1:3000) and generates credentials it prints. Flags override the file; "
+               "RPORTD_<SECTION>_<KEY> variables (e.g. RPORTD_API_AUTH) sit in between.")
+    p.add_argument("-c", "--config", type=Path, help="configuration file (TOML), e.g. rportd.conf")
+    p.add_argument("--version", action="version", version=f"rportd {__version__}")
+    p.add_argument("--address", help="agent endpoint address (server.address)")
+    p.add_argument("--url", action="append", help="URL agents are told to connect to (server.url)")
+    p.add_argument("--key-seed", help="seed of the server key (server.key_seed)")
+    p.add_argument("--auth", help="agent credentials id:password (server.auth)")
+    p.add_argument("--auth-file", help="agent credentials file (server.auth_file)")
+    p.add_argument("--data-dir", help="data directory (server.data_dir)")
+    p.add_argument("--api-address", help="API address (api.address), empty to disable")
+    p.add_argument("--api-auth", help="API credentials user:password (api.auth)")
+    p.add_argument("--api-auth-file", help="API users file (api.auth_file)")
+    p.add_argument("--api-cert-file", help="TLS certificate of the API (api.cert_file)")
+    p.add_argument("--api-key-file", help="TLS key of the API (api.key_file)")
+    p.add_argument("--log-level", choices=["error", "warning", "info", "debug"])
+    p.add_argument("--log-file")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("run", help="run the server (the default)")
+    sub.add_parser("plugins", help="list the plugins that would be loaded, and exit")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    table = {
+        ("server", "address"): args.address, ("server", "url"): args.url,
+        ("server", "key_seed"): args.key_seed, ("server", "auth"): args.auth,
+        ("server", "auth_file"): args.auth_file, ("server", "data_dir"): args.data_dir,
+        ("api", "address"): args.api_address, ("api", "auth"): args.api_auth,
+        ("api", "auth_file"): args.api_auth_file, ("api", "cert_file"): args.api_cert_file,
+        ("api", "key_file"): args.api_key_file, ("logging", "log_level"): args.log_level,
+        ("logging", "log_file"): args.log_file,
+    }
+    out: dict[str, Any] = {}
+    for (section, key), value in table.items():
+        if value is not None:
+            out.setdefault(section, {})[key] = value
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_server_config(args.config, overrides=_overrides(args))
+    except ConfigError as exc:
+        print(f"rportd: {exc.render()}", file=sys.stderr)
+        return 2
+    setup_logging(config.logging.log_level, config.logging.log_file)
+    try:
+        server = create_server(config)
+    except (ConfigError, PluginError) as exc:
+        print(f"rportd: {exc.render() if isinstance(exc, ConfigError) else exc}", file=sys.stderr)
+        return 2
+    if args.command == "plugins":
+        for info in server.plugins.info.values():
+            origin = "built-in" if info.builtin else "third-party"
+            print(f"{info.name:16} {info.distribution} {info.version:10} {info.module} ({origin})")
+        for name in server.plugins.disabled:
+            print(f"{name:16} (disabled in configuration)")
+        return 0
+    log.info("rportd %s starting", __version__)
+    try:
+        return asyncio.run(_run(server))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _run(server: Any) -> int:
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, main_task.cancel)
+    try:
+        await server.serve_forever()
+    except asyncio.CancelledError:
+        return 0
+    except (ConfigError, PluginError) as exc:
+        log.error("%s", exc.render() if isinstance(exc, ConfigError) else exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The server's configuration (``rportd.conf``): RPort's keys, in frozen attrs classes.
+
+Plugins read the ``[server]`` and ``[api]`` keys they need (RPort keeps e.g. ``auth`` and
+``used_ports`` there, and our files stay compatible) and get their own ``[plugins.<name>]`` table.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import attrs
+
+from .confload import (
+    ConfigError,
+    Duration,
+    env_overrides,
+    merge,
+    parse_host_port,
+    read_toml,
+    structure,
+)
+
+
+def default_data_dir() -> str:
+    """RPort's ``/var/lib/rport`` for root; a per-user directory otherwise."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return "/var/lib/rport"
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "rportd")
+
+
+@attrs.frozen
+class ServerSection:
+    address: str = "0.0.0.0:8080"
+    url: list[str] = attrs.field(factory=list)
+    key_seed: str = ""
+    auth: str = ""
+    auth_file: str = ""
+    data_dir: str = attrs.field(factory=default_data_dir)
+    keep_disconnected_clients: Duration = Duration(3600)
+    purge_disconnected_clients_interval: Duration = Duration(60)
+    keep_alive: Duration = Duration(30)
+    keep_alive_timeout: Duration = Duration(30)
+    handshake_timeout: Duration = Duration(30)
+    client_login_wait: Duration = Duration(2)
+    max_failed_login: int = 5
+    ban_time: Duration = Duration(3600)
+    max_request_bytes_client: int = 524288
+
+
+@attrs.frozen
+class ApiSection:
+    address: str = "127.0.0.1:3000"
+    auth: str = ""
+    auth_file: str = ""
+    jwt_secret: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    max_request_bytes: int = 10240
+    max_failed_login: int = 5
+    ban_time: Duration = Duration(3600)
+
+
+@attrs.frozen
+class LoggingSection:
+    log_file: str = ""
+    log_level: str = "info"
+
+
+@attrs.frozen
+class PluginsSection:
+    disabled: list[str] = attrs.field(factory=list)
+    tables: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class ServerConfig:
+    server: ServerSection = attrs.field(factory=ServerSection)
+    api: ApiSection = attrs.field(factory=ApiSection)
+    logging: LoggingSection = attrs.field(factory=LoggingSection)
+    plugins: PluginsSection = attrs.field(factory=PluginsSection)
+    source: str = ""
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.server.data_dir).expanduser()
+
+
+SECTIONS = {"server": ServerSection, "api": ApiSection, "logging": LoggingSection}
+LOG_LEVELS = ("error", "warning", "info", "debug")
+
+
+def load_server_config(path: Path | None = None, *, overrides: Mapping[str, Any] | None = None,
+                       environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Defaults, then the file, then ``RPORTD_<SECTION>_<KEY>`` variables, then ``overrides``
+    (command-line flags). Raises :class:`ConfigError` listing every problem."""
+    data: dict[str, Any] = read_toml(path) if path else {}
+    data = merge(data, env_overrides("rportd", SECTIONS, environ))
+    data = merge(data, overrides or {})
+    source = str(path) if path else ""
+    problems: list[str] = []
+    plugins_raw = data.pop("plugins", {}) or {}
+    unknown = sorted(set(data) - set(SECTIONS))
+    problems += [f"{key}: unknown section" for key in unknown]
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        raw = data.get(name, {})
+        if name == "server" and isinstance(raw.get("url"), str):
+            raw = {**raw, "url": [raw["url"]]}
+        if not isinstance(raw, Mapping):
+            problems.append(f"{name}: must be a table")
+            continue
+        try:
+            sections[name] = structure(raw, cls, prefix=name)
+        except ConfigError as exc:
+            problems += exc.problems
+    plugins = plugins_section(plugins_raw, problems)
+    if not problems:
+        problems += _check(sections)
+    if problems:
+        raise ConfigError(problems, source=source)
+    return ServerConfig(plugins=plugins, source=source, **sections)
+
+
+def plugins_section(raw: Any, problems: list[str]) -> PluginsSection:
+    if not isinstance(raw, Mapping):
+        problems.append("plugins: must be a table")
+        return PluginsSection()
+    disabled = raw.get("disabled", [])
+    if not isinstance(disabled, list) or not all(isinstance(x, str) for x in disabled):
+        problems.append("plugins.disabled: must be a list of plugin names")
+        disabled = []
+    tables: dict[str, Mapping[str, Any]] = {}
+    for key, value in raw.items():
+        if key == "disabled":
+            continue
+        if not isinstance(value, Mapping):
+            problems.append(f"plugins.{key}: must be a table [plugins.{key}] (or list it in disabled)")
+        else:
+            tables[key] = value
+    return PluginsSection(disabled=list(disabled), tables=tables)
+
+
+def _check(s: dict[str, Any]) -> list[str]:
+    problems = []
+    server: ServerSection = s["server"]
+    api: ApiSection = s["api"]
+    for key, value in (("server.address", server.address), ("api.address", api.address)):
+        if value or key == "server.address":
+            try:
+                parse_host_port(value)
+            except ValueError as exc:
+                problems.append(f"{key}: {exc}")
+    if server.auth and server.auth_file:
+        problems.append("server.auth: set either auth or auth_file, not both")
+    if server.auth and ":" not in server.auth:
+        problems.append('server.auth: must be "id:password"')
+    if api.auth and api.auth_file:
+        problems.append("api.auth: set either auth or auth_file, not both")
+    if api.auth and ":" not in api.auth:
+        problems.append('api.auth: must be "user:password"')
+    if bool(api.cert_file) != bool(api.key_file):
+        problems.append("api.cert_file: cert_file and key_file must be set together")
+    for key, value in (("api.cert_file", api.cert_file), ("api.key_file", api.key_file),
+                       ("server.auth_file", server.auth_file), ("api.auth_file", api.auth_file)):
+        if value and not Path(value).expanduser().is_file():
+            problems.append(f"{key}: file not found: {value}")
+    if server.keep_alive and server.keep_alive < 1:
+        problems.append("server.keep_alive: must be at least 1s (or 0 to disable)")
+    if server.max_failed_login < 1:
+        problems.append("server.max_failed_login: must be at least 1")
+    if server.max_request_bytes_client < 4096:
+        problems.append("server.max_request_bytes_client: must be at least 4096")
+    if s["logging"].log_level.lower() not in LOG_LEVELS:
+        problems.append(f"logging.log_level: must be one of {', '.join(LOG_LEVELS)}")
+    return problems

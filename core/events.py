@@ -1,0 +1,91 @@
+"""The in-process event bus: attrs events delivered to subscribers through bounded queues.
+
+Publishing never waits: each subscriber has its own queue and task, so a slow subscriber delays
+no one. A subscriber that falls so far behind that its queue is full loses the event, and the loss
+is logged with the subscriber's owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable
+
+import attrs
+
+from .session import Session
+
+log = logging.getLogger("rport.events")
+
+
+@attrs.frozen
+class ClientConnected:
+    """An agent finished its handshake and is registered."""
+
+    client_id: str
+    session: Session = attrs.field(repr=False, eq=False)
+
+
+@attrs.frozen
+class ClientDisconnected:
+    """An agent's session ended (``reason`` says why)."""
+
+    client_id: str
+    reason: str
+
+
+@attrs.define
+class _Subscriber:
+    event_type: type
+    handler: Callable[[Any], Awaitable[None]]
+    owner: str
+    queue: asyncio.Queue[Any]
+    task: asyncio.Task[None] | None = None
+
+
+class EventBus:
+    def __init__(self, queue_size: int = 10_000) -> None:
+        self._queue_size = queue_size
+        self._subscribers: list[_Subscriber] = []
+        self._running = False
+
+    def subscribe(self, event_type: type, handler: Callable[[Any], Awaitable[None]], owner: str) -> None:
+        sub = _Subscriber(event_type, handler, owner, asyncio.Queue(self._queue_size))
+        self._subscribers.append(sub)
+        if self._running:
+            sub.task = asyncio.get_running_loop().create_task(self._pump(sub))
+
+    def publish(self, event: Any) -> None:
+        for sub in self._subscribers:
+            if isinstance(event, sub.event_type):
+                try:
+                    sub.queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    log.error("subscriber of %s from plugin %r is %d events behind; dropped %r",
+                              sub.event_type.__name__, sub.owner, sub.queue.qsize(), event)
+
+    async def start(self) -> None:
+        self._running = True
+        for sub in self._subscribers:
+            sub.task = asyncio.get_running_loop().create_task(self._pump(sub))
+
+    async def stop(self) -> None:
+        """Deliver what is queued, then stop the subscriber tasks."""
+        self._running = False
+        for sub in self._subscribers:
+            if sub.task is not None:
+                try:
+                    await asyncio.wait_for(sub.queue.join(), 5)
+                except TimeoutError:
+                    log.warning("subscriber from plugin %r did not drain in time", sub.owner)
+                sub.task.cancel()
+
+    async def _pump(self, sub: _Subscriber) -> None:
+        while True:
+            event = await sub.queue.get()
+            try:
+                await sub.handler(event)
+            except Exception:
+                log.exception("subscriber of %s from plugin %r failed", sub.event_type.__name__, sub.owner)
+            finally:
+                sub.queue.task_done()

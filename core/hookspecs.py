@@ -1,0 +1,114 @@
+"""Hook specifications of the server (entry-point group ``rport.server``).
+
+Grouped by lifecycle. Every hook may return a value or an awaitable; the core awaits every
+result. The core calls each plugin's implementation itself (not pluggy's ``firstresult``), so the
+result rule of each hook is stated here. Registration hooks get a ``register`` callback that
+records which plugin registered what; a duplicate fails at start-up naming both plugins.
+See docs/hooks.md for the same reference with the built-in plugins that use each hook.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("rport")
+
+# --- configuration (called once, at start-up, before everything else) ------------------------
+
+
+@hookspec
+def rport_config_class() -> Any:
+    """Return the frozen attrs class of this plugin's ``[plugins.<name>]`` table, or None if it
+    has no settings. The core structures the table (``{}`` when absent) with unknown keys
+    forbidden; a bad table stops start-up with ``plugins.<name>.<key>: message``. The plugin gets
+    the result from ``server.plugin_config(name)``.
+    Result rule: one value per plugin, kept under that plugin's name."""
+
+
+# --- registration (called once, at start-up, after configuration) -----------------------------
+
+
+@hookspec
+def rport_register_routes(server: Any, register: Any) -> Any:
+    """Register API routes: ``register(path, endpoint, methods=["GET"], name="", params=(),
+    summary="")``. ``path`` is below ``/api/v1``; ``endpoint`` is ``async def (request) ->
+    Response``; ``name`` defaults to the endpoint's name and is prefixed ``<plugin>:``;
+    ``params`` are the query parameters the route accepts (others are a 400).
+    Result rule: ignored."""
+
+
+@hookspec
+def rport_register_handlers(server: Any, register: Any) -> Any:
+    """Register what agents may ask the server: ``register.request(name, fn)`` for requests
+    (``async fn(session, body) -> answer``) and ``register.stream(kind, fn)`` for streams the
+    agent opens (``async fn(session, stream)``). Result rule: ignored."""
+
+
+@hookspec
+def rport_register_subscribers(server: Any, register: Any) -> Any:
+    """Subscribe to core events: ``register(EventClass, async fn(event))``. Each subscriber has
+    its own bounded queue and task, so a slow one delays nobody. Result rule: ignored."""
+
+
+# --- lifecycle ------------------------------------------------------------------------------
+
+
+@hookspec
+def rport_server_startup(server: Any) -> Any:
+    """Called after registration and before the server listens: open stores, start background
+    tasks. Awaited in plugin order; an exception stops start-up naming the plugin.
+    Result rule: ignored."""
+
+
+@hookspec
+def rport_server_started(server: Any) -> Any:
+    """Called once the agent endpoint and the API listen (their bound addresses are known:
+    ``server.agent_address``, ``server.api_address``). Result rule: ignored."""
+
+
+@hookspec
+def rport_server_shutdown(server: Any) -> Any:
+    """Called once when the server stops, after agents are disconnected, in reverse plugin
+    order. Errors are logged, not raised. Result rule: ignored."""
+
+
+# --- authentication ---------------------------------------------------------------------------
+
+
+@hookspec
+def rport_authenticate_api(server: Any, request: Any) -> Any:
+    """Identify the caller of an API request from its credentials. Return a ``User`` when the
+    credentials are this plugin's and valid, None when the request carries no credential this
+    plugin understands, or raise ``ApiError(401)`` for a credential it owns that is wrong.
+    Result rule: called for every plugin in order; the first ``User`` wins; if none, 401."""
+
+
+@hookspec
+def rport_authenticate_agent(server: Any, auth_id: str, password: str, address: str) -> Any:
+    """Check an agent's credentials (``--auth id:password``). Return True to accept, False to
+    refuse, None if this plugin does not know the id. Result rule: any False refuses (a veto);
+    otherwise at least one True is needed; with no plugin answering, every agent is refused."""
+
+
+# --- clients ----------------------------------------------------------------------------------
+
+
+@hookspec
+def rport_agent_accepting(server: Any, client: Any, hello: Any) -> Any:
+    """An authenticated agent is about to be registered as ``client`` (with its raw ``hello``).
+    Return a string to refuse it with that reason, or None. Result rule: any string refuses."""
+
+
+@hookspec
+def rport_client_document(server: Any, client: Any, doc: dict) -> Any:
+    """Add this plugin's fields to a client's JSON document (``doc``, RPort's client fields), in
+    place, e.g. ``doc["tunnels"] = [...]``. Must not block: called for every listed client.
+    Result rule: ignored."""
+
+
+@hookspec
+def rport_status_document(server: Any, doc: dict) -> Any:
+    """Add this plugin's fields to ``GET /status`` (e.g. ``used_ports``), in place. Must not
+    block. Result rule: ignored."""

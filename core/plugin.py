@@ -1,0 +1,35 @@
+"""The public API for plugins: everything a plugin (built-in or third-party) may import.
+
+Built-in plugins use only this module (a test checks it), so a third-party plugin can do
+everything they do. Anything else under ``rport.core`` is private and may change.
+"""
+
+from __future__ import annotations
+
+from .api.query import ResourceSpec, apply_list_query, matches, parse_list_query
+from .api.routing import data_response, read_json
+from .clients import Client, ClientRegistry
+from .confload import ConfigError, Duration, HostPort, parse_duration, parse_host_port
+from .errors import ApiError, ErrorItem, bad_request, not_found
+from .events import ClientConnected, ClientDisconnected, EventBus
+from .plugins import PluginError, hookimpl
+from .session import (
+    Handlers,
+    ProtocolViolation,
+    RemoteError,
+    Session,
+    SessionClosed,
+    SessionError,
+    Stream,
+    StreamRefused,
+)
+from .users import ADMINISTRATORS, User
+
+__all__ = [
+    "ADMINISTRATORS", "ApiError", "Client", "ClientConnected", "ClientDisconnected",
+    "ClientRegistry", "ConfigError", "Duration", "ErrorItem", "EventBus", "Handlers", "HostPort",
+    "PluginError", "ProtocolViolation", "RemoteError", "ResourceSpec", "Session", "SessionClosed",
+    "SessionError", "Stream", "StreamRefused", "User", "apply_list_query", "bad_request",
+    "data_response", "hookimpl", "matches", "not_found", "parse_duration", "parse_host_port",
+    "parse_list_query", "read_json",
+]

@@ -1,0 +1,156 @@
+"""Plugin managers: built by a factory, loading built-in and third-party plugins from entry points.
+
+Built-in plugins are registered exactly like external ones (datasette's model): through the
+entry points of this distribution. Blocked names from ``[plugins] disabled`` are never imported.
+A plugin that fails to import or implements a misspelled hook stops start-up with a message
+naming it. Hooks are called per implementation by :func:`call_each`, which awaits awaitables and
+knows which plugin answered, so results can be attributed and exceptions named.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from types import ModuleType
+from typing import Any, Iterable
+
+import attrs
+import importlib_metadata
+import pluggy
+
+log = logging.getLogger("rport.plugins")
+
+hookimpl = pluggy.HookimplMarker("rport")
+
+
+class PluginError(Exception):
+    """A plugin could not be loaded, configured or started; the message names it."""
+
+
+@attrs.frozen
+class PluginInfo:
+    name: str
+    module: str
+    distribution: str
+    version: str
+    builtin: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.define
+class PluginSet:
+    """A plugin manager and what the core knows about each loaded plugin."""
+
+    pm: pluggy.PluginManager
+    info: dict[str, PluginInfo] = attrs.field(factory=dict)
+    disabled: list[str] = attrs.field(factory=list)
+
+    def names(self) -> list[str]:
+        return list(self.info)
+
+
+def create_plugin_manager(group: str, specs: ModuleType, *, disabled: Iterable[str] = (),
+                          extra: Iterable[tuple[str, Any]] = ()) -> PluginSet:
+    """Load the plugins of entry-point ``group`` except the ``disabled`` ones, then ``extra``
+    (name, plugin) pairs (tests and embedders), and validate every hook implementation."""
+    pm = pluggy.PluginManager("rport")
+    pm.add_hookspecs(specs)
+    disabled = list(dict.fromkeys(disabled))
+    for name in disabled:
+        pm.set_blocked(name)
+    plugins = PluginSet(pm=pm, disabled=disabled)
+    seen: set[str] = set()
+    for ep in sorted(importlib_metadata.entry_points(group=group), key=_builtin_first):
+        if ep.name in seen:
+            raise PluginError(f"plugin {ep.name!r}: two installed distributions register this name "
+                              f"in {group!r}")
+        seen.add(ep.name)
+        if pm.is_blocked(ep.name):
+            log.info("plugin %s disabled by configuration", ep.name)
+            continue
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to import: "
+                              f"{exc.__class__.__name__}: {exc}") from exc
+        dist = ep.dist.name if ep.dist else "?"
+        version = ep.dist.version if ep.dist else "?"
+        _register(plugins, ep.name, obj, PluginInfo(
+            ep.name, ep.value, dist, version, builtin=ep.value.startswith("rport.plugins.")))
+    for name, obj in extra:
+        if pm.is_blocked(name):
+            continue
+        _register(plugins, name, obj, PluginInfo(name, getattr(obj, "__name__", repr(obj)),
+                                                 "(registered in code)", "", builtin=False))
+    unknown = [name for name in disabled if name not in seen and name not in dict(extra)]
+    for name in unknown:
+        log.warning("[plugins] disabled names %r, but no such plugin is installed", name)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {exc.plugin!r}: {exc}") from exc
+    return plugins
+
+
+def _builtin_first(ep: importlib_metadata.EntryPoint) -> tuple[bool, str]:
+    return (not ep.value.startswith("rport.plugins."), ep.name)
+
+
+def _register(plugins: PluginSet, name: str, obj: Any, info: PluginInfo) -> None:
+    try:
+        plugins.pm.register(obj, name=name)
+    except (ValueError, pluggy.PluginValidationError) as exc:
+        raise PluginError(f"plugin {name!r}: {exc}") from exc
+    plugins.info[name] = info
+
+
+async def call_each(hook: Any, **kwargs: Any) -> list[tuple[str, Any]]:
+    """Call every implementation of ``hook`` in plugin order with the arguments it accepts,
+    awaiting awaitable results; returns ``(plugin name, result)`` pairs. An exception propagates
+    with the plugin's name attached as a note."""
+    results = []
+    for impl in reversed(hook.get_hookimpls()):
+        try:
+            result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            exc.add_note(f"in plugin {impl.plugin_name!r}, hook {hook.name}")
+            raise
+        results.append((impl.plugin_name, result))
+    return results
+
+
+def call_each_sync(hook: Any, **kwargs: Any) -> list[tuple[str, Any]]:
+    """Like :func:`call_each` for hooks that must not block or await (e.g. per listed client)."""
+    results = []
+    for impl in reversed(hook.get_hookimpls()):
+        result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+        if inspect.isawaitable(result):
+            raise PluginError(f"plugin {impl.plugin_name!r}: hook {hook.name} must not be async")
+        results.append((impl.plugin_name, result))
+    return results
+
+
+async def call_impl(impl: Any, **kwargs: Any) -> Any:
+    """Call one plugin's implementation during start-up or shutdown; a failure becomes a
+    :class:`PluginError` naming the plugin and the hook."""
+    try:
+        result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+    except PluginError:
+        raise
+    except Exception as exc:
+        if exc.__class__.__name__ == "ConfigError":
+            raise
+        raise PluginError(f"plugin {impl.plugin_name!r} failed in {impl.function.__name__}: "
+                          f"{exc.__class__.__name__}: {exc}") from exc
+
+
+def impls(hook: Any) -> list[Any]:
+    """The implementations of ``hook`` in plugin order."""
+    return list(reversed(hook.get_hookimpls()))

@@ -1,0 +1,277 @@
+"""The server: built by :func:`create_server` from a config, never a module-level singleton, so
+several can run in one process (tests do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import uvicorn
+from websockets.asyncio.server import Server as WsServer
+from websockets.asyncio.server import serve as ws_serve
+
+from . import hookspecs
+from .agents import AgentEndpoint
+from .api.app import build_app
+from .api.routes import register_core_routes
+from .api.routing import RouteTable
+from .clients import Client, ClientRegistry
+from .confload import ConfigError, HostPort, parse_host_port, structure
+from .config import ServerConfig
+from .events import EventBus
+from .keys import ServerIdentity, load_or_create_server_identity, server_ssl_context
+from .plugins import PluginError, PluginSet, call_impl, create_plugin_manager, impls
+from .protocol.frames import HEADER
+from .protocol.websocket import SUBPROTOCOL, LinkSettings
+from .session import Handlers
+from .store import Store
+from .throttle import Throttle
+
+log = logging.getLogger("rport.server")
+
+ENTRY_POINT_GROUP = "rport.server"
+
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn without its signal handlers: rportd owns the process's signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        yield
+
+
+class RportServer:
+    def __init__(self, config: ServerConfig, plugins: PluginSet) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.pm = plugins.pm
+        self.hook = plugins.pm.hook
+        self.bus = EventBus()
+        self.clients = ClientRegistry()
+        self.handlers = Handlers()
+        self.routes = RouteTable()
+        self.store = Store(config.data_dir / "rportd.db")
+        cfg = config.server
+        self.agent_throttle = Throttle(wait=cfg.client_login_wait, max_failures=cfg.max_failed_login,
+                                       ban_time=cfg.ban_time)
+        self.api_throttle = Throttle(wait=0, max_failures=config.api.max_failed_login,
+                                     ban_time=config.api.ban_time)
+        self.endpoint = AgentEndpoint(self)
+        self.state: dict[str, Any] = {}
+        """Per-server state of each plugin, by plugin name (plugin modules are shared by every
+        server in the process, so they keep nothing global)."""
+        self.identity: ServerIdentity = None  # type: ignore[assignment]  # set by start()
+        self.agent_address: HostPort = parse_host_port(cfg.address)
+        self.api_address: HostPort | None = None
+        self.started = asyncio.Event()
+        self._plugin_configs: dict[str, Any] = {}
+        self._ws_server: WsServer | None = None
+        self._api_server: _UvicornServer | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = False
+
+    # -- plugins' view -------------------------------------------------------------------------
+
+    def plugin_config(self, name: str) -> Any:
+        """The structured ``[plugins.<name>]`` table of plugin ``name`` (None if it has none)."""
+        return self._plugin_configs.get(name)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.data_dir
+
+    @property
+    def connect_urls(self) -> list[str]:
+        if self.config.server.url:
+            return list(self.config.server.url)
+        return [f"https://{self.agent_address}"]
+
+    def configure_plugins(self) -> None:
+        """Structure every plugin's ``[plugins.<name>]`` table; raises :class:`ConfigError`."""
+        problems: list[str] = []
+        tables = dict(self.config.plugins.tables)
+        for impl in self.hook.rport_config_class.get_hookimpls():
+            name = impl.plugin_name
+            cls = impl.function()
+            raw = tables.pop(name, {})
+            if cls is None:
+                if raw:
+                    problems.append(f"plugins.{name}: this plugin has no settings")
+                continue
+            try:
+                self._plugin_configs[name] = structure(raw, cls, prefix=f"plugins.{name}")
+            except ConfigError as exc:
+                problems += exc.problems
+        for name in tables:
+            if name not in self.plugins.info and name not in self.plugins.disabled:
+                problems.append(f"plugins.{name}: no such plugin is installed")
+            elif name in self.plugins.info:
+                problems.append(f"plugins.{name}: this plugin has no settings")
+        if problems:
+            raise ConfigError(problems, source=self.config.source)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        data_dir = self.config.data_dir
+        self.identity = await asyncio.to_thread(
+            load_or_create_server_identity, data_dir, self.config.server.key_seed)
+        log.info("data directory %s", data_dir)
+        log.info("server key fingerprint %s (%s)", self.identity.fingerprint, self.identity.sha256)
+        await self.store.open()
+        await self._load_clients()
+        register_core_routes(self, self.routes.registrar("core"))
+        for impl in impls(self.hook.rport_register_routes):
+            await call_impl(impl, server=self, register=self.routes.registrar(impl.plugin_name))
+        for impl in impls(self.hook.rport_register_handlers):
+            await call_impl(impl, server=self, register=self.handlers.registrar(impl.plugin_name))
+        for impl in impls(self.hook.rport_register_subscribers):
+            owner = impl.plugin_name
+            await call_impl(impl, server=self,
+                        register=lambda etype, fn, owner=owner: self.bus.subscribe(etype, fn, owner))
+        for impl in impls(self.hook.rport_server_startup):
+            await call_impl(impl, server=self)
+        await self.bus.start()
+        await self._listen_agents()
+        await self._listen_api()
+        self._tasks.append(asyncio.create_task(self._purge_loop(), name="purge"))
+        for impl in impls(self.hook.rport_server_started):
+            await call_impl(impl, server=self)
+        self.started.set()
+
+    async def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        log.info("stopping")
+        if self._api_server is not None:
+            self._api_server.should_exit = True
+        if self._ws_server is not None:
+            self._ws_server.close(close_connections=True)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws_server.wait_closed(), 10)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for impl in self.hook.rport_server_shutdown.get_hookimpls():
+            try:
+                await call_impl(impl, server=self)
+            except Exception:
+                log.exception("shutdown of plugin %r failed", impl.plugin_name)
+        await self.bus.stop()
+        if self.store.is_open:
+            await self.store.mark_all_disconnected(time.time())
+        await self.store.close()
+        log.info("stopped")
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.shield(self.stop())
+
+    # -- internals -------------------------------------------------------------------------------
+
+    async def _load_clients(self) -> None:
+        now = time.time()
+        keep = self.config.server.keep_disconnected_clients
+        for record, disconnected_at in await self.store.load_clients():
+            client = Client.from_record(record, disconnected_at or now)
+            if keep > 0 and now - (client.disconnected_at or now) < keep:
+                self.clients.put(client)
+            else:
+                await self.store.delete_client(client.id)
+        await self.store.mark_all_disconnected(now)
+        if len(self.clients):
+            log.info("%d disconnected client(s) restored from the store", len(self.clients))
+
+    async def _listen_agents(self) -> None:
+        cfg = self.config.server
+        settings = LinkSettings(
+            max_message=cfg.max_request_bytes_client + HEADER.size,
+            ping_interval=cfg.keep_alive or None, ping_timeout=cfg.keep_alive_timeout or None)
+        sock = _bind(self.agent_address)
+        self._ws_server = await ws_serve(
+            self.endpoint.serve, sock=sock, ssl=server_ssl_context(self.identity),
+            subprotocols=[SUBPROTOCOL], server_header=None, open_timeout=cfg.handshake_timeout,
+            logger=logging.getLogger("rport.websockets"), **settings.connection_options())
+        self.agent_address = _bound(sock)
+        log.info("agent endpoint listening on %s (TLS)", self.agent_address)
+
+    async def _listen_api(self) -> None:
+        api = self.config.api
+        if not api.address:
+            log.info("API disabled (api.address is empty)")
+            return
+        address = parse_host_port(api.address, default_host="127.0.0.1")
+        sock = _bind(address)
+        self.api_address = _bound(sock)
+        tls = bool(api.cert_file)
+        config = uvicorn.Config(
+            build_app(self), log_config=None, access_log=False, lifespan="off",
+            ssl_certfile=api.cert_file or None, ssl_keyfile=api.key_file or None,
+            server_header=False, h11_max_incomplete_event_size=16384)
+        self._api_server = _UvicornServer(config)
+        task = asyncio.create_task(self._api_server.serve(sockets=[sock]), name="api")
+        self._tasks.append(task)
+        while not self._api_server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("API server stopped during start-up")
+            await asyncio.sleep(0.01)
+        log.info("API listening on %s://%s", "https" if tls else "http", self.api_address)
+
+    async def _purge_loop(self) -> None:
+        cfg = self.config.server
+        while True:
+            await asyncio.sleep(max(1.0, cfg.purge_disconnected_clients_interval))
+            cutoff = time.time() - cfg.keep_disconnected_clients
+            for client in self.clients:
+                if not client.connected and client.disconnected_at and client.disconnected_at < cutoff:
+                    self.clients.remove(client.id)
+                    await self.store.delete_client(client.id)
+                    log.info("client %s purged (disconnected since %s)", client.id,
+                             time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(client.disconnected_at)))
+
+
+
+
+def _bind(address: HostPort) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address.host, address.port))
+    except OSError as exc:
+        sock.close()
+        raise PluginError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _bound(sock: socket.socket) -> HostPort:
+    host, port = sock.getsockname()[:2]
+    return HostPort(host, port)
+
+
+def create_server(config: ServerConfig, *, extra_plugins: Iterable[tuple[str, Any]] = ()) -> RportServer:
+    """Load the plugins (entry points of ``rport.server`` minus the disabled ones, plus
+    ``extra_plugins``), configure them and return a server ready to :meth:`~RportServer.start`.
+    Raises :class:`PluginError` or :class:`ConfigError` naming the plugin or key at fault."""
+    plugins = create_plugin_manager(ENTRY_POINT_GROUP, hookspecs,
+                                    disabled=config.plugins.disabled, extra=extra_plugins)
+    server = RportServer(config, plugins)
+    server.configure_plugins()
+    return server
+
+
+__all__ = ["RportServer", "create_server", "ENTRY_POINT_GROUP"]

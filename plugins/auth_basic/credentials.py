@@ -1,0 +1,150 @@
+"""Credential tables for agents (``[server] auth``/``auth_file``) and API users (``[api]
+auth``/``auth_file``): plain passwords compared in constant time, or bcrypt hashes (``$2y$``,
+``$2b$``, ``$2a$``, as RPort accepts) checked in a worker thread so the event loop never blocks.
+
+A successful bcrypt check is remembered as an HMAC under a per-process random key (never the
+password itself), so an agent reconnecting, or a script calling the API every second, costs one
+bcrypt check, not one per call: a server restart does not turn 1,000 reconnecting agents into
+minutes of hashing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import attrs
+import bcrypt
+
+BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
+_DUMMY_HASH = bcrypt.hashpw(b"dummy", bcrypt.gensalt(4))
+
+
+class CredentialsError(Exception):
+    """A credentials file or setting is unusable; the message says which and why."""
+
+
+@attrs.frozen
+class Entry:
+    secret: str  # plain password or bcrypt hash
+    groups: tuple[str, ...] = ()
+
+
+class CredentialTable:
+    def __init__(self, entries: dict[str, Entry], source: str) -> None:
+        self.entries = entries
+        self.source = source
+        self._key = secrets.token_bytes(32)
+        self._verified: OrderedDict[bytes, None] = OrderedDict()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    async def check(self, name: str, password: str) -> bool:
+        """True if ``password`` is ``name``'s. Unknown names take the same path as wrong passwords."""
+        entry = self.entries.get(name)
+        stored = entry.secret if entry is not None else ""
+        if not stored.startswith(BCRYPT_PREFIXES):
+            ok = hmac.compare_digest(stored.encode(), password.encode())
+            return ok and entry is not None
+        token = hmac.new(self._key, b"\0".join((name.encode(), password.encode(), stored.encode())),
+                         hashlib.sha256).digest()
+        if token in self._verified:
+            self._verified.move_to_end(token)
+            return True
+        ok = await asyncio.to_thread(_bcrypt_check, password, stored)
+        if ok:
+            self._verified[token] = None
+            while len(self._verified) > 10_000:
+                self._verified.popitem(last=False)
+        return ok
+
+    def groups(self, name: str) -> tuple[str, ...]:
+        entry = self.entries.get(name)
+        return entry.groups if entry else ()
+
+
+def _bcrypt_check(password: str, stored: str) -> bool:
+    try:
+        return bcrypt.checkpw(password.encode(), stored.encode())
+    except ValueError:
+        bcrypt.checkpw(b"x", _DUMMY_HASH)
+        return False
+
+
+def parse_pair(value: str, what: str) -> tuple[str, str]:
+    name, sep, password = value.partition(":")
+    if not sep or not name or not password:
+        raise CredentialsError(f'{what}: must be "name:password"')
+    return name, password
+
+
+def load_agent_credentials(auth: str, auth_file: str) -> CredentialTable | None:
+    """``auth = "id:password"`` or ``auth_file`` = JSON ``{"id": "password or bcrypt hash"}``."""
+    if auth:
+        name, password = parse_pair(auth, "server.auth")
+        return CredentialTable({name: Entry(password)}, "Static Credentials")
+    if not auth_file:
+        return None
+    data = _read_json(auth_file, "server.auth_file")
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                             for k, v in data.items()):
+        raise CredentialsError(f'server.auth_file: {auth_file} must be a JSON object {{"id": "password"}}')
+    return CredentialTable({k: Entry(v) for k, v in data.items()}, "File")
+
+
+def load_api_users(auth: str, auth_file: str) -> CredentialTable | None:
+    """``auth = "user:password"`` (an administrator) or ``auth_file``: RPort's JSON list
+    ``[{"username", "password", "groups"}]``, or a plain ``{"user": "password"}`` object whose
+    users are administrators."""
+    if auth:
+        name, password = parse_pair(auth, "api.auth")
+        return CredentialTable({name: Entry(password, ("Administrators",))}, "Static Credentials")
+    if not auth_file:
+        return None
+    data = _read_json(auth_file, "api.auth_file")
+    entries: dict[str, Entry] = {}
+    if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
+        entries = {k: Entry(v, ("Administrators",)) for k, v in data.items()}
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            if not (isinstance(item, dict) and isinstance(item.get("username"), str)
+                    and isinstance(item.get("password"), str)
+                    and isinstance(item.get("groups", []), list)):
+                raise CredentialsError(f"api.auth_file: entry {i} of {auth_file} needs a username, "
+                                       "a password and optionally a list of groups")
+            entries[item["username"]] = Entry(item["password"], tuple(map(str, item.get("groups", []))))
+    else:
+        raise CredentialsError(f"api.auth_file: {auth_file} must be a JSON list of users "
+                               '[{"username", "password", "groups"}]')
+    return CredentialTable(entries, "File")
+
+
+def _read_json(path: str, key: str) -> Any:
+    try:
+        return json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CredentialsError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise CredentialsError(f"{key}: {path} is not valid JSON: {exc}") from None
+
+
+def generated_pair(path: Path, name: str) -> tuple[str, str, bool]:
+    """A ``name:password`` pair generated once and kept in ``path`` (mode 0600).
+    Returns (name, password, created now)."""
+    if path.exists():
+        name, _, password = path.read_text(encoding="utf-8").strip().partition(":")
+        if name and password:
+            return name, password, False
+    password = secrets.token_urlsafe(18)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(f"{name}:{password}\n")
+    return name, password, True

@@ -1,0 +1,69 @@
+"""The agent's system facts: real values from this machine, in RPort's names and formats."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import platform
+import re
+import socket
+from typing import Any
+
+import pytest
+
+from rport.agent.sysinfo import gather
+
+STR_KEYS = (
+    "os", "os_arch", "os_family", "os_kernel", "os_full_name", "os_version",
+    "os_virtualization_system", "os_virtualization_role",
+    "cpu_family", "cpu_model", "cpu_model_name", "cpu_vendor", "timezone", "hostname",
+)
+INT_KEYS = ("num_cpus", "mem_total")
+LIST_KEYS = ("ipv4", "ipv6")
+
+
+@pytest.fixture(scope="module")
+def info() -> dict[str, Any]:
+    return gather()
+
+
+def test_exact_keys_and_types(info: dict[str, Any]) -> None:
+    assert set(info) == set(STR_KEYS + INT_KEYS + LIST_KEYS)
+    for key in STR_KEYS:
+        assert isinstance(info[key], str), key
+    for key in INT_KEYS:
+        assert type(info[key]) is int, key
+    for key in LIST_KEYS:
+        assert isinstance(info[key], list), key
+        assert all(isinstance(item, str) for item in info[key]), key
+
+
+def test_counts_and_names(info: dict[str, Any]) -> None:
+    assert info["num_cpus"] == os.cpu_count()
+    assert info["mem_total"] > 0
+    assert info["hostname"] == socket.gethostname()
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="Linux-specific values")
+def test_linux_kernel_and_uname(info: dict[str, Any]) -> None:
+    assert info["os_kernel"] == "linux"
+    assert info["os"].startswith(f"Linux {os.uname().nodename} {os.uname().release} ")
+    assert info["os_full_name"] not in ("", "unknown")
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="only on x86_64")
+def test_arch_uses_go_naming(info: dict[str, Any]) -> None:
+    assert info["os_arch"] == "amd64"
+
+
+def test_timezone_format(info: dict[str, Any]) -> None:
+    assert re.match(r"^\S+ \(UTC[+-]\d\d:\d\d\)$", info["timezone"]), info["timezone"]
+
+
+def test_addresses_sorted_unique_without_loopback(info: dict[str, Any]) -> None:
+    for key, version in (("ipv4", 4), ("ipv6", 6)):
+        ips = [ipaddress.ip_address(a) for a in info[key]]
+        assert all(ip.version == version for ip in ips), key
+        assert not any(ip.is_loopback for ip in ips), key
+        assert ips == sorted(set(ips)), key
+    assert all("%" not in a for a in info["ipv6"])
