@@ -88,7 +88,7 @@ def load_agent_config(path: Path | None = None, *, overrides: Mapping[str, Any] 
             sections[name] = structure(raw, cls, prefix=name)
         except ConfigError as exc:
             problems += exc.problems
-    if not problems:
+    if set(sections) == set(SECTIONS):
         problems += _check(sections)
     if problems:
         raise ConfigError(problems, source=str(path or ""))

@@ -117,8 +117,8 @@ def load_server_config(path: Path | None = None, *, overrides: Mapping[str, Any]
         except ConfigError as exc:
             problems += exc.problems
     plugins = plugins_section(plugins_raw, problems)
-    if not problems:
-        problems += _check(sections)
+    problems += _check(sections)
+    problems += _check_addresses(data, sections)
     if problems:
         raise ConfigError(problems, source=source)
     return ServerConfig(plugins=plugins, source=source, **sections)
@@ -143,16 +143,27 @@ def plugins_section(raw: Any, problems: list[str]) -> PluginsSection:
     return PluginsSection(disabled=list(disabled), tables=tables)
 
 
-def _check(s: dict[str, Any]) -> list[str]:
+def _check_addresses(raw: Mapping[str, Any], sections: dict[str, Any]) -> list[str]:
+    """Address checks on the raw values, so they are reported even when a section has other
+    problems."""
     problems = []
-    server: ServerSection = s["server"]
-    api: ApiSection = s["api"]
-    for key, value in (("server.address", server.address), ("api.address", api.address)):
-        if value or key == "server.address":
+    for section in ("server", "api"):
+        value = (raw.get(section) or {}).get("address") if isinstance(raw.get(section), Mapping) else None
+        if value is None and section in sections:
+            value = sections[section].address
+        if isinstance(value, str) and (value or section == "server"):
             try:
                 parse_host_port(value)
             except ValueError as exc:
-                problems.append(f"{key}: {exc}")
+                problems.append(f"{section}.address: {exc}")
+    return problems
+
+
+def _check(s: dict[str, Any]) -> list[str]:
+    """Checks across keys, on the sections that structured (so every problem is reported)."""
+    problems = []
+    server: ServerSection = s.get("server") or ServerSection()
+    api: ApiSection = s.get("api") or ApiSection()
     if server.auth and server.auth_file:
         problems.append("server.auth: set either auth or auth_file, not both")
     if server.auth and ":" not in server.auth:
@@ -173,6 +184,6 @@ def _check(s: dict[str, Any]) -> list[str]:
         problems.append("server.max_failed_login: must be at least 1")
     if server.max_request_bytes_client < 4096:
         problems.append("server.max_request_bytes_client: must be at least 4096")
-    if s["logging"].log_level.lower() not in LOG_LEVELS:
+    if "logging" in s and s["logging"].log_level.lower() not in LOG_LEVELS:
         problems.append(f"logging.log_level: must be one of {', '.join(LOG_LEVELS)}")
     return problems
