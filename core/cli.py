@@ -43,9 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-file", help="TLS key of the API (api.key_file)")
     p.add_argument("--log-level", choices=["error", "warning", "info", "debug"])
     p.add_argument("--log-file")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("run", help="run the server (the default)")
-    sub.add_parser("plugins", help="list the plugins that would be loaded, and exit")
+    p.add_argument("command", nargs="?", choices=["run", "plugins"], default="run",
+                   help="run: run the server (default); plugins: list the plugins it loads, and exit")
     return p
 
 

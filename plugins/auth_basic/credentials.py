@@ -2,7 +2,7 @@
 auth``/``auth_file``): plain passwords compared in constant time, or bcrypt hashes (``$2y$``,
 ``$2b$``, ``$2a$``, as RPort accepts) checked in a worker thread so the event loop never blocks.
 
-A successful bcrypt check is remembered as an HMAC under a per-process random key (never the
+Identical checks in flight share one bcrypt run, and a successful check is remembered as an HMAC under a per-process random key (never the
 password itself), so an agent reconnecting, or a script calling the API every second, costs one
 bcrypt check, not one per call: a server restart does not turn 1,000 reconnecting agents into
 minutes of hashing.
@@ -43,6 +43,7 @@ class CredentialTable:
         self.source = source
         self._key = secrets.token_bytes(32)
         self._verified: OrderedDict[bytes, None] = OrderedDict()
+        self._inflight: dict[bytes, asyncio.Future[bool]] = {}
 
     def __contains__(self, name: str) -> bool:
         return name in self.entries
@@ -59,11 +60,25 @@ class CredentialTable:
         if token in self._verified:
             self._verified.move_to_end(token)
             return True
-        ok = await asyncio.to_thread(_bcrypt_check, password, stored)
-        if ok:
-            self._verified[token] = None
-            while len(self._verified) > 10_000:
-                self._verified.popitem(last=False)
+        # Single flight: identical checks already running share its result.
+        pending = self._inflight.get(token)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning
+        self._inflight[token] = fut
+        try:
+            ok = await asyncio.to_thread(_bcrypt_check, password, stored)
+            if ok:
+                self._verified[token] = None
+                while len(self._verified) > 10_000:
+                    self._verified.popitem(last=False)
+            fut.set_result(ok)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            raise
+        finally:
+            del self._inflight[token]
         return ok
 
     def groups(self, name: str) -> tuple[str, ...]:

@@ -1,0 +1,22 @@
+"""The public API for agent plugins: everything an agent plugin (built-in or third-party) may
+import. Anything else under ``rport.agent`` or ``rport.core`` is private and may change."""
+
+from __future__ import annotations
+
+from rport.core.confload import ConfigError, Duration, HostPort, parse_duration, parse_host_port
+from rport.core.plugins import PluginError, hookimpl
+from rport.core.session import (
+    ProtocolViolation,
+    RemoteError,
+    Session,
+    SessionClosed,
+    SessionError,
+    Stream,
+    StreamRefused,
+)
+
+__all__ = [
+    "ConfigError", "Duration", "HostPort", "PluginError", "ProtocolViolation", "RemoteError",
+    "Session", "SessionClosed", "SessionError", "Stream", "StreamRefused", "hookimpl",
+    "parse_duration", "parse_host_port",
+]
