@@ -13,6 +13,12 @@ import pluggy
 hookspec = pluggy.HookspecMarker("rport")
 
 
+@hookspec(historic=True)
+def rport_add_hookspecs(pluginmanager: Any) -> Any:
+    """Add hook specifications this plugin defines for other agent plugins, with
+    ``pluginmanager.add_hookspecs(module)``. Result rule: ignored."""
+
+
 @hookspec
 def rport_config_class() -> Any:
     """The frozen attrs class of this plugin's ``[plugins.<name>]`` table in ``rport.conf``, or

@@ -48,6 +48,13 @@ class ServerSection:
     max_failed_login: int = 5
     ban_time: Duration = Duration(3600)
     max_request_bytes_client: int = 524288
+    # Tunnels (RPort keeps these in [server]; read by the tunnels and proxy plugins).
+    used_ports: list[str] = attrs.field(factory=lambda: ["2000-30000"])
+    excluded_ports: list[str] = attrs.field(factory=lambda: ["1-1024"])
+    check_port_timeout: Duration = Duration(2)
+    tunnel_host: str = ""
+    tunnel_proxy_cert_file: str = ""
+    tunnel_proxy_key_file: str = ""
 
 
 @attrs.frozen

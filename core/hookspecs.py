@@ -15,6 +15,16 @@ import pluggy
 
 hookspec = pluggy.HookspecMarker("rport")
 
+# --- loading -----------------------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def rport_add_hookspecs(pluginmanager: Any) -> Any:
+    """Add hook specifications that this plugin defines for other plugins to implement, with
+    ``pluginmanager.add_hookspecs(module)`` (as pytest's ``pytest_addhooks``). Called when the
+    plugin is registered. Result rule: ignored."""
+
+
 # --- configuration (called once, at start-up, before everything else) ------------------------
 
 

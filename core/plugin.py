@@ -12,7 +12,7 @@ from .clients import Client, ClientRegistry
 from .confload import ConfigError, Duration, HostPort, parse_duration, parse_host_port
 from .errors import ApiError, ErrorItem, bad_request, not_found
 from .events import ClientConnected, ClientDisconnected, EventBus
-from .plugins import PluginError, hookimpl
+from .plugins import PluginError, call_each, hookimpl
 from .session import (
     Handlers,
     ProtocolViolation,
@@ -29,7 +29,7 @@ __all__ = [
     "ADMINISTRATORS", "ApiError", "Client", "ClientConnected", "ClientDisconnected",
     "ClientRegistry", "ConfigError", "Duration", "ErrorItem", "EventBus", "Handlers", "HostPort",
     "PluginError", "ProtocolViolation", "RemoteError", "ResourceSpec", "Session", "SessionClosed",
-    "SessionError", "Stream", "StreamRefused", "User", "apply_list_query", "bad_request",
+    "SessionError", "Stream", "StreamRefused", "User", "apply_list_query", "bad_request", "call_each",
     "data_response", "hookimpl", "matches", "not_found", "parse_duration", "parse_host_port",
     "parse_list_query", "read_json",
 ]

@@ -57,6 +57,7 @@ def create_plugin_manager(group: str, specs: ModuleType, *, disabled: Iterable[s
     (name, plugin) pairs (tests and embedders), and validate every hook implementation."""
     pm = pluggy.PluginManager("rport")
     pm.add_hookspecs(specs)
+    pm.hook.rport_add_hookspecs.call_historic(kwargs={"pluginmanager": pm})
     disabled = list(dict.fromkeys(disabled))
     for name in disabled:
         pm.set_blocked(name)

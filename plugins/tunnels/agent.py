@@ -1,0 +1,87 @@
+"""tunnels, agent side: dial targets for the server's tunnels, within ``tunnel_allowed``; report
+the tunnels requested in rport.conf / on the command line. Hook implementations only."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from rport.agent.plugin import PluginError, StreamRefused, hookimpl
+
+from .policy import TunnelPolicy
+from .relay import relay
+from .remote import RemoteError, decode_remote, join_host_port
+
+NAME = "tunnels"
+DIAL_TIMEOUT = 10.0
+log = logging.getLogger("rport.plugins.tunnels")
+
+
+def _split_host_port(text: Any) -> tuple[str, int]:
+    if not isinstance(text, str):
+        raise StreamRefused("invalid remote")
+    host, _, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") else host
+    if not host or not port.isdigit():
+        raise StreamRefused(f"invalid remote {text!r}")
+    return host, int(port)
+
+
+@hookimpl
+def rport_agent_startup(agent: Any) -> None:
+    client = agent.config.client
+    try:
+        policy = TunnelPolicy(client.tunnel_allowed)
+        remotes = [decode_remote(r) for r in client.remotes]
+    except (ValueError, RemoteError) as exc:
+        raise PluginError(f"client.remotes / tunnel_allowed: {exc}") from None
+    agent.state[NAME] = policy
+    agent.state[NAME + ".remotes"] = remotes
+
+
+@hookimpl
+def rport_agent_hello(agent: Any) -> Any:
+    remotes = agent.state.get(NAME + ".remotes", [])
+    return {"remotes": [{
+        "local_host": r.local_host, "local_port": r.local_port, "remote_host": r.remote_host,
+        "remote_port": r.remote_port, "protocol": r.protocol} for r in remotes]}
+
+
+@hookimpl
+def rport_register_handlers(agent: Any, register: Any) -> None:
+    async def tunnel(session: Any, stream: Any) -> None:
+        host, port = _split_host_port(stream.meta.get("remote"))
+        remote = join_host_port(host, port)
+        if not await agent.state[NAME].allows(host, port):
+            log.warning("tunnel connection to %s refused: not allowed by tunnel_allowed", remote)
+            raise StreamRefused(f"Prohibited: {remote} is not allowed by the client's tunnel_allowed")
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), DIAL_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+            log.info("tunnel connection to %s failed: %s", remote, reason)
+            raise StreamRefused(f"connection to {remote} failed: {reason}") from None
+        await stream.accept()
+        reason = await relay(reader, writer, stream, label=f"connection to {remote}")
+        if reason:
+            log.info("connection to %s ended: %s", remote, reason)
+
+    async def check_port(session: Any, body: Any) -> Any:
+        host, port = _split_host_port((body or {}).get("remote"))
+        timeout = float((body or {}).get("timeout", 2.0))
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        except (OSError, TimeoutError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+            return {"open": False, "error": f"dial tcp {join_host_port(host, port)}: {reason}"}
+        writer.close()
+        return {"open": True, "error": ""}
+
+    async def check_tunnel_allowed(session: Any, body: Any) -> Any:
+        host, port = _split_host_port((body or {}).get("remote"))
+        return {"allowed": await agent.state[NAME].allows(host, port)}
+
+    register.stream("tunnel", tunnel)
+    register.request("check_port", check_port)
+    register.request("check_tunnel_allowed", check_tunnel_allowed)

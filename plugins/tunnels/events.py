@@ -1,0 +1,22 @@
+"""Events the tunnels plugin publishes on the server's event bus."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class TunnelOpened:
+    """A tunnel's listener is up. ``tunnel`` is a :class:`~.tunnel.Tunnel`."""
+
+    client_id: str
+    tunnel: Any = attrs.field(eq=False, repr=False)
+
+
+@attrs.frozen
+class TunnelClosed:
+    client_id: str
+    tunnel_id: str
+    reason: str

@@ -1,0 +1,105 @@
+"""tunnels, server side: the tunnel routes, the tunnels of each client in its document, and
+listeners that follow their agent's session. Hook implementations only; see :mod:`.service`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from rport.core.plugin import (
+    ApiError,
+    ClientConnected,
+    ClientDisconnected,
+    PluginError,
+    data_response,
+    hookimpl,
+)
+
+from . import hookspecs
+from .service import PUT_PARAMS, TunnelService, parse_bool
+
+NAME = "tunnels"
+
+
+def service(server: Any) -> TunnelService:
+    return server.state[NAME]
+
+
+@hookimpl
+def rport_add_hookspecs(pluginmanager: Any) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+async def rport_server_startup(server: Any) -> None:
+    try:
+        svc = TunnelService(server)
+    except ValueError as exc:
+        raise PluginError(str(exc)) from None
+    await svc.load()
+    server.state[NAME] = svc
+
+
+@hookimpl
+async def rport_server_shutdown(server: Any) -> None:
+    if NAME in server.state:
+        await service(server).shutdown()
+
+
+@hookimpl
+def rport_register_routes(server: Any, register: Any) -> None:
+    async def create(request: Request) -> Response:
+        """Open a tunnel from a server port to a port the client can reach."""
+        client_id = request.path_params["client_id"]
+        client = server.clients.get(client_id)
+        if client is None or not client.connected:
+            raise ApiError(404, f"client with id {client_id} not found", code="ERR_CODE_CLIENT_NOT_FOUND")
+        tunnel = await service(server).create_from_params(
+            client, request.query_params, owner=request.state.user.username)
+        return data_response(tunnel.to_json())
+
+    async def delete(request: Request) -> Response:
+        """Close a tunnel (force=1 also when it has open connections)."""
+        force = parse_bool(request.query_params, "force")
+        await service(server).delete(request.path_params["client_id"],
+                                     request.path_params["tunnel_id"], force=force)
+        return Response(status_code=204)
+
+    async def list_all(request: Request) -> Response:
+        """Every tunnel of the connected clients, with its client_id."""
+        rows = [{**t.to_json(), "client_id": t.client_id} for t in service(server).all()]
+        return data_response(rows, count=len(rows))
+
+    register("/clients/{client_id}/tunnels", create, ["PUT"], name="create", params=PUT_PARAMS)
+    register("/clients/{client_id}/tunnels/{tunnel_id}", delete, ["DELETE"], name="delete",
+             params=("force",))
+    register("/tunnels", list_all, name="list")
+
+
+@hookimpl
+def rport_register_subscribers(server: Any, register: Any) -> None:
+    async def connected(event: ClientConnected) -> None:
+        client = server.clients.get(event.client_id)
+        if client is not None and client.session is event.session:
+            await service(server).client_connected(client)
+
+    async def disconnected(event: ClientDisconnected) -> None:
+        await service(server).client_gone(event.client_id)
+
+    register(ClientConnected, connected)
+    register(ClientDisconnected, disconnected)
+
+
+@hookimpl
+def rport_client_document(server: Any, client: Any, doc: dict) -> None:
+    doc["tunnels"] = [t.to_json() for t in service(server).of(client.id)]
+
+
+@hookimpl
+def rport_status_document(server: Any, doc: dict) -> None:
+    cfg = server.config.server
+    doc["used_ports"] = list(cfg.used_ports)
+    doc["excluded_ports"] = list(cfg.excluded_ports)
+    doc["tunnel_host"] = cfg.tunnel_host

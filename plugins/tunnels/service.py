@@ -1,0 +1,369 @@
+"""The server's tunnels: creation with RPort's checks in RPort's order, deletion, restoring
+tunnels when an agent reconnects (RPort §4.11), and persistence in the server's store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from typing import Any, Mapping
+
+from rport.core.plugin import ApiError, Client, RemoteError, SessionClosed, call_each
+
+from .events import TunnelClosed, TunnelOpened
+from .ports import PortPool, port_free
+from .remote import Remote, RemoteError as DecodeError, decode_remote, parse_local
+from .tunnel import Tunnel
+
+log = logging.getLogger("rport.plugins.tunnels")
+
+IDLE_MAX = 10080
+AUTO_CLOSE_MAX = 744 * 3600
+PROXY_SCHEMES = ("http", "https", "vnc", "rdp")
+PUT_PARAMS = ("local", "remote", "scheme", "acl", "idle-timeout-minutes", "skip-idle-timeout",
+              "auto-close", "check_port", "http_proxy", "host_header", "auth_user",
+              "auth_password", "name", "protocol")
+_GO_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
+_SCHEMA = """CREATE TABLE IF NOT EXISTS tunnels (
+    client_id TEXT NOT NULL, id TEXT NOT NULL, spec TEXT NOT NULL, PRIMARY KEY (client_id, id))"""
+
+
+def bad(title: str, code: str = "", detail: str = "", status: int = 400) -> ApiError:
+    return ApiError(status, title, code=code, detail=detail)
+
+
+def parse_bool(params: Mapping[str, str], name: str, default: bool = False) -> bool:
+    if name not in params:
+        return default
+    value = params[name].strip().lower()
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no", ""):
+        return False
+    raise bad(f"invalid {name} param: {params[name]!r} (use 1 or 0)", "ERR_CODE_INVALID_PARAM")
+
+
+def parse_go_duration(text: str) -> float:
+    from rport.core.plugin import parse_duration
+
+    if not _GO_DURATION.match(text.strip()):
+        raise ValueError(text)
+    return parse_duration(text)
+
+
+class TunnelService:
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        cfg = server.config.server
+        self.pool = PortPool(cfg.used_ports, cfg.excluded_ports)
+        self.check_port_timeout = cfg.check_port_timeout
+        self.tunnels: dict[str, dict[str, Tunnel]] = {}  # client id -> tunnel id -> tunnel
+        self.saved: dict[str, list[dict[str, Any]]] = {}  # client id -> specs kept for reconnects
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- store -------------------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        def read(db: Any) -> list[tuple[str, str]]:
+            db.execute(_SCHEMA)
+            return db.execute("SELECT client_id, spec FROM tunnels ORDER BY rowid").fetchall()
+        for client_id, spec in await self.server.store.run(read):
+            self.saved.setdefault(client_id, []).append(json.loads(spec))
+
+    async def _persist(self, client_id: str) -> None:
+        specs = [t.spec() for t in self.tunnels.get(client_id, {}).values()]
+        self.saved[client_id] = specs
+
+        def write(db: Any) -> None:
+            with db:
+                db.execute("DELETE FROM tunnels WHERE client_id=?", (client_id,))
+                db.executemany("INSERT INTO tunnels (client_id, id, spec) VALUES (?, ?, ?)",
+                               [(client_id, s["id"], json.dumps(s)) for s in specs])
+        await self.server.store.run(write)
+
+    def lock(self, client_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(client_id, asyncio.Lock())
+
+    # -- queries -------------------------------------------------------------------------------------
+
+    def of(self, client_id: str) -> list[Tunnel]:
+        return list(self.tunnels.get(client_id, {}).values())
+
+    def all(self) -> list[Tunnel]:
+        return [t for tunnels in self.tunnels.values() for t in tunnels.values()]
+
+    def taken_ports(self) -> set[int]:
+        return {t.lport for t in self.all()}
+
+    # -- create ------------------------------------------------------------------------------------
+
+    async def create_from_params(self, client: Client, params: Mapping[str, str], owner: str) -> Tunnel:
+        """PUT /clients/{id}/tunnels: every check of RPort's table, in its order."""
+        server = self.server
+        session = server.clients.session(client.id)
+        if session is None:
+            raise bad(f"client with id {client.id} not found", "ERR_CODE_CLIENT_NOT_FOUND", status=404)
+        # 2. the remote (and local) notation
+        remote_text = params.get("remote", "")
+        local_text = params.get("local", "")
+        if not remote_text:
+            raise bad('failed to decode "": Missing ports', "ERR_CODE_INVALID_REMOTE")
+        combined = f"{local_text}:{remote_text}" if local_text else remote_text
+        try:
+            remote = decode_remote(remote_text)
+            if remote.local_port is not None and local_text:
+                raise DecodeError(f'failed to decode "{combined}": Invalid remote')
+            if local_text:
+                try:
+                    lhost, lport = parse_local(local_text)
+                except ValueError:
+                    raise bad(f"Invalid port: {local_text}.", "ERR_CODE_INVALID_LOCAL") from None
+                remote = Remote(lhost, lport, remote.remote_host, remote.remote_port, remote.protocol)
+        except DecodeError as exc:
+            raise bad(str(exc), "ERR_CODE_INVALID_REMOTE") from None
+        protocol = params.get("protocol", remote.protocol)
+        if protocol != "tcp":
+            raise bad(f"protocol {protocol} is not supported: only tcp tunnels are",
+                      "ERR_CODE_INVALID_PROTOCOL")
+        # 3. scheme
+        scheme = params.get("scheme") or None
+        if scheme is not None and len(scheme) > 15:
+            raise bad("Invalid URI scheme.", "ERR_CODE_URI_SCHEME_LENGTH_EXCEED",
+                      "scheme must not be longer than 15 characters")
+        # 4.-6. the HTTP proxy and its options (plugin proxy)
+        http_proxy = parse_bool(params, "http_proxy")
+        host_header = params.get("host_header", "")
+        auth_user, auth_password = params.get("auth_user", ""), params.get("auth_password", "")
+        if http_proxy:
+            proxy_ok = server.state.get("tunnels.proxy")
+            if proxy_ok is None:
+                raise bad("creation of tunnel proxy not enabled", "ERR_CODE_TUNNEL_PROXY_NOT_ENABLED",
+                          "set tunnel_proxy_cert_file and tunnel_proxy_key_file in [server]")
+            if scheme not in (None, *PROXY_SCHEMES):
+                raise bad(f"tunnel proxy not allowed with scheme {scheme}", "ERR_CODE_INVALID_SCHEME")
+        if host_header and not http_proxy:
+            raise bad("host_header not allowed when http_proxy is false", "ERR_CODE_INVALID_PARAM")
+        if (auth_user or auth_password) and not http_proxy:
+            raise bad("auth_user and auth_password are not allowed when http_proxy is false",
+                      "ERR_CODE_INVALID_PARAM")
+        if auth_user and not auth_password:
+            raise bad("auth_user requires auth_password", "ERR_CODE_INVALID_PARAM")
+        if auth_password and not auth_user:
+            raise bad("auth_password requires auth_user", "ERR_CODE_INVALID_PARAM")
+        # 7. idle timeout
+        if "idle-timeout-minutes" in params and "skip-idle-timeout" in params:
+            raise bad("conflicting parameters idle-timeout-minutes and skip-idle-timeout",
+                      "ERR_CODE_INVALID_IDLE_TIMEOUT")
+        idle = 5
+        if "idle-timeout-minutes" in params:
+            raw = params["idle-timeout-minutes"].strip()
+            if not raw.lstrip("-").isdigit():
+                raise bad("invalid idle timeout param", "ERR_CODE_INVALID_IDLE_TIMEOUT",
+                          f"{raw!r} is not a whole number of minutes")
+            idle = int(raw)
+            if not 0 <= idle <= IDLE_MAX:
+                raise bad(f"idle timeout param should be in range [0, {IDLE_MAX}]",
+                          "ERR_CODE_INVALID_IDLE_TIMEOUT")
+        if parse_bool(params, "skip-idle-timeout"):
+            idle = 0
+        # 8. auto-close
+        auto_close = 0.0
+        if params.get("auto-close"):
+            try:
+                auto_close = parse_go_duration(params["auto-close"])
+            except ValueError:
+                raise bad("invalid tunnel auto-close format", "ERR_CODE_INVALID_AUTO_CLOSE",
+                          "use a duration such as 30m or 2h") from None
+            if auto_close <= 0:
+                raise bad("tunnel auto-close should be more than 0", "ERR_CODE_INVALID_AUTO_CLOSE")
+            if auto_close > AUTO_CLOSE_MAX:
+                raise bad("tunnel auto-close should not be more than 744h0m0s",
+                          "ERR_CODE_INVALID_AUTO_CLOSE")
+        # 9. ACL (plugin acl); refused, never widened, when no plugin handles ACLs
+        acl = params.get("acl") or None
+        acl_check = await self.parse_acl(acl)
+        tunnel = Tunnel(
+            id="", client_id=client.id, lhost=remote.local_host, lport=remote.local_port or 0,
+            rhost=remote.remote_host, rport=remote.remote_port, lport_random=remote.local_port is None,
+            name=params.get("name", ""), scheme=scheme, acl=acl, idle_timeout_minutes=idle,
+            auto_close=auto_close, http_proxy=http_proxy, host_header=host_header,
+            auth_user=auth_user, auth_password=auth_password, owner=owner, acl_check=acl_check)
+        async with self.lock(client.id):
+            # 10. the agent's tunnel_allowed
+            try:
+                answer = await session.request("check_tunnel_allowed", {"remote": tunnel.remote})
+                allowed = bool((answer or {}).get("allowed", True))
+            except RemoteError as exc:
+                allowed = "unknown request" in str(exc)  # an agent without tunnels policy
+            except SessionClosed:
+                raise bad(f"client with id {client.id} not found", "ERR_CODE_CLIENT_NOT_FOUND",
+                          status=404) from None
+            if not allowed:
+                raise bad("Tunnel destination is not allowed by client configuration.",
+                          "ERR_CODE_TUNNEL_NOT_ALLOWED", f"{tunnel.remote} is not in tunnel_allowed")
+            # 11.-12. duplicates
+            for other in self.of(client.id):
+                if (other.rhost, other.rport, other.acl) == (tunnel.rhost, tunnel.rport, tunnel.acl):
+                    if remote.local_port is None or (other.lhost, other.lport) == (tunnel.lhost, tunnel.lport):
+                        raise bad("Tunnel already exists.", "ERR_CODE_TUNNEL_EXIST",
+                                  f"tunnel {other.id} leads from {other.lhost}:{other.lport} to {other.remote}")
+                    raise bad(f"Tunnel to port {tunnel.rport} already exists.",
+                              "ERR_CODE_TUNNEL_TO_PORT_EXIST", f"tunnel {other.id}")
+            # 13. check_port: the agent dials the remote
+            if parse_bool(params, "check_port", True):
+                try:
+                    answer = await session.request("check_port", {
+                        "remote": tunnel.remote, "timeout": self.check_port_timeout},
+                        timeout=self.check_port_timeout + 10)
+                except RemoteError as exc:
+                    raise bad(f"client error: {exc}", "ERR_CODE_CLIENT_ERROR", status=409) from None
+                if not (answer or {}).get("open"):
+                    raise bad(f"Port {tunnel.rport} is not in listening state.",
+                              "ERR_CODE_REMOTE_PORT_NOT_OPEN", str((answer or {}).get("error", "")))
+            # 14.-15. the local port
+            await self._assign_port(tunnel, given=remote.local_port is not None)
+            await self._start(tunnel)
+            await self._persist(client.id)
+        log.info("tunnel %s of %s opened by %s: %s:%d -> %s", tunnel.id, client.id, owner,
+                 tunnel.lhost, tunnel.lport, tunnel.remote)
+        return tunnel
+
+    async def parse_acl(self, acl: str | None) -> Any:
+        if not acl:
+            return None
+        for _, result in await call_each(self.server.hook.rport_tunnel_acl,
+                                         server=self.server, acl=acl):
+            if result is not None:
+                return result
+        raise bad("tunnel ACLs are not available: the acl plugin is disabled",
+                  "ERR_CODE_ACL_UNAVAILABLE", "remove the acl parameter or enable the acl plugin")
+
+    async def _assign_port(self, tunnel: Tunnel, *, given: bool) -> None:
+        taken = self.taken_ports()
+        if given:
+            port = tunnel.lport
+            if port in taken or not port_free(tunnel.lhost, port):
+                raise bad(f"Port {port} already in use.", "ERR_CODE_LOCAL_PORT_IN_USE")
+            if port not in self.pool:
+                raise bad(f"Local port {port} is not among allowed ports.", "ERR_CODE_PORT_NOT_ALLOWED",
+                          "see used_ports and excluded_ports in [server]")
+            return
+        port = self.pool.pick(tunnel.lhost, taken)
+        if port is None:
+            raise bad("no ports available", "ERR_CODE_NO_PORTS", "every allowed port is in use",
+                      status=500)
+        tunnel.lport = port
+
+    async def _start(self, tunnel: Tunnel) -> None:
+        existing = self.tunnels.setdefault(tunnel.client_id, {})
+        if not tunnel.id:
+            used = {int(t.id) for t in existing.values() if t.id.isdigit()}
+            used |= {int(s["id"]) for s in self.saved.get(tunnel.client_id, []) if str(s["id"]).isdigit()}
+            tunnel.id = str(max(used, default=0) + 1)
+        client_id = tunnel.client_id
+        try:
+            await tunnel.start(lambda: self.server.clients.session(client_id))
+        except OSError as exc:
+            raise bad(f"Local port {tunnel.lport} already in use.", "ERR_CODE_LOCAL_PORT_IN_USE",
+                      exc.strerror or str(exc), status=409) from None
+        existing[tunnel.id] = tunnel
+        self.server.bus.publish(TunnelOpened(client_id, tunnel))
+
+    # -- delete ------------------------------------------------------------------------------------
+
+    async def delete(self, client_id: str, tunnel_id: str, *, force: bool) -> None:
+        async with self.lock(client_id):
+            tunnel = self.tunnels.get(client_id, {}).get(tunnel_id)
+            if tunnel is None:
+                raise bad("tunnel not found", "ERR_CODE_TUNNEL_NOT_FOUND", status=404)
+            if tunnel.connections and not force:
+                raise bad(f"tunnel has {tunnel.connections} active connection(s)",
+                          "ERR_CODE_TUNNEL_HAS_CONNECTIONS", "use force=1 to close them", status=409)
+            await self.close(tunnel, "deleted")
+
+    async def close(self, tunnel: Tunnel, reason: str, *, forget: bool = True) -> None:
+        """Close a tunnel; ``forget`` also removes it from what reconnects restore."""
+        if self.tunnels.get(tunnel.client_id, {}).get(tunnel.id) is tunnel:
+            del self.tunnels[tunnel.client_id][tunnel.id]
+        await tunnel.close()
+        if forget:
+            await self._persist(tunnel.client_id)
+        log.info("tunnel %s of %s closed: %s", tunnel.id, tunnel.client_id, reason)
+        self.server.bus.publish(TunnelClosed(tunnel.client_id, tunnel.id, reason))
+
+    # -- agent lifecycle ---------------------------------------------------------------------------
+
+    async def client_gone(self, client_id: str) -> None:
+        """Listeners close and ports are free at once; the list stays for the reconnect."""
+        async with self.lock(client_id):
+            for tunnel in self.of(client_id):
+                await self.close(tunnel, "client disconnected", forget=False)
+
+    async def client_connected(self, client: Client) -> None:
+        """Start the tunnels the agent asks for, and restore the others (RPort §4.11): if the
+        agent asks for tunnels that match none of the old ones, its configuration changed and
+        only the new ones start."""
+        if client.session is None:
+            return
+        requested = []
+        for raw in (client.plugin_data.get("tunnels") or {}).get("remotes", []):
+            try:
+                requested.append(Remote(raw["local_host"], raw["local_port"], raw["remote_host"],
+                                        int(raw["remote_port"]), raw.get("protocol", "tcp")))
+            except (KeyError, TypeError, ValueError):
+                log.warning("client %s sent an invalid remote %r", client.id, raw)
+        old = list(self.saved.get(client.id, []))
+
+        def matches(spec: dict[str, Any], r: Remote) -> bool:
+            return ((spec["rhost"], spec["rport"]) == (r.remote_host, r.remote_port)
+                    and (r.local_port is None or (spec["lhost"], spec["lport"]) == (r.local_host, r.local_port)))
+
+        changed = any(not any(matches(s, r) for s in old) for r in requested)
+        if changed:
+            old = []
+        async with self.lock(client.id):
+            for tunnel in self.of(client.id):  # left over from a connection this one replaced
+                await self.close(tunnel, "client reconnected", forget=False)
+            self.tunnels[client.id] = {}
+            restore = list(old)
+            for r in requested:
+                spec = next((s for s in restore if matches(s, r)), None)
+                if spec is None:
+                    restore.append({"id": "", "lhost": r.local_host, "lport": r.local_port or 0,
+                                    "lport_random": r.local_port is None, "rhost": r.remote_host,
+                                    "rport": r.remote_port, "idle_timeout_minutes": 0,
+                                    "owner": client.id})
+            for spec in restore:
+                await self._restore(client, spec)
+            await self._persist(client.id)
+
+    async def _restore(self, client: Client, spec: dict[str, Any]) -> None:
+        fields = {k: v for k, v in spec.items() if k not in ("client_id",)}
+        tunnel = Tunnel(client_id=client.id, **fields)
+        try:
+            tunnel.acl_check = await self.parse_acl(tunnel.acl)
+        except ApiError as exc:
+            log.error("tunnel %s of %s not restored: %s", tunnel.id, client.id, exc)
+            return
+        if tunnel.lport_random or not tunnel.lport:
+            port = self.pool.pick(tunnel.lhost, self.taken_ports())
+            if port is None:
+                log.error("tunnel %s of %s not restored: no ports available", tunnel.id, client.id)
+                return
+            tunnel.lport = port
+        try:
+            await self._start(tunnel)
+        except ApiError as exc:
+            log.error("tunnel of %s to %s not restored: %s", client.id, tunnel.remote, exc)
+            return
+        log.info("tunnel %s of %s restored: %s:%d -> %s", tunnel.id, client.id, tunnel.lhost,
+                 tunnel.lport, tunnel.remote)
+
+    async def forget_client(self, client_id: str) -> None:
+        self.saved.pop(client_id, None)
+        await self._persist(client_id)
+
+    async def shutdown(self) -> None:
+        for tunnel in self.all():
+            await tunnel.close()

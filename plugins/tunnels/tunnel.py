@@ -1,0 +1,132 @@
+"""One server-side tunnel: a TCP listener whose connections become streams to the agent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable
+
+import attrs
+
+from rport.core.plugin import Session, SessionClosed, StreamRefused
+
+from .relay import relay
+from .remote import join_host_port
+
+log = logging.getLogger("rport.plugins.tunnels")
+
+
+@attrs.define(eq=False)
+class Tunnel:
+    id: str
+    client_id: str
+    lhost: str
+    lport: int
+    rhost: str
+    rport: int
+    lport_random: bool = False
+    name: str = ""
+    protocol: str = "tcp"
+    scheme: str | None = None
+    acl: str | None = None
+    idle_timeout_minutes: int = 5
+    auto_close: float = 0.0  # seconds; 0 = none
+    http_proxy: bool = False
+    host_header: str = ""
+    auth_user: str = ""
+    auth_password: str = ""
+    owner: str = ""
+    created_at: float = attrs.field(factory=time.time)
+    tunnel_url: str = ""
+    # runtime
+    acl_check: Any = attrs.field(default=None, repr=False)
+    connections: int = 0
+    last_active: float = attrs.field(factory=time.monotonic)
+    _server: asyncio.AbstractServer | None = attrs.field(default=None, repr=False)
+    _relays: set[asyncio.Task[Any]] = attrs.field(factory=set, repr=False)
+    closed: bool = False
+
+    @property
+    def remote(self) -> str:
+        return join_host_port(self.rhost, self.rport)
+
+    def spec(self) -> dict[str, Any]:
+        """What identifies the tunnel and survives restarts (no runtime state)."""
+        return {k: getattr(self, k) for k in (
+            "id", "client_id", "lhost", "lport", "rhost", "rport", "lport_random", "name",
+            "protocol", "scheme", "acl", "idle_timeout_minutes", "auto_close", "http_proxy",
+            "host_header", "auth_user", "auth_password", "owner", "created_at")}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "protocol": self.protocol, "lhost": self.lhost,
+            "lport": str(self.lport), "lport_random": self.lport_random, "owner": self.owner,
+            "rhost": self.rhost, "rport": str(self.rport), "scheme": self.scheme, "acl": self.acl,
+            "idle_timeout_minutes": self.idle_timeout_minutes,
+            "auto_close": int(self.auto_close * 1e9), "http_proxy": self.http_proxy,
+            "host_header": self.host_header, "auth_user": self.auth_user,
+            "auth_password": self.auth_password, "tunnel_url": self.tunnel_url,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created_at)),
+        }
+
+    def touch(self) -> None:
+        self.last_active = time.monotonic()
+
+    async def start(self, session_of: Callable[[], Session | None]) -> None:
+        """Listen on lhost:lport; raises OSError if the port cannot be bound."""
+        async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._relays.add(task)
+            try:
+                await self._serve(reader, writer, session_of)
+            finally:
+                self._relays.discard(task)
+
+        self._server = await asyncio.start_server(on_connection, self.lhost, self.lport,
+                                                  reuse_address=True, backlog=512)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     session_of: Callable[[], Session | None]) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        source = str(peer[0])
+        if self.acl_check is not None and not self.acl_check.allows(source):
+            log.info("tunnel %s of %s: connection from %s refused by the ACL", self.id,
+                     self.client_id, source)
+            writer.transport.abort()
+            return
+        session = session_of()
+        if session is None:
+            writer.transport.abort()
+            return
+        self.connections += 1
+        self.touch()
+        try:
+            try:
+                stream = await session.open_stream("tunnel", {"remote": self.remote})
+            except (StreamRefused, SessionClosed, TimeoutError) as exc:
+                log.warning("tunnel %s of %s: connection from %s to %s failed: %s", self.id,
+                            self.client_id, source, self.remote, exc)
+                writer.transport.abort()
+                return
+            reason = await relay(reader, writer, stream, on_activity=self.touch,
+                                 label=f"tunnel {self.id} of {self.client_id} from {source}")
+            if reason:
+                log.info("tunnel %s of %s: connection from %s closed: %s", self.id, self.client_id,
+                         source, reason)
+        finally:
+            self.connections -= 1
+            self.touch()
+
+    async def close(self) -> None:
+        """Stop listening at once (the port is free when this returns) and abort connections."""
+        self.closed = True
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._relays):
+            task.cancel()
+        if self._relays:
+            await asyncio.gather(*self._relays, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
