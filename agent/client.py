@@ -113,8 +113,9 @@ class RportAgent:
                     raw, cls, prefix=f"plugins.{impl.plugin_name}")
             except ConfigError as exc:
                 problems += exc.problems
-        problems += [f"plugins.{name}: no such plugin is installed" for name in tables
-                     if name not in self.plugins.disabled]
+        problems += [f"plugins.{name}: this plugin has no settings" if name in self.plugins.info
+                     else f"plugins.{name}: no such plugin is installed"
+                     for name in tables if name not in self.plugins.disabled]
         claimed = {section for impl in self.hook.rport_config_sections.get_hookimpls()
                    for section in (impl.function() or ())}
         problems += [f"{name}: unknown section" for name in self.config.extra_sections
@@ -188,7 +189,12 @@ class RportAgent:
         except (TransportClosed, ProtocolViolation) as exc:
             await transport.close(str(exc), violation=isinstance(exc, ProtocolViolation))
             raise ConnectFailed(f"handshake with {self.url} failed: {exc}") from None
-        session = MuxSession(transport, self.handlers, initiator=True, limits=Limits(),
+        max_message = welcome.get("max_message")
+        limits = Limits()
+        if isinstance(max_message, int) and max_message > 2048:
+            # Frames the server accepts: its max_request_bytes_client, less room for the header.
+            limits = Limits(max_frame=min(limits.max_frame, max_message - 1024))
+        session = MuxSession(transport, self.handlers, initiator=True, limits=limits,
                              name="server")
         self.session = session
         log.info("connected to %s as client %s (protocol %s, server %s)", self.url,

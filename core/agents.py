@@ -196,7 +196,8 @@ class AgentEndpoint:
         try:
             await transport.send(encode_json(T.WELCOME, 0, {
                 "protocol": hello.protocol, "version": __version__, "client_id": client.id,
-                "capabilities": server.handlers.capabilities}))
+                "capabilities": server.handlers.capabilities,
+                "max_message": server.config.server.max_request_bytes_client}))
         except TransportClosed:
             await self._gone(client, "closed during handshake")
             return

@@ -42,10 +42,12 @@ def rport_config_class() -> Any:
 
 @hookspec
 def rport_register_routes(server: Any, register: Any) -> Any:
-    """Register API routes: ``register(path, endpoint, methods=["GET"], name="", params=(),
-    summary="")``. ``path`` is below ``/api/v1``; ``endpoint`` is ``async def (request) ->
-    Response``; ``name`` defaults to the endpoint's name and is prefixed ``<plugin>:``;
-    ``params`` are the query parameters the route accepts (others are a 400).
+    """Register API routes: ``register(path, endpoint, methods=["GET"], *, name="", params=(),
+    list_params=False, summary="", public=False)``. ``path`` is below ``/api/v1``;
+    ``endpoint`` is ``async def (request) -> Response``; ``name`` defaults to the endpoint's
+    name and is prefixed ``<plugin>:``; ``params`` are the query parameters the route accepts
+    (others are a 400) and ``list_params`` adds RPort's sort/filter/fields/page; ``public``
+    routes skip authentication (the route must then check credentials itself).
     Result rule: ignored."""
 
 
@@ -68,7 +70,8 @@ def rport_register_subscribers(server: Any, register: Any) -> Any:
 @hookspec
 def rport_server_startup(server: Any) -> Any:
     """Called after registration and before the server listens: open stores, start background
-    tasks. Awaited in plugin order; an exception stops start-up naming the plugin.
+    tasks. Awaited in plugin order (the plugin registered last first, as pluggy calls hooks);
+    an exception stops start-up naming the plugin.
     Result rule: ignored."""
 
 

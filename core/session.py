@@ -45,6 +45,12 @@ class Stream(abc.ABC):
     meta: dict[str, Any]
 
     @abc.abstractmethod
+    async def accept(self) -> None:
+        """Confirm a stream the peer opened; a stream handler calls it once it is ready (raising
+        :class:`StreamRefused` before it refuses the stream with a reason). No-op on streams this
+        side opened."""
+
+    @abc.abstractmethod
     async def read(self) -> bytes:
         """Next chunk of data, ``b""`` at EOF. Raises :class:`SessionClosed` after a reset."""
 

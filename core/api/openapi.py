@@ -40,7 +40,7 @@ def openapi_document(specs: Iterable[RouteSpec]) -> dict[str, Any]:
                 "summary": spec.summary,
                 "tags": [spec.owner],
                 "parameters": params,
-                "security": [] if spec.public else [{"basic": []}, {"bearer": []}],
+                "security": [] if spec.public else [{"basic": []}],
                 "responses": responses,
             }
     return {
@@ -49,7 +49,6 @@ def openapi_document(specs: Iterable[RouteSpec]) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": {"Errors": ERROR_SCHEMA},
-            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"},
-                                "bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
         },
     }

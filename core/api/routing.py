@@ -107,8 +107,8 @@ def _unauthorized(detail: str, **headers: str) -> ApiError:
 
 
 async def authenticate(server: "RportServer", request: Request) -> User:
-    """Ask the auth plugins who is calling; failures are throttled per address (and per user
-    name at that address) for every auth plugin alike."""
+    """Ask the auth plugins who is calling; failures are throttled per source address, for
+    every auth plugin alike."""
     address = request.client.host if request.client else "?"
     keys = [f"api-address:{address}"]
     blocked = server.api_throttle.blocked_for(*keys)
@@ -156,10 +156,11 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     async for chunk in request.stream():
         body += chunk
         if len(body) > max_bytes:
-            raise ApiError(413, "request body too large", detail=f"the limit is {max_bytes} bytes")
+            raise ApiError(413, "request body too large", code="ERR_CODE_BODY_TOO_LARGE",
+                           detail=f"the limit is {max_bytes} bytes")
     if not body.strip():
-        raise ApiError(400, "Missing body with json data.")
+        raise ApiError(400, "Missing body with json data.", code="ERR_CODE_MISSING_BODY")
     try:
         return json.loads(body)
     except ValueError as exc:
-        raise ApiError(400, "Invalid JSON data.", detail=str(exc)) from None
+        raise ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON", detail=str(exc)) from None

@@ -29,6 +29,7 @@ class LinkSettings:
     ping_timeout: float | None  # ...and the peer is dead without a pong within this
     write_limit: int = 1 << 20  # high-water mark of the send buffer before send() waits
     max_queue: int = 64  # received messages buffered before reading from the socket pauses
+    close_timeout: float = 2.0  # a dead peer is not waited for long when closing
 
     def connection_options(self) -> dict:
         return {
@@ -37,6 +38,7 @@ class LinkSettings:
             "ping_timeout": self.ping_timeout,
             "write_limit": self.write_limit,
             "max_queue": self.max_queue,
+            "close_timeout": self.close_timeout,
             "compression": None,  # no per-message compression: data is often compressed already
         }
 
