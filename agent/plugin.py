@@ -4,6 +4,7 @@ import. Anything else under ``rport.agent`` or ``rport.core`` is private and may
 from __future__ import annotations
 
 from rport.core.confload import ConfigError, Duration, HostPort, parse_duration, parse_host_port
+from rport.core.confload import structure as structure_config
 from rport.core.plugins import PluginError, hookimpl
 from rport.core.session import (
     ProtocolViolation,
@@ -18,5 +19,5 @@ from rport.core.session import (
 __all__ = [
     "ConfigError", "Duration", "HostPort", "PluginError", "ProtocolViolation", "RemoteError",
     "Session", "SessionClosed", "SessionError", "Stream", "StreamRefused", "hookimpl",
-    "parse_duration", "parse_host_port",
+    "parse_duration", "parse_host_port", "structure_config",
 ]

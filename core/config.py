@@ -52,6 +52,7 @@ class ServerSection:
     used_ports: list[str] = attrs.field(factory=lambda: ["2000-30000"])
     excluded_ports: list[str] = attrs.field(factory=lambda: ["1-1024"])
     check_port_timeout: Duration = Duration(2)
+    run_remote_cmd_timeout_sec: int = 60
     tunnel_host: str = ""
     tunnel_proxy_cert_file: str = ""
     tunnel_proxy_key_file: str = ""

@@ -1,0 +1,143 @@
+"""commands, agent side: run the server's commands within ``[remote-commands]``, stream their
+output, and deliver every result, also one finished while the server was unreachable.
+Hook implementations only; see :mod:`.runner` and :mod:`.policy`."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any
+
+from rport.agent.plugin import (
+    ConfigError,
+    PluginError,
+    RemoteError,
+    SessionClosed,
+    hookimpl,
+    structure_config,
+)
+
+from .config import RemoteCommandsConfig
+from .policy import CommandPolicy, PolicyError
+from .runner import Refused, Runner
+
+NAME = "commands"
+SECTION = "remote-commands"
+log = logging.getLogger("rport.plugins.commands")
+
+
+class _Outbox:
+    """Ordered messages to the server: live output (dropped when the server is unreachable or
+    the queue is full: the final result has it all) and results (kept until delivered)."""
+
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(512)
+        self.undelivered: collections.deque[dict[str, Any]] = collections.deque(maxlen=10_000)
+        self.connected = asyncio.Event()
+        self._flushing = asyncio.Lock()
+        self.task = asyncio.create_task(self._run())
+
+    def output(self, jid: str, stream: str, data: bytes) -> None:
+        if self.connected.is_set():
+            try:
+                self.queue.put_nowait(("cmd_output", {
+                    "jid": jid, "stream": stream, "data": data.decode("utf-8", errors="replace")}))
+            except asyncio.QueueFull:
+                pass  # live followers miss this chunk; the result keeps it
+
+    async def result(self, result: dict[str, Any]) -> None:
+        await self.queue.put(("cmd_result", result))
+
+    async def _run(self) -> None:
+        while True:
+            name, body = await self.queue.get()
+            if name == "cmd_result":
+                self.undelivered.append(body)
+                await self.flush()
+            elif self.connected.is_set() and self.agent.session is not None:
+                try:
+                    await self.agent.session.request(name, body)
+                except (SessionClosed, RemoteError, TimeoutError):
+                    pass
+
+    async def flush(self) -> None:
+        async with self._flushing:
+            while self.undelivered and self.agent.session is not None:
+                body = self.undelivered[0]
+                try:
+                    await self.agent.session.request("cmd_result", body)
+                except (SessionClosed, TimeoutError):
+                    return  # delivered after the next reconnection
+                except RemoteError as exc:
+                    log.error("the server rejected the result of job %s: %s", body.get("jid"), exc)
+                self.undelivered.popleft()
+
+
+@hookimpl
+def rport_config_sections() -> list[str]:
+    return [SECTION]
+
+
+@hookimpl
+def rport_agent_startup(agent: Any) -> None:
+    try:
+        cfg = structure_config(agent.config.extra_sections.get(SECTION, {}), RemoteCommandsConfig,
+                               prefix=SECTION)
+        policy = CommandPolicy.build(cfg.allow, cfg.deny, cfg.order)
+    except ConfigError as exc:
+        raise PluginError("; ".join(exc.problems)) from None
+    except PolicyError as exc:
+        raise PluginError(str(exc)) from None
+    outbox = _Outbox(agent)
+    runner = Runner(agent.data_dir, cfg.send_back_limit, on_output=outbox.output,
+                    on_result=outbox.result)
+    agent.state[NAME] = (cfg, policy, runner, outbox)
+
+
+@hookimpl
+def rport_register_handlers(agent: Any, register: Any) -> None:
+    async def run_cmd(session: Any, job: Any) -> Any:
+        cfg, policy, runner, _ = agent.state[NAME]
+        if not isinstance(job, dict) or not isinstance(job.get("command"), str) or not job.get("jid"):
+            raise RemoteError("invalid run_cmd request")
+        if not cfg.enabled:
+            raise RemoteError("remote commands are disabled on this client ([remote-commands] enabled = false)")
+        why = policy.check(job["command"])
+        if why is not None:
+            log.warning("command refused: %r: %s", job["command"], why)
+            raise RemoteError(f"command is not allowed: {job['command']}: {why}")
+        try:
+            started = await runner.start(job)
+        except Refused as exc:
+            raise RemoteError(str(exc)) from None
+        log.info("job %s started (pid %s): %r", job["jid"], started["pid"], job["command"])
+        return started
+
+    async def cancel_cmd(session: Any, body: Any) -> Any:
+        _, _, runner, _ = agent.state[NAME]
+        return {"cancelled": runner.cancel(str((body or {}).get("jid", "")))}
+
+    register.request("run_cmd", run_cmd)
+    register.request("cancel_cmd", cancel_cmd)
+
+
+@hookimpl
+async def rport_agent_connected(agent: Any, session: Any) -> None:
+    outbox: _Outbox = agent.state[NAME][3]
+    outbox.connected.set()
+    asyncio.create_task(outbox.flush())
+
+
+@hookimpl
+def rport_agent_disconnected(agent: Any) -> None:
+    agent.state[NAME][3].connected.clear()
+
+
+@hookimpl
+async def rport_agent_shutdown(agent: Any) -> None:
+    if NAME in agent.state:
+        _, _, runner, outbox = agent.state[NAME]
+        outbox.task.cancel()
+        await runner.close()

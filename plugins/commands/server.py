@@ -1,0 +1,174 @@
+"""commands, server side: RPort's command routes, the agents' result and output messages, and a
+live stream of a job's output (server-sent events). Hook implementations only; see
+:mod:`.service`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from rport.core.plugin import (
+    ApiError,
+    ResourceSpec,
+    apply_list_query,
+    data_response,
+    hookimpl,
+    parse_list_query,
+    read_json,
+)
+
+from .jobs import JOB_FIELDS
+from .service import CommandService
+
+NAME = "commands"
+JOBS = ResourceSpec(name="jobs", sort_fields={"jid", "status", "finished_at", "started_at"},
+                    default_sort="-finished_at", filter_fields={"jid", "status", "command"},
+                    fields=JOB_FIELDS, default_fields=("jid", "status", "finished_at"),
+                    page_default=100, page_max=1000)
+HEARTBEAT = 15.0
+
+
+def service(server: Any) -> CommandService:
+    return server.state[NAME]
+
+
+@hookimpl
+async def rport_server_startup(server: Any) -> None:
+    svc = CommandService(server)
+    await svc.open()
+    server.state[NAME] = svc
+
+
+@hookimpl
+async def rport_server_shutdown(server: Any) -> None:
+    if NAME in server.state:
+        await service(server).close()
+
+
+@hookimpl
+def rport_register_handlers(server: Any, register: Any) -> None:
+    async def cmd_result(session: Any, body: Any) -> Any:
+        await service(server).on_result(session.context["client_id"], body)
+        return {"ok": True}
+
+    async def cmd_output(session: Any, body: Any) -> Any:
+        service(server).on_output(session.context["client_id"], body)
+        return None
+
+    register.request("cmd_result", cmd_result)
+    register.request("cmd_output", cmd_output)
+
+
+async def _job(server: Any, client_id: str, jid: str) -> dict[str, Any]:
+    job = await service(server).jobs.get(jid)
+    if job is None or job["client_id"] != client_id:
+        raise ApiError(404, f'Job[id="{jid}"] not found.', code="ERR_CODE_JOB_NOT_FOUND")
+    return job
+
+
+async def _events(server: Any, client_id: str, jid: str) -> AsyncIterator[bytes]:
+    svc = service(server)
+    queue = svc.live.follow(jid)  # follow first, so the final status cannot slip past
+    try:
+        job = await _job(server, client_id, jid)
+        yield _sse("job", job)
+        if job["status"] != "running":
+            return
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), HEARTBEAT)
+            except TimeoutError:
+                yield b": keepalive\n\n"
+                continue
+            yield _sse(event["event"], event["data"])
+            if event["event"] == "status":
+                return
+    finally:
+        svc.live.unfollow(jid, queue)
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+@hookimpl
+def rport_register_routes(server: Any, register: Any) -> None:
+    max_body = server.config.api.max_request_bytes
+
+    async def run(request: Request) -> Response:
+        """Run a command on one client; returns the job id once the client started it."""
+        body = await read_json(request, max_body)
+        job = await service(server).run_single(request.path_params["client_id"], body,
+                                               request.state.user.username)
+        return data_response({"jid": job["jid"]})
+
+    async def list_jobs(request: Request) -> Response:
+        """The jobs of one client (fields[jobs], sort, filter, page)."""
+        query = parse_list_query(request.query_params, JOBS)
+        jobs = await service(server).jobs.of_client(request.path_params["client_id"])
+        rows, count = apply_list_query(jobs, query, JOBS)
+        return data_response(rows, count=count)
+
+    async def get_job(request: Request) -> Response:
+        """One job with its status and result."""
+        return data_response(await _job(server, request.path_params["client_id"],
+                                         request.path_params["jid"]))
+
+    async def cancel(request: Request) -> Response:
+        """Cancel a running job: its process group is terminated."""
+        job = await service(server).cancel(request.path_params["client_id"], request.path_params["jid"])
+        return data_response({"jid": job["jid"], "cancelled": True})
+
+    async def stream(request: Request) -> Response:
+        """Follow a job live: server-sent events job, stdout, stderr and finally status."""
+        client_id, jid = request.path_params["client_id"], request.path_params["jid"]
+        await _job(server, client_id, jid)
+        return StreamingResponse(_events(server, client_id, jid), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def run_multi(request: Request) -> Response:
+        """Run a command on many clients (client_ids, group_ids, tags or labels)."""
+        body = await read_json(request, max_body)
+        multi = await service(server).run_multi(body, request.state.user.username)
+        return data_response({"jid": multi["jid"]})
+
+    async def list_multi(request: Request) -> Response:
+        """Multi-client jobs, newest first."""
+        rows = [{k: m.get(k) for k in ("jid", "started_at", "created_by", "schedule_id")}
+                for m in await service(server).jobs.all_multi()]
+        return data_response(rows, count=len(rows))
+
+    async def _multi(request: Request) -> dict[str, Any]:
+        jid = request.path_params["jid"]
+        multi = await service(server).jobs.get_multi(jid)
+        if multi is None:
+            raise ApiError(404, f'Multi-client Job[id="{jid}"] not found.', code="ERR_CODE_JOB_NOT_FOUND")
+        user = request.state.user
+        if not user.is_admin and user.username != multi["created_by"]:
+            raise ApiError(403, "forbidden", code="ERR_CODE_FORBIDDEN")
+        return multi
+
+    async def get_multi(request: Request) -> Response:
+        """A multi-client job with its jobs (clients skipped by an abort included)."""
+        multi = await _multi(request)
+        return data_response({**multi, "jobs": await service(server).jobs.of_multi(multi["jid"])})
+
+    async def multi_jobs(request: Request) -> Response:
+        """The jobs of a multi-client job."""
+        multi = await _multi(request)
+        jobs = await service(server).jobs.of_multi(multi["jid"])
+        return data_response(jobs, count=len(jobs))
+
+    register("/clients/{client_id}/commands", run, ["POST"], name="run")
+    register("/clients/{client_id}/commands", list_jobs, name="list", list_params=True)
+    register("/clients/{client_id}/commands/{jid}", get_job, name="get")
+    register("/clients/{client_id}/commands/{jid}/cancel", cancel, ["POST"], name="cancel")
+    register("/clients/{client_id}/commands/{jid}/stream", stream, name="stream")
+    register("/commands", run_multi, ["POST"], name="run_multi")
+    register("/commands", list_multi, name="list_multi")
+    register("/commands/{jid}", get_multi, name="get_multi")
+    register("/commands/{jid}/jobs", multi_jobs, name="multi_jobs")

@@ -1,0 +1,252 @@
+"""Running commands from the server: one client (RPort §1.4), many clients sequentially or
+concurrently with abort_on_error, results from agents (also late ones, after a reconnect or a
+server restart), live output and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from typing import Any, Mapping
+
+from rport.core.plugin import ApiError, Client, RemoteError, SessionClosed
+
+from .jobs import FINAL, JobStore, new_job
+from .live import LiveHub
+
+log = logging.getLogger("rport.plugins.commands")
+
+_INTERPRETER = re.compile(r"^[A-Za-z0-9_./+-]{1,255}$")
+SINGLE_KEYS = {"command", "interpreter", "cwd", "is_sudo", "timeout_sec"}
+MULTI_KEYS = SINGLE_KEYS | {"client_ids", "group_ids", "tags", "labels", "execute_concurrently",
+                            "abort_on_error"}
+
+
+def _now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
+def validate_command(body: Any, allowed: set[str], default_timeout: int) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON",
+                       detail="the body must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON",
+                       detail=f'json: unknown field "{unknown[0]}"')
+    command = body.get("command")
+    if not isinstance(command, str) or not command.strip():
+        raise ApiError(400, "Command cannot be empty.", code="ERR_CODE_EMPTY_COMMAND")
+    interpreter = body.get("interpreter") or ""
+    if not isinstance(interpreter, str) or (interpreter and not _INTERPRETER.match(interpreter)):
+        raise ApiError(400, "Invalid interpreter.", code="ERR_CODE_INVALID_INTERPRETER",
+                       detail="an interpreter name (bash, python3, ...) or an absolute path")
+    cwd = body.get("cwd") or ""
+    timeout = body.get("timeout_sec") or 0
+    if not isinstance(cwd, str) or not isinstance(body.get("is_sudo", False), bool):
+        raise ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON",
+                       detail="cwd must be a string and is_sudo a boolean")
+    if isinstance(timeout, bool) or not isinstance(timeout, int):
+        raise ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON",
+                       detail="timeout_sec must be a whole number of seconds")
+    return {"command": command, "interpreter": interpreter or "/bin/sh", "cwd": cwd,
+            "is_sudo": bool(body.get("is_sudo", False)),
+            "timeout_sec": timeout if timeout > 0 else default_timeout}
+
+
+class CommandService:
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.jobs = JobStore(server.store)
+        self.live = LiveHub()
+        self.default_timeout = server.config.server.run_remote_cmd_timeout_sec
+        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._active: dict[str, dict[str, Any]] = {}
+        """Jobs not final yet: the one record that the API call and the agent's result update."""
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def open(self) -> None:
+        await self.jobs.open()
+
+    # -- one client -----------------------------------------------------------------------------
+
+    async def run_single(self, client_id: str, body: Any, user: str) -> dict[str, Any]:
+        spec = validate_command(body, SINGLE_KEYS, self.default_timeout)
+        client = self.server.clients.get(client_id)
+        if client is None or not client.connected:
+            raise ApiError(404, f'Active client with id="{client_id}" not found.',
+                           code="ERR_CODE_CLIENT_NOT_FOUND")
+        job = new_job(jid=str(uuid.uuid4()), status="running", client_id=client.id,
+                      client_name=client.name, created_by=user, **spec)
+        await self._start(client, job, raise_errors=True)
+        return job
+
+    async def _start(self, client: Client, job: dict[str, Any], *, raise_errors: bool) -> None:
+        """Send ``run_cmd`` and record the job. With ``raise_errors`` (single-client API) a
+        refusal is an ApiError and no job is kept; otherwise the job records the failure."""
+        session = self.server.clients.session(client.id)
+        error = ""
+        if session is None:
+            error = "client is not connected"
+        else:
+            self._waiters[job["jid"]] = asyncio.get_running_loop().create_future()
+            self._active[job["jid"]] = job
+            await self.jobs.save(job)  # before the agent can answer with a result
+            try:
+                answer = await session.request("run_cmd", {
+                    k: job[k] for k in ("jid", "command", "interpreter", "cwd", "is_sudo", "timeout_sec")})
+                job["pid"] = job["pid"] or (answer or {}).get("pid")
+                job["started_at"] = (answer or {}).get("started_at") or _now()
+                error = (answer or {}).get("error") or ""
+            except RemoteError as exc:
+                if raise_errors:
+                    await self._discard(job["jid"])
+                    raise ApiError(409, f"client error: {exc}", code="ERR_CODE_CLIENT_ERROR") from None
+                error = f"client error: {exc}"
+            except (SessionClosed, TimeoutError) as exc:
+                if raise_errors:
+                    await self._discard(job["jid"])
+                    raise ApiError(500, "Failed to execute remote command.", code="ERR_CODE_EXEC_FAILED",
+                                   detail=str(exc) or "no answer from the client") from None
+                error = f"failed to send request: {exc or 'no answer from the client'}"
+        if error and job["status"] == "running":
+            job.update(status="failed", error=error, finished_at=_now())
+            self._resolve(job)
+        await self.jobs.save(job)
+        log.info("job %s on %s by %s: %s%s", job["jid"], client.id, job["created_by"],
+                 job["command"], f" ({error})" if error else "")
+
+    async def _discard(self, jid: str) -> None:
+        """A refused single-client command leaves no job (as RPort)."""
+        self._waiters.pop(jid, None)
+        self._active.pop(jid, None)
+        await self.jobs.delete(jid)
+
+    # -- results from agents ----------------------------------------------------------------------
+
+    async def on_result(self, client_id: str, body: Any) -> None:
+        if not isinstance(body, dict) or not isinstance(body.get("jid"), str):
+            raise RemoteError("invalid cmd_result")
+        job = self._active.get(body["jid"]) or await self.jobs.get(body["jid"])
+        if job is None or job["client_id"] != client_id:
+            raise RemoteError(f"unknown job {body['jid']}")
+        if job["status"] in FINAL and job["status"] != "unknown":
+            return  # already final (e.g. a result delivered twice after a reconnect)
+        result = body.get("result") if isinstance(body.get("result"), dict) else {}
+        job.update(
+            status=body.get("status") if body.get("status") in FINAL else "failed",
+            finished_at=body.get("finished_at"), error=str(body.get("error") or ""),
+            pid=body.get("pid", job["pid"]),
+            result={k: str(result.get(k) or "") for k in ("stdout", "stderr", "summary")})
+        await self.jobs.save(job)
+        self._resolve(job)
+
+    def on_output(self, client_id: str, body: Any) -> None:
+        if isinstance(body, dict) and isinstance(body.get("jid"), str):
+            self.live.publish(body["jid"], {"event": body.get("stream", "stdout"),
+                                            "data": str(body.get("data", ""))})
+
+    def _resolve(self, job: dict[str, Any]) -> None:
+        self._active.pop(job["jid"], None)
+        self.live.publish(job["jid"], {"event": "status", "data": job}, final=True)
+        fut = self._waiters.pop(job["jid"], None)
+        if fut is not None and not fut.done():
+            fut.set_result(job)
+
+    async def wait(self, jid: str, timeout: float) -> dict[str, Any] | None:
+        fut = self._waiters.get(jid)
+        if fut is None:
+            return await self.jobs.get(jid)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            return None
+
+    async def cancel(self, client_id: str, jid: str) -> dict[str, Any]:
+        job = await self.jobs.get(jid)
+        if job is None or job["client_id"] != client_id:
+            raise ApiError(404, f'Job[id="{jid}"] not found.', code="ERR_CODE_JOB_NOT_FOUND")
+        session = self.server.clients.session(client_id)
+        if job["status"] not in ("running", "unknown") or session is None:
+            raise ApiError(409, "job is not running", code="ERR_CODE_JOB_NOT_RUNNING",
+                           detail=f"status {job['status']}")
+        answer = await session.request("cancel_cmd", {"jid": jid})
+        if not (answer or {}).get("cancelled"):
+            raise ApiError(409, "job is not running", code="ERR_CODE_JOB_NOT_RUNNING",
+                           detail="the process has already ended")
+        return job
+
+    # -- many clients -----------------------------------------------------------------------------
+
+    async def run_multi(self, body: Any, user: str) -> dict[str, Any]:
+        spec = validate_command(body, MULTI_KEYS, self.default_timeout)
+        clients = await self._targets(body)
+        concurrent = bool(body.get("execute_concurrently", False))
+        multi = {
+            "jid": str(uuid.uuid4()), "started_at": _now(), "created_by": user,
+            "schedule_id": None, "client_ids": body.get("client_ids"),
+            "group_ids": body.get("group_ids"), "tags": body.get("tags"),
+            "labels": body.get("labels"), "concurrent": concurrent,
+            "abort_on_err": bool(body.get("abort_on_error", True)) and not concurrent,
+            "is_script": False, **spec,
+        }
+        await self.jobs.save_multi(multi)
+        task = asyncio.create_task(self._execute(multi, clients))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return multi
+
+    async def _targets(self, body: Mapping[str, Any]) -> list[Client]:
+        targeting = self.server.state.get("targeting")
+        if targeting is not None:
+            return await targeting.resolve(body)
+        if any(body.get(k) for k in ("group_ids", "tags", "labels")):
+            raise ApiError(400, "Multiple targeting parameters.", code="ERR_CODE_TARGETING_DISABLED",
+                           detail="group_ids, tags and labels need the targeting plugin, which is disabled")
+        ids = body.get("client_ids")
+        if not isinstance(ids, list) or not ids:
+            raise ApiError(400, "Missing targeting parameters.", code="ERR_CODE_MISSING_TARGETS")
+        clients = []
+        for cid in ids:
+            client = self.server.clients.get(str(cid))
+            if client is None:
+                raise ApiError(404, f'Client with id="{cid}" not found.', code="ERR_CODE_CLIENT_NOT_FOUND")
+            clients.append(client)
+        return clients
+
+    def _child(self, multi: dict[str, Any], client: Client) -> dict[str, Any]:
+        return new_job(jid=str(uuid.uuid4()), status="running", client_id=client.id,
+                       client_name=client.name, created_by=multi["created_by"],
+                       multi_job_id=multi["jid"], **{k: multi[k] for k in (
+                           "command", "interpreter", "cwd", "is_sudo", "timeout_sec")})
+
+    async def _execute(self, multi: dict[str, Any], clients: list[Client]) -> None:
+        if multi["concurrent"]:
+            await asyncio.gather(*(self._start(c, self._child(multi, c), raise_errors=False)
+                                   for c in clients))
+            return
+        for index, client in enumerate(clients):
+            job = self._child(multi, client)
+            await self._start(client, job, raise_errors=False)
+            if job["status"] == "running":
+                done = await self.wait(job["jid"], job["timeout_sec"] + 60)
+                job = done or job
+            failed = job["status"] == "failed" and job.get("error") != "client is not connected"
+            if multi["abort_on_err"] and failed:
+                rest = clients[index + 1:]
+                skipped = [dict(self._child(multi, c), status="skipped", finished_at=_now(),
+                                error=f"not run: the sequence was aborted after job {job['jid']} "
+                                      f"failed on {client.id}") for c in rest]
+                if skipped:
+                    await self.jobs.save_many(skipped)
+                log.info("multi-job %s aborted after a failure on %s; %d client(s) skipped",
+                         multi["jid"], client.id, len(skipped))
+                return
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
