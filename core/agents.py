@@ -188,6 +188,7 @@ class AgentEndpoint:
         session = MuxSession(transport, server.handlers, initiator=False, limits=self.limits,
                              name=f"client {client.id}")
         session.context["client_id"] = client.id
+        session.on_close = lambda _reason: self._mark_gone(client, session)
         client.session = session
         if (previous := server.clients.get(client.id)) is not None and previous.connected:
             await transport.close("client is already connected")  # lost a race with a twin
@@ -211,12 +212,18 @@ class AgentEndpoint:
         finally:
             await asyncio.shield(self._gone(client, reason))
 
+    def _mark_gone(self, client: Client, session: MuxSession) -> None:
+        if client.session is session:
+            client.session = None
+            client.disconnected_at = time.time()
+
     async def _gone(self, client: Client, reason: str) -> None:
         server = self.server
         if server.clients.get(client.id) is not client:
             return  # replaced by a reconnection of the same agent
-        client.session = None
-        client.disconnected_at = time.time()
+        if client.disconnected_at is None:
+            client.session = None
+            client.disconnected_at = time.time()
         log.info("client %s disconnected: %s", client.id, reason)
         if server.config.server.keep_disconnected_clients <= 0:
             server.clients.remove(client.id)

@@ -129,7 +129,16 @@ def make_converter() -> cattrs.Converter:
             raise ValueError(f"expected true or false, got {value!r}")
         return value
 
+    def strict_str_list(value: Any, _: type) -> list[str]:
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list of strings, got {value!r}")
+        bad = [v for v in value if not isinstance(v, str)]
+        if bad:
+            raise ValueError(f"expected a list of strings, got {bad[0]!r} in it")
+        return list(value)
+
     conv.register_structure_hook(str, strict_str)
+    conv.register_structure_hook_func(lambda t: t == list[str], strict_str_list)
     conv.register_structure_hook(int, strict_int)
     conv.register_structure_hook(bool, strict_bool)
     return conv

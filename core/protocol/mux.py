@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import attrs
 
@@ -226,6 +226,9 @@ class MuxSession(Session):
         self._closed = asyncio.Event()
         self._close_reason = ""
         self.context: dict[str, Any] = {}  # the owner's per-session data (e.g. the client id)
+        self.on_close: Callable[[str], None] | None = None
+        """Called synchronously, once, the moment the session ends (before anyone can observe
+        it closed), so the owner's state never lags behind."""
 
     # -- Session interface ------------------------------------------------------------------
 
@@ -476,6 +479,8 @@ class MuxSession(Session):
             return
         self._close_reason = reason
         self._closed.set()
+        if self.on_close is not None:
+            self.on_close(reason)
         for fut in [*self._pending.values(), *self._opening.values()]:
             if not fut.done():
                 fut.set_exception(SessionClosed(reason))

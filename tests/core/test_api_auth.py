@@ -1,0 +1,188 @@
+"""API authentication against a real rportd: malformed and wrong credentials, the ban after
+repeated failures, bcrypt users files, and the OpenAPI document matching the routes served."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import bcrypt
+import httpx
+
+from ..procs import Server
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def assert_unauthorized(resp: httpx.Response) -> dict[str, str]:
+    assert resp.status_code == 401, (resp.request.headers.get("authorization"), resp.text)
+    assert resp.headers["www-authenticate"].lower().startswith("basic")
+    body = resp.json()
+    assert set(body) == {"errors"} and len(body["errors"]) == 1, body
+    (item,) = body["errors"]
+    assert set(item) == {"code", "title", "detail"}, item
+    assert item["code"] and item["title"] == "unauthorized", item
+    return item
+
+
+BAD_HEADERS: dict[str, str | None] = {
+    "none": None,
+    "empty": "",
+    "scheme only": "Basic",
+    "not base64": "Basic !!!",
+    "no colon": "Basic " + b64(b"nocolon"),
+    "not utf-8": "Basic " + b64(b"admin:\xff\xfe"),
+    "wrong password": "Basic " + b64(b"admin:wrong"),
+    "empty password": "Basic " + b64(b"admin:"),
+    "unknown user": "Basic " + b64(b"mallory:foobaz"),
+    "case of user": "Basic " + b64(b"Admin:foobaz"),
+    "bearer garbage": "Bearer garbage",
+    "digest": "Digest x",
+}
+
+
+def test_bad_authorization_headers(make_server: Callable[..., Server]) -> None:
+    # A high failure limit, so that every header reaches the auth plugin (no ban in between).
+    server = make_server(extra={"api": {"max_failed_login": 1000}})
+    with httpx.Client(base_url=server.api_url + "/api/v1", timeout=10) as api:
+        for label, header in BAD_HEADERS.items():
+            headers = {} if header is None else {"Authorization": header}
+            for path in ("/status", "/clients", "/clients/whoever", "/openapi.json"):
+                item = assert_unauthorized(api.get(path, headers=headers))
+                assert "too many" not in item["detail"], (label, item)
+            assert_unauthorized(api.delete("/clients/whoever", headers=headers))
+        assert api.get("/status", auth=("admin", "foobaz")).status_code == 200
+    log = server.log()
+    assert "Traceback" not in log and "failed" in log  # failures are logged, nothing crashed
+
+
+def test_repeated_failures_ban_the_address(make_server: Callable[..., Server]) -> None:
+    server = make_server(extra={"api": {"ban_time": "1h"}})  # max_failed_login: default 5
+    good = ("admin", "foobaz")
+    with httpx.Client(base_url=server.api_url + "/api/v1", timeout=10) as api:
+        # Four failures, then a success: the count starts again.
+        for _ in range(4):
+            assert_unauthorized(api.get("/status", auth=("admin", "nope")))
+        assert api.get("/status", auth=good).status_code == 200
+        for _ in range(4):
+            assert_unauthorized(api.get("/status", auth=("admin", "nope")))
+        assert api.get("/status", auth=good).status_code == 200
+        # Requests without any credentials are not failed logins.
+        for _ in range(6):
+            assert_unauthorized(api.get("/status"))
+        assert api.get("/status", auth=good).status_code == 200
+
+        # Five failures in a row, of any kind, ban 127.0.0.1 even with the right password.
+        for _ in range(3):
+            assert_unauthorized(api.get("/status", auth=("admin", "nope")))
+        assert_unauthorized(api.get("/status", headers={"Authorization": "Basic !!!"}))
+        assert_unauthorized(api.get("/clients", auth=("mallory", "x")))
+        for path in ("/status", "/clients"):
+            resp = api.get(path, auth=good)
+            item = assert_unauthorized(resp)
+            assert "too many failed logins from 127.0.0.1" in item["detail"]
+            retry_after = int(resp.headers["retry-after"])
+            assert 3000 < retry_after <= 3601
+    assert server.proc.alive()
+
+
+def test_bcrypt_users_file(make_server: Callable[..., Server], tmp_path: Path) -> None:
+    def hashed(password: str, prefix: str) -> str:
+        value = bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()
+        assert value.startswith("$2b$")
+        return prefix + value[4:]
+
+    users = [
+        {"username": "alice", "password": hashed("alice-pw", "$2b$"), "groups": ["Administrators"]},
+        {"username": "bob", "password": hashed("bob-pw", "$2y$"), "groups": ["Administrators"]},
+        {"username": "carol", "password": hashed("carol-pw", "$2a$")},
+        {"username": "dave", "password": "plain-pw", "groups": []},
+    ]
+    users_file = tmp_path / "api-auth.json"
+    users_file.write_text(json.dumps(users))
+    server = make_server(extra={"api": {"auth": "", "auth_file": str(users_file),
+                                        "max_failed_login": 1000}})
+    with httpx.Client(base_url=server.api_url + "/api/v1", timeout=10) as api:
+        for name in ("alice", "bob", "carol"):
+            resp = api.get("/status", auth=(name, f"{name}-pw"))
+            assert resp.status_code == 200, (name, resp.text)
+            assert resp.json()["data"]["users_auth_source"] == "File"
+            # A cached success does not make other passwords work.
+            assert_unauthorized(api.get("/status", auth=(name, f"{name}-PW")))
+            assert api.get("/status", auth=(name, f"{name}-pw")).status_code == 200
+        assert api.get("/status", auth=("dave", "plain-pw")).status_code == 200
+        assert_unauthorized(api.get("/status", auth=("dave", "plain")))
+        # A hash is not a password, and the static user of the other servers does not exist here.
+        assert_unauthorized(api.get("/status", auth=("alice", users[0]["password"])))
+        assert_unauthorized(api.get("/status", auth=("admin", "foobaz")))
+
+
+def _generic_not_found(resp: httpx.Response) -> bool:
+    if resp.status_code != 404:
+        return False
+    errors = resp.json().get("errors", [])
+    return bool(errors) and errors[0]["title"] == "not found" and errors[0]["detail"] == (
+        f"{resp.request.method} {resp.request.url.path}")
+
+
+def test_openapi_document_matches_routes(server: Server) -> None:
+    api = server.api
+    resp = api.get("/openapi.json")
+    assert resp.status_code == 200
+    doc = resp.json()
+    assert doc["openapi"].startswith("3.")
+    assert doc["info"]["title"] and doc["info"]["version"]
+    assert "Errors" in doc["components"]["schemas"]
+    ops: dict[tuple[str, str], dict[str, Any]] = {
+        (path, method.upper()): op for path, item in doc["paths"].items() for method, op in item.items()}
+
+    for key in [("/api/v1/status", "GET"), ("/api/v1/clients", "GET"),
+                ("/api/v1/clients/{client_id}", "GET"), ("/api/v1/clients/{client_id}", "DELETE"),
+                ("/api/v1/openapi.json", "GET")]:
+        assert key in ops, sorted(ops)
+    operation_ids = [op["operationId"] for op in ops.values()]
+    assert all(operation_ids) and len(set(operation_ids)) == len(operation_ids)
+    for (path, method), op in ops.items():
+        assert path.startswith("/api/v1/"), path
+        assert op["summary"].strip(), (path, method)
+        assert op["responses"], (path, method)
+        declared = {p["name"] for p in op["parameters"] if p["in"] == "path"}
+        assert declared == {seg[1:-1] for seg in path.split("/") if seg.startswith("{")}, path
+    client_get = ops[("/api/v1/clients/{client_id}", "GET")]
+    assert {p["name"] for p in ops[("/api/v1/clients", "GET")]["parameters"]} >= {
+        "sort", "page[limit]", "page[offset]"}
+    assert client_get["operationId"] != ops[("/api/v1/clients/{client_id}", "DELETE")]["operationId"]
+
+    # Every documented operation is served: no generic "unknown route" 404, no 405; calls with a
+    # dummy id reach the handler (which says which client it did not find).
+    paths = {path for path, _ in ops}
+    with httpx.Client(timeout=10) as anonymous:
+        for (path, method), op in ops.items():
+            url = server.api_url + path.replace("{client_id}", "nope-openapi")
+            url = "/".join("dummy" if seg.startswith("{") else seg for seg in url.split("/"))
+            resp = api.request(method, url)
+            assert not _generic_not_found(resp), (method, path, resp.text)
+            assert resp.status_code != 405, (method, path)
+            assert resp.status_code < 500, (method, path, resp.text)
+            if path == "/api/v1/clients/{client_id}":
+                assert resp.status_code == 404, (method, path, resp.text)
+                assert "nope-openapi" in resp.json()["errors"][0]["title"], resp.text
+            if op["security"]:
+                assert_unauthorized(anonymous.request(method, url))
+        # ...and the methods it does not document are not served on those paths.
+        for path in paths:
+            url = server.api_url + "/".join("dummy" if seg.startswith("{") else seg
+                                            for seg in path.split("/"))
+            for method in METHODS:
+                if (path, method) not in ops:
+                    resp = api.request(method, url)
+                    assert resp.status_code == 405, (method, path, resp.status_code, resp.text)
+    assert api.get("/clients/nope-openapi").json()["errors"][0]["title"] == \
+        'client with id "nope-openapi" not found'
+    assert _generic_not_found(api.get("/not-documented"))

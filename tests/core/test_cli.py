@@ -1,0 +1,222 @@
+"""The command lines of rportd and rport, run as real processes: version, help, configuration
+errors, generated API credentials, the example configuration files and the plugin list."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from rport.agent.config import load_agent_config
+from rport.core import __version__
+from rport.core.config import load_server_config
+
+from ..procs import PY, Proc, write_toml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def command(name: str) -> list[str]:
+    """The installed console script when there is one (so its entry point is tested too)."""
+    script = Path(sys.executable).with_name(name)
+    if script.exists():
+        return [str(script)]
+    return [PY, "-m", {"rportd": "rport.core.cli", "rport": "rport.agent.cli"}[name]]
+
+
+def run(name: str, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*command(name), *args], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL, cwd=home,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(home),
+                               "XDG_DATA_HOME": str(home / "xdg")})
+
+
+@pytest.mark.parametrize("name", ["rportd", "rport"])
+def test_version(name: str, tmp_path: Path) -> None:
+    result = run(name, "--version", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{name} {__version__}"
+
+
+def test_help(tmp_path: Path) -> None:
+    server = run("rportd", "--help", home=tmp_path)
+    assert server.returncode == 0, server.stderr
+    assert server.stdout.startswith("usage: rportd")
+    for text in ("--config", "--address", "--api-address", "--api-auth", "--data-dir",
+                 "--key-seed", "plugins", "RPORTD_"):
+        assert text in server.stdout, text
+
+    agent = run("rport", "--help", home=tmp_path)
+    assert agent.returncode == 0, agent.stderr
+    assert agent.stdout.startswith("usage: rport")
+    for text in ("--fingerprint", "--auth", "--id", "--tag", "--label", "--config", "Example:"):
+        assert text in agent.stdout, text
+    assert "Traceback" not in server.stderr + agent.stderr
+
+
+def test_bad_server_config_lists_every_problem(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.conf"
+    conf.write_text("\n".join([
+        "[server]",
+        'address = "nohost:notaport"',
+        'keep_alive = "5 parsecs"',
+        'max_failed_login = "five"',
+        "bogus_key = 1",
+        "",
+        "[api]",
+        "max_request_bytes = true",
+        "",
+        "[nosuch]",
+        "x = 1",
+        "",
+    ]))
+    result = run("rportd", "-c", str(conf), home=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in output
+    assert str(conf) in output
+    lines = {line.strip() for line in output.splitlines()}
+    expected = [
+        "server.bogus_key: unknown key",
+        'server.keep_alive: invalid duration "5 parsecs" (use e.g. 30s, 5m, 1h30m)',
+        "server.max_failed_login: expected an integer, got 'five'",
+        "api.max_request_bytes: expected an integer, got True",
+        "nosuch: unknown section",
+        'server.address: invalid port in address "nohost:notaport"',
+    ]
+    for line in expected:
+        assert line in lines, output
+    # It stopped before doing anything: no data directory, no key.
+    assert not (tmp_path / "xdg").exists()
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.conf"
+    broken.write_text("[server\naddress = 1\n")
+    result = run("rportd", "-c", str(broken), home=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    assert str(broken) in result.stderr
+
+    result = run("rportd", "-c", str(tmp_path / "missing.conf"), home=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "missing.conf" in result.stderr
+
+
+def test_bad_agent_config_lists_every_problem(tmp_path: Path) -> None:
+    conf = write_toml(tmp_path / "rport.conf", {
+        "client": {"server": "127.0.0.1:1", "auth": "a:b", "colour": "blue",
+                   "use_hostname": "yes"},
+        "connection": {"keep_alive": "soon", "max_retry_count": 1.5},
+        "logging": {"log_level": "loud"},
+    })
+    result = run("rport", "-c", str(conf), home=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in output
+    for line in ("client.colour: unknown key",
+                 "client.use_hostname: expected true or false, got 'yes'",
+                 'connection.keep_alive: invalid duration "soon" (use e.g. 30s, 5m, 1h30m)',
+                 "connection.max_retry_count: expected an integer, got 1.5"):
+        assert line in output, output
+
+
+@pytest.mark.parametrize("key", ["tags", "remotes", "tunnel_allowed"])
+def test_agent_list_key_given_a_string_is_an_error(tmp_path: Path, key: str) -> None:
+    """A list key written as a plain string is a type error, reported as `key: message`; it
+    must not be split into one entry per character (tags = "Linux" -> ["L", "i", ...])."""
+    conf = write_toml(tmp_path / "rport.conf", {
+        "client": {"server": "127.0.0.1:1", "auth": "a:b", key: "127.0.0.1"},
+        # If the file were accepted, give up after one attempt instead of retrying forever.
+        "connection": {"max_retry_count": 0}})
+    result = run("rport", "-c", str(conf), home=tmp_path)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert result.returncode != 0, output
+    assert f"client.{key}: " in output, output
+
+
+def _start(conf: Path, log: Path) -> tuple[Proc, str]:
+    proc = Proc([*command("rportd"), "-c", str(conf)], log)
+    url = proc.wait_log(r"API listening on (http://\S+)").group(1)
+    return proc, url
+
+
+def test_generated_api_password(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    conf = write_toml(tmp_path / "rportd.conf", {
+        "server": {"data_dir": str(data_dir), "address": "127.0.0.1:0"},
+        "api": {"address": "127.0.0.1:0"},
+    })
+    proc, url = _start(conf, tmp_path / "first.log")
+    try:
+        match = re.search(r"the API requires user admin with password (\S+), generated once", proc.log())
+        assert match, proc.log()
+        password = match.group(1)
+        assert len(password) >= 16
+        assert re.search(r"no agent credentials configured .*: using rport:\S+", proc.log())
+
+        with httpx.Client(base_url=url + "/api/v1", timeout=10) as api:
+            resp = api.get("/status")
+            assert resp.status_code == 401
+            assert resp.headers["www-authenticate"].lower().startswith("basic")
+            body = resp.json()
+            assert set(body) == {"errors"} and len(body["errors"]) == 1
+            assert set(body["errors"][0]) == {"code", "title", "detail"}
+            assert body["errors"][0]["code"] and body["errors"][0]["title"] == "unauthorized"
+            assert api.get("/status", auth=("admin", "not-it")).status_code == 401
+            ok = api.get("/status", auth=("admin", password))
+            assert ok.status_code == 200 and ok.json()["data"]["version"] == __version__
+    finally:
+        assert proc.stop() == 0
+    assert password in (data_dir / "rportd-api-auth").read_text()
+
+    # A second start reuses the password kept in the data directory.
+    proc, url = _start(conf, tmp_path / "second.log")
+    try:
+        assert f"with password {password}, generated once" in proc.log()
+        with httpx.Client(base_url=url + "/api/v1", timeout=10) as api:
+            assert api.get("/status", auth=("admin", password)).status_code == 200
+            assert api.get("/status").status_code == 401
+    finally:
+        assert proc.stop() == 0
+
+
+def test_example_configs_load() -> None:
+    agent = load_agent_config(REPO / "rport.example.conf", environ={})
+    assert agent.client.server == "127.0.0.1:8080"
+    assert agent.client.auth == "rport:password123"
+    assert agent.connection.keep_alive == 30 and agent.connection.max_retry_interval == 600
+    assert agent.connection.max_retry_count == -1
+    assert agent.logging.log_level == "info" and agent.plugins.disabled == []
+
+    server = load_server_config(REPO / "rportd.example.conf", environ={})
+    assert server.server.address == "0.0.0.0:8080"
+    assert server.server.keep_disconnected_clients == 3600
+    assert server.server.client_login_wait == 2 and server.server.max_failed_login == 5
+    assert server.api.address == "127.0.0.1:3000" and server.api.max_request_bytes == 10240
+    assert server.api.ban_time == 3600 and server.plugins.disabled == []
+
+
+def test_plugins_command(tmp_path: Path) -> None:
+    result = run("rportd", "plugins", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    assert "auth_basic" in rows
+    assert "rport.plugins.auth_basic.server" in rows["auth_basic"]
+    assert "(built-in)" in rows["auth_basic"]
+
+    # With a configuration that disables it, it is listed as disabled.
+    conf = write_toml(tmp_path / "rportd.conf", {
+        "server": {"data_dir": str(tmp_path / "data"), "auth": "a:b"},
+        "api": {"auth": "admin:x"},
+        "plugins": {"disabled": ["auth_basic"]},
+    })
+    result = run("rportd", "-c", str(conf), "plugins", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("auth_basic")]
+    assert len(lines) == 1 and "(disabled in configuration)" in lines[0]
