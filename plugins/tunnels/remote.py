@@ -58,8 +58,10 @@ def _split(text: str) -> list[str]:
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError("Missing ports" if not text else "Invalid port")
+    if not text.isdigit():
+        raise ValueError("Missing ports")
+    if not 0 < int(text) < 65536:
+        raise ValueError("Invalid remote")
     return int(text)
 
 

@@ -341,6 +341,18 @@ class TunnelService:
     async def _restore(self, client: Client, spec: dict[str, Any]) -> None:
         fields = {k: v for k, v in spec.items() if k not in ("client_id",)}
         tunnel = Tunnel(client_id=client.id, **fields)
+        if client.session is not None:  # RPort §4.11: restored tunnels pass tunnel_allowed too
+            try:
+                answer = await client.session.request("check_tunnel_allowed", {"remote": tunnel.remote})
+                allowed = bool((answer or {}).get("allowed", True))
+            except RemoteError as exc:
+                allowed = "unknown request" in str(exc)
+            except SessionClosed:
+                return
+            if not allowed:
+                log.warning("tunnel %s of %s to %s not restored: not allowed by the client's "
+                            "tunnel_allowed", tunnel.id, client.id, tunnel.remote)
+                return
         try:
             tunnel.acl_check = await self.parse_acl(tunnel.acl)
         except ApiError as exc:
