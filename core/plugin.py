@@ -23,7 +23,7 @@ from .session import (
     Stream,
     StreamRefused,
 )
-from .users import ADMINISTRATORS, User
+from .users import ADMINISTRATORS, User, require_admin
 
 __all__ = [
     "ADMINISTRATORS", "ApiError", "Client", "ClientConnected", "ClientDisconnected",
@@ -31,5 +31,5 @@ __all__ = [
     "PluginError", "ProtocolViolation", "RemoteError", "ResourceSpec", "Session", "SessionClosed",
     "SessionError", "Stream", "StreamRefused", "User", "apply_list_query", "bad_request", "call_each",
     "data_response", "hookimpl", "matches", "not_found", "parse_duration", "parse_host_port",
-    "parse_list_query", "read_json",
+    "parse_list_query", "read_json", "require_admin",
 ]

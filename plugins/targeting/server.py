@@ -1,0 +1,117 @@
+"""targeting, server side: the ``/client-groups`` and ``/client-tags`` routes, the ``groups`` of
+each client document, and ``server.state["targeting"]`` (a :class:`.service.Targeting`) for
+plugins that target many clients. Hook implementations only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from rport.core.plugin import (
+    ResourceSpec,
+    apply_list_query,
+    data_response,
+    hookimpl,
+    parse_list_query,
+    read_json,
+    require_admin,
+)
+
+from .service import Targeting
+from .store import GroupStore
+
+NAME = "targeting"
+
+GROUPS = ResourceSpec(
+    name="client_groups", sort_fields={"id", "description"}, default_sort="id",
+    filter_fields={"id", "description"},
+    fields={"id", "description", "params", "allowed_user_groups", "client_ids", "num_clients",
+            "num_clients_connected"},
+    default_fields=None, page_default=50, page_max=500)
+
+TAGS = ResourceSpec(
+    name="client_tags", sort_fields={"tag"}, default_sort="tag", filter_fields={"tag"},
+    fields={"tag", "client_ids"}, default_fields=None, page_default=50, page_max=500)
+
+
+def targeting(server: Any) -> Targeting:
+    return server.state[NAME]
+
+
+@hookimpl
+async def rport_server_startup(server: Any) -> None:
+    service = Targeting(server.clients, GroupStore(server.store))
+    await service.load()
+    server.state[NAME] = service
+
+
+@hookimpl
+def rport_server_shutdown(server: Any) -> None:
+    server.state.pop(NAME, None)
+
+
+@hookimpl
+def rport_register_routes(server: Any, register: Any) -> None:
+    def max_bytes() -> int:
+        return server.config.api.max_request_bytes
+
+    async def list_groups(request: Request) -> Response:
+        """List client groups with their current clients (sort, filter, fields, page)."""
+        query = parse_list_query(request.query_params, GROUPS)
+        docs = targeting(server).documents()
+        if not request.state.user.is_admin:  # as RPort: non-admins do not see empty groups
+            docs = [doc for doc in docs if doc["client_ids"]]
+        rows, count = apply_list_query(docs, query, GROUPS)
+        return data_response(rows, count=count)
+
+    async def create_group(request: Request) -> Response:
+        """Create a client group (administrators)."""
+        require_admin(request)
+        service = targeting(server)
+        group = await service.create(await read_json(request, max_bytes()))
+        return data_response(service.document(group), status=201)
+
+    async def get_group(request: Request) -> Response:
+        """One client group with its current clients."""
+        query = parse_list_query(request.query_params.multi_items(), GROUPS)
+        service = targeting(server)
+        doc = service.document(service.get(request.path_params["group_id"]))
+        if query.fields is not None:
+            doc = {k: v for k, v in doc.items() if k in query.fields}
+        return data_response(doc)
+
+    async def put_group(request: Request) -> Response:
+        """Create or replace a client group (administrators)."""
+        require_admin(request)
+        await targeting(server).put(request.path_params["group_id"],
+                                    await read_json(request, max_bytes()))
+        return Response(status_code=204)
+
+    async def delete_group(request: Request) -> Response:
+        """Delete a client group (administrators); 204 whether it existed or not."""
+        require_admin(request)
+        await targeting(server).delete(request.path_params["group_id"])
+        return Response(status_code=204)
+
+    async def client_tags(request: Request) -> Response:
+        """Every tag of the known clients with the ids of the clients that have it."""
+        query = parse_list_query(request.query_params, TAGS)
+        rows, count = apply_list_query(targeting(server).client_tags(), query, TAGS)
+        return data_response(rows, count=count)
+
+    register("/client-groups", list_groups, name="groups", list_params=True)
+    register("/client-groups", create_group, ["POST"], name="group_create")
+    register("/client-groups/{group_id}", get_group, name="group",
+             params=("fields[client_groups]",))
+    register("/client-groups/{group_id}", put_group, ["PUT"], name="group_put")
+    register("/client-groups/{group_id}", delete_group, ["DELETE"], name="group_delete")
+    register("/client-tags", client_tags, name="client_tags", list_params=True)
+
+
+@hookimpl
+def rport_client_document(server: Any, client: Any, doc: dict) -> None:
+    service = server.state.get(NAME)
+    if service is not None:
+        doc["groups"] = service.groups_of(client)
