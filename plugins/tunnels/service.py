@@ -20,7 +20,7 @@ log = logging.getLogger("rport.plugins.tunnels")
 
 IDLE_MAX = 10080
 AUTO_CLOSE_MAX = 744 * 3600
-PROXY_SCHEMES = ("http", "https", "vnc", "rdp")
+PROXY_SCHEMES = ("http", "https")  # RPort also proxies vnc/rdp through Guacamole; we do not
 PUT_PARAMS = ("local", "remote", "scheme", "acl", "idle-timeout-minutes", "skip-idle-timeout",
               "auto-close", "check_port", "http_proxy", "host_header", "auth_user",
               "auth_password", "name", "protocol")
@@ -94,7 +94,7 @@ class TunnelService:
         return [t for tunnels in self.tunnels.values() for t in tunnels.values()]
 
     def taken_ports(self) -> set[int]:
-        return {t.lport for t in self.all()}
+        return {t.lport for t in self.all()} | {t.raw_port for t in self.all() if t.raw_port}
 
     # -- create ------------------------------------------------------------------------------------
 
@@ -141,7 +141,9 @@ class TunnelService:
                 raise bad("creation of tunnel proxy not enabled", "ERR_CODE_TUNNEL_PROXY_NOT_ENABLED",
                           "set tunnel_proxy_cert_file and tunnel_proxy_key_file in [server]")
             if scheme not in (None, *PROXY_SCHEMES):
-                raise bad(f"tunnel proxy not allowed with scheme {scheme}", "ERR_CODE_INVALID_SCHEME")
+                raise bad(f"tunnel proxy not allowed with scheme {scheme}", "ERR_CODE_INVALID_SCHEME",
+                          "the proxy serves http and https targets")
+            scheme = scheme or "http"
         if host_header and not http_proxy:
             raise bad("host_header not allowed when http_proxy is false", "ERR_CODE_INVALID_PARAM")
         if (auth_user or auth_password) and not http_proxy:
@@ -223,6 +225,7 @@ class TunnelService:
                               "ERR_CODE_REMOTE_PORT_NOT_OPEN", str((answer or {}).get("error", "")))
             # 14.-15. the local port
             await self._assign_port(tunnel, given=remote.local_port is not None)
+            self._assign_raw_port(tunnel)
             await self._start(tunnel)
             await self._persist(client.id)
         log.info("tunnel %s of %s opened by %s: %s:%d -> %s", tunnel.id, client.id, owner,
@@ -255,6 +258,16 @@ class TunnelService:
                       status=500)
         tunnel.lport = port
 
+    def _assign_raw_port(self, tunnel: Tunnel) -> None:
+        """A proxied tunnel's raw listener: a pool port on 127.0.0.1 (RPort §4.9)."""
+        if not tunnel.http_proxy:
+            return
+        port = self.pool.pick("127.0.0.1", self.taken_ports() | {tunnel.lport})
+        if port is None:
+            raise bad("no ports available", "ERR_CODE_NO_PORTS",
+                      "a proxied tunnel needs a second port for its raw tunnel", status=500)
+        tunnel.raw_port = port
+
     async def _start(self, tunnel: Tunnel) -> None:
         existing = self.tunnels.setdefault(tunnel.client_id, {})
         if not tunnel.id:
@@ -267,6 +280,16 @@ class TunnelService:
         except OSError as exc:
             raise bad(f"Local port {tunnel.lport} already in use.", "ERR_CODE_LOCAL_PORT_IN_USE",
                       exc.strerror or str(exc), status=409) from None
+        if tunnel.http_proxy:
+            factory = self.server.state.get("tunnels.proxy")
+            try:
+                if factory is None:
+                    raise OSError("the proxy plugin is not enabled")
+                tunnel.proxy = await factory.start(tunnel)
+            except OSError as exc:
+                await tunnel.close()
+                raise bad(f"unable to start tunnel: {exc.strerror or exc}", "ERR_CODE_TUNNEL_PROXY",
+                          status=409) from None
         existing[tunnel.id] = tunnel
         self.server.bus.publish(TunnelOpened(client_id, tunnel))
 
@@ -358,13 +381,10 @@ class TunnelService:
         except ApiError as exc:
             log.error("tunnel %s of %s not restored: %s", tunnel.id, client.id, exc)
             return
-        if tunnel.lport_random or not tunnel.lport:
-            port = self.pool.pick(tunnel.lhost, self.taken_ports())
-            if port is None:
-                log.error("tunnel %s of %s not restored: no ports available", tunnel.id, client.id)
-                return
-            tunnel.lport = port
         try:
+            if tunnel.lport_random or not tunnel.lport:
+                await self._assign_port(tunnel, given=False)
+            self._assign_raw_port(tunnel)
             await self._start(tunnel)
         except ApiError as exc:
             log.error("tunnel of %s to %s not restored: %s", client.id, tunnel.remote, exc)

@@ -40,6 +40,10 @@ class Tunnel:
     created_at: float = attrs.field(factory=time.time)
     tunnel_url: str = ""
     # runtime
+    raw_port: int = 0
+    """With http_proxy: the raw tunnel's port on 127.0.0.1 (lhost/lport are the proxy's)."""
+    proxy: Any = attrs.field(default=None, repr=False)
+    """With http_proxy: the running proxy (plugin proxy), an object with ``async close()``."""
     acl_check: Any = attrs.field(default=None, repr=False)
     connections: int = 0
     last_active: float = attrs.field(factory=time.monotonic)
@@ -84,14 +88,20 @@ class Tunnel:
             finally:
                 self._relays.discard(task)
 
-        self._server = await asyncio.start_server(on_connection, self.lhost, self.lport,
+        host, port = ("127.0.0.1", self.raw_port) if self.http_proxy else (self.lhost, self.lport)
+        self._server = await asyncio.start_server(on_connection, host, port,
                                                   reuse_address=True, backlog=512)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      session_of: Callable[[], Session | None]) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
         source = str(peer[0])
-        if self.acl_check is not None and not self.acl_check.allows(source):
+        if self.http_proxy:
+            # Behind the proxy the raw tunnel serves only this host; the user's ACL is the proxy's.
+            allowed = source in ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+        else:
+            allowed = self.acl_check is None or self.acl_check.allows(source)
+        if not allowed:
             log.info("tunnel %s of %s: connection from %s refused by the ACL", self.id,
                      self.client_id, source)
             writer.transport.abort()
@@ -122,6 +132,8 @@ class Tunnel:
     async def close(self) -> None:
         """Stop listening at once (the port is free when this returns) and abort connections."""
         self.closed = True
+        if self.proxy is not None:
+            await self.proxy.close()
         if self._server is not None:
             self._server.close()
         for task in list(self._relays):
