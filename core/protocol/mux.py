@@ -216,7 +216,7 @@ class MuxSession(Session):
         self._transport = transport
         self._next_request = 1
         self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._opening: dict[int, asyncio.Future[int]] = {}
+        self._opening: dict[int, tuple[asyncio.Future[MuxStream], str, dict[str, Any]]] = {}
         self._streams: dict[int, MuxStream] = {}
         self._next_stream = 1 if initiator else 2
         self._peer_parity = 0 if initiator else 1
@@ -252,19 +252,18 @@ class MuxSession(Session):
             raise StreamRefused(f"too many open streams ({self.limits.max_streams})")
         ident = self._next_stream
         self._next_stream += 2
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._opening[ident] = fut
+        fut: asyncio.Future[MuxStream] = asyncio.get_running_loop().create_future()
         meta = meta or {}
+        self._opening[ident] = (fut, kind, meta)
         try:
             await self._send(encode_json(T.OPEN, ident, {
                 "kind": kind, "meta": meta, "window": self.limits.window}))
-            window = await asyncio.wait_for(
+            # The stream is registered by the read loop as OPEN_OK arrives, so frames that follow
+            # it at once (a server's banner, an EOF, a reset) find it.
+            return await asyncio.wait_for(
                 fut, self.limits.request_timeout if timeout is None else timeout)
         finally:
             self._opening.pop(ident, None)
-        stream = MuxStream(self, ident, kind, meta, window, accepted=True)
-        self._streams[ident] = stream
-        return stream
 
     async def close(self, reason: str = "") -> None:
         if not self._closed.is_set():
@@ -326,8 +325,8 @@ class MuxSession(Session):
             stream = self._stream_for(ident)
             if stream is not None:
                 stream._on_reset(payload.decode(errors="replace") or "reset by peer")
-            elif ident in self._opening:
-                self._opening[ident].set_exception(StreamRefused("reset by peer"))
+            elif ident in self._opening and not self._opening[ident][0].done():
+                self._opening[ident][0].set_exception(StreamRefused("reset by peer"))
         elif ftype is T.REQUEST:
             self._on_request(ident, decode_json_object(ftype, payload, "name"))
         elif ftype is T.RESPONSE:
@@ -336,14 +335,22 @@ class MuxSession(Session):
             self._on_open(ident, decode_json_object(ftype, payload, "kind", "window"))
         elif ftype in (T.OPEN_OK, T.OPEN_FAIL):
             obj = decode_json_object(ftype, payload)
-            fut = self._opening.get(ident)
-            if fut is None or fut.done():
-                raise ProtocolViolation(f"{ftype.name} for stream {ident}, which is not opening")
+            opening = self._opening.get(ident)
+            if opening is None or opening[0].done():
+                ours = ident % 2 != self._peer_parity
+                if not ours or ident >= self._next_stream or ident in self._streams:
+                    raise ProtocolViolation(f"{ftype.name} for stream {ident}, which is not opening")
+                if ftype is T.OPEN_OK:  # we gave up waiting (timeout): the peer must drop it
+                    self._spawn_send(encode(T.RESET, ident, b"open timed out"))
+                return
+            fut, kind, meta = opening
             if ftype is T.OPEN_OK:
                 window = obj.get("window")
                 if not isinstance(window, int) or not 0 < window <= 1 << 30:
                     raise ProtocolViolation(f"OPEN_OK with invalid window {window!r}")
-                fut.set_result(window)
+                stream = MuxStream(self, ident, kind, meta, window, accepted=True)
+                self._streams[ident] = stream
+                fut.set_result(stream)
             else:
                 fut.set_exception(StreamRefused(str(obj.get("error", "refused"))))
         else:
@@ -383,7 +390,13 @@ class MuxSession(Session):
             reply = {"ok": False, "error": f"{name} failed: {exc.__class__.__name__}: {exc}"}
         finally:
             self._requests_running -= 1
-        await self._send_quiet(encode_json(T.RESPONSE, ident, reply))
+        try:
+            frame = encode_json(T.RESPONSE, ident, reply)
+        except (TypeError, ValueError) as exc:
+            log.error("%s: the answer of handler %r is not JSON: %s", self.name, name, exc)
+            frame = encode_json(T.RESPONSE, ident, {
+                "ok": False, "error": f"{name} failed: its answer cannot be sent ({exc})"})
+        await self._send_quiet(frame)
 
     def _on_response(self, ident: int, obj: dict[str, Any]) -> None:
         fut = self._pending.get(ident)
@@ -481,7 +494,7 @@ class MuxSession(Session):
         self._closed.set()
         if self.on_close is not None:
             self.on_close(reason)
-        for fut in [*self._pending.values(), *self._opening.values()]:
+        for fut in [*self._pending.values(), *(o[0] for o in self._opening.values())]:
             if not fut.done():
                 fut.set_exception(SessionClosed(reason))
         for stream in list(self._streams.values()):

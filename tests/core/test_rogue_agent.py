@@ -1,0 +1,291 @@
+"""Misbehaving agents against a real rportd: each rogue connection is closed with a logged reason,
+while the API keeps answering and a well-behaved agent on the same server is never disturbed.
+
+The rogues are bare websockets clients (TLS, subprotocol ``rport-py``) that send whatever bytes
+the test wants; the server and the good agent are real ``rportd`` / ``rport`` processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+from rport.core.keys import client_ssl_context
+from rport.core.protocol.frames import (
+    T,
+    decode,
+    decode_json_object,
+    encode,
+    encode_json,
+)
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+
+from ..procs import Agent, Server
+
+TIMEOUT = 20.0  # bound on every wait for a condition; never reached when things work
+GARBAGE = b"\xde\xad\xbe\xef this is not an rport frame \x00\xff" * 4
+
+
+def hello(client_id: str = "rogue") -> bytes:
+    return encode_json(T.HELLO, 0, {
+        "protocols": [1],
+        "version": "rogue-test",
+        "auth": {"id": "user1", "password": "1234"},
+        "client": {"id": client_id, "name": "rogue agent"},
+    })
+
+
+@contextlib.asynccontextmanager
+async def open_rogue(server: Server) -> AsyncIterator[ClientConnection]:
+    """A bare websockets connection to the agent endpoint."""
+    async with connect(f"wss://127.0.0.1:{server.agent_port}", ssl=client_ssl_context(),
+                       subprotocols=["rport-py"], proxy=None, compression=None,
+                       open_timeout=TIMEOUT, ping_interval=None, close_timeout=TIMEOUT) as ws:
+        yield ws
+
+
+async def closed_by_server(ws: ClientConnection) -> ConnectionClosed:
+    """Read until the server closes the connection; returns how it was closed."""
+
+    async def drain() -> ConnectionClosed:
+        try:
+            while True:
+                await ws.recv()
+        except ConnectionClosed as exc:
+            return exc
+
+    try:
+        return await asyncio.wait_for(drain(), TIMEOUT)
+    except TimeoutError:
+        raise AssertionError("the server did not close the rogue connection") from None
+
+
+async def recv_frame(ws: ClientConnection, ftype: T, ident: int | None = None) -> tuple[int, bytes]:
+    """The next frame of type ``ftype`` (and id), skipping anything else the server sends."""
+    while True:
+        got, got_id, payload = decode(await asyncio.wait_for(ws.recv(), TIMEOUT))
+        if got is ftype and (ident is None or got_id == ident):
+            return got_id, payload
+
+
+async def say_hello(ws: ClientConnection, client_id: str = "rogue") -> None:
+    """Complete a valid handshake."""
+    await ws.send(hello(client_id))
+    _, payload = await recv_frame(ws, T.WELCOME)
+    assert decode_json_object(T.WELCOME, payload, "protocol")["client_id"] == client_id
+
+
+async def until(predicate: Callable[[], Any], what: str) -> Any:
+    """Wait (bounded) for a condition, e.g. a log line of the server process."""
+
+    async def poll() -> Any:
+        while not (value := predicate()):
+            await asyncio.sleep(0.02)
+        return value
+
+    try:
+        return await asyncio.wait_for(poll(), TIMEOUT)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def count(server: Server, pattern: str) -> int:
+    return len(re.findall(pattern, server.log()))
+
+
+async def logged(server: Server, pattern: str, times: int = 1) -> None:
+    await until(lambda: count(server, pattern) >= times, f"log line {pattern!r} x{times}")
+
+
+def client_state(server: Server, client_id: str) -> str | None:
+    client = server.client(client_id)
+    return client["connection_state"] if client else None
+
+
+def assert_undisturbed(server: Server, good: Agent) -> None:
+    """The API answers, and the good agent is connected and was never disconnected."""
+    assert server.api is not None
+    status = server.api.get("/status")
+    assert status.status_code == 200, status.text
+    assert status.json()["data"]["clients_connected"] >= 1
+    assert client_state(server, good.id) == "connected"
+    log = server.log()
+    assert len(re.findall(rf"client {good.id} \(.*\) connected from", log)) == 1, log[-4000:]
+    assert f"client {good.id} disconnected" not in log
+    assert good.proc.alive()
+    assert "disconnected from" not in good.log()
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(main())  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def good(server: Server, make_agent: Callable[..., Agent]) -> Iterator[Agent]:
+    agent = make_agent(server, "good")
+    server.proc.wait_log(r"client good \(.*\) connected from")
+    yield agent
+
+
+# -- before the handshake -----------------------------------------------------------------------
+
+
+async def _send_garbage(ws: ClientConnection) -> None:
+    await ws.send(GARBAGE)
+
+
+async def _send_text(ws: ClientConnection) -> None:
+    await ws.send('{"type": "hello", "note": "text, not a binary frame"}')
+
+
+async def _send_oversized(ws: ClientConnection) -> None:
+    try:
+        await ws.send(encode(T.HELLO, 0, b"x" * (2 << 20)))
+    except (ConnectionClosed, OSError):
+        pass  # the server may hang up before it has read all of it
+
+
+async def _send_data_first(ws: ClientConnection) -> None:
+    await ws.send(encode(T.DATA, 1, b"data before hello"))
+
+
+async def _send_hello_not_json(ws: ClientConnection) -> None:
+    await ws.send(encode(T.HELLO, 0, b"protocols=1&auth=user1:1234"))
+
+
+PRE_HELLO = {
+    # case: (send, close code, the reason in the server log)
+    "garbage": (_send_garbage, CloseCode.PROTOCOL_ERROR,
+                r"protocol violation in handshake: unknown frame type 0xde"),
+    "text-message": (_send_text, CloseCode.PROTOCOL_ERROR,
+                     r"protocol violation in handshake: text message"),
+    "oversized-message": (_send_oversized, CloseCode.MESSAGE_TOO_BIG,
+                          r"protocol violation in handshake: message larger than"),
+    "data-before-hello": (_send_data_first, CloseCode.PROTOCOL_ERROR,
+                          r"protocol violation in handshake: expected HELLO, got DATA"),
+    "hello-not-json": (_send_hello_not_json, CloseCode.PROTOCOL_ERROR,
+                       r"protocol violation in handshake: HELLO frame with invalid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", list(PRE_HELLO))
+def test_rogue_before_hello(server: Server, good: Agent, case: str) -> None:
+    send, code, reason = PRE_HELLO[case]
+
+    async def main() -> None:
+        async with open_rogue(server) as ws:
+            await send(ws)
+            closed = await closed_by_server(ws)
+        if case == "oversized-message" and closed.rcvd is None:
+            # The server fails the connection at once, closing TCP with most of our 2 MiB
+            # unread: the kernel then resets the connection, which can overtake the close frame.
+            assert closed.sent is None, "we did not close it, the server did"
+        else:
+            assert closed.rcvd is not None, f"the server sent no close frame: {closed!r}"
+            assert closed.rcvd.code == code, closed
+        await logged(server, rf"agent from 127\.0\.0\.1: {reason}.*disconnecting")
+        assert "client rogue" not in server.log()
+        assert_undisturbed(server, good)
+
+    run(main)
+
+
+def test_rogue_says_nothing(make_server: Callable[..., Server],
+                            make_agent: Callable[..., Agent]) -> None:
+    server = make_server("slow-hello", extra={"server": {"handshake_timeout": "1s"}})
+    good_agent = make_agent(server, "good")
+    server.proc.wait_log(r"client good \(.*\) connected from")
+
+    async def main() -> None:
+        async with open_rogue(server) as ws:
+            closed = await closed_by_server(ws)  # we send nothing at all
+        assert closed.rcvd is not None, closed
+        assert closed.rcvd.code == CloseCode.PROTOCOL_ERROR
+        assert "handshake timeout" in closed.rcvd.reason
+        await logged(server, r"agent from 127\.0\.0\.1: no hello within 1s, disconnecting")
+        assert_undisturbed(server, good_agent)
+
+    run(main)
+
+
+# -- after a valid handshake --------------------------------------------------------------------
+
+
+def test_rogue_unknown_frame_after_hello(server: Server, good: Agent) -> None:
+    async def main() -> None:
+        async with open_rogue(server) as ws:
+            await say_hello(ws)
+            assert client_state(server, "rogue") == "connected"
+            await ws.send(bytes([0x7F]) + (1).to_bytes(4, "big") + b"what is this")
+            closed = await closed_by_server(ws)
+        assert closed.rcvd is not None and closed.rcvd.code == CloseCode.PROTOCOL_ERROR, closed
+        assert "unknown frame type 0x7f" in closed.rcvd.reason
+        await logged(server, r"client rogue: protocol violation: unknown frame type 0x7f, "
+                             r"disconnecting")
+        await logged(server, r"client rogue disconnected: protocol violation: unknown frame "
+                             r"type 0x7f")
+        await until(lambda: client_state(server, "rogue") == "disconnected",
+                    "the API to show the rogue disconnected")
+        assert_undisturbed(server, good)
+
+    run(main)
+
+
+def test_rogue_unknown_request_is_answered_not_disconnected(server: Server, good: Agent) -> None:
+    async def main() -> None:
+        async with open_rogue(server) as ws:
+            await say_hello(ws)
+            assert client_state(server, "rogue") == "connected"
+            for ident in (1, 2):
+                await ws.send(encode_json(T.REQUEST, ident,
+                                          {"name": "no-such-request", "body": {"x": 1}}))
+                _, payload = await recv_frame(ws, T.RESPONSE, ident)
+                answer = json.loads(payload)
+                assert answer["ok"] is False
+                assert "unknown request" in answer["error"]
+                assert "no-such-request" in answer["error"]
+            # Still connected: the API shows it, and nothing was logged against it.
+            assert client_state(server, "rogue") == "connected"
+            log = server.log()
+            assert "client rogue disconnected" not in log
+            assert "client rogue: protocol violation" not in log
+            assert_undisturbed(server, good)
+        await logged(server, r"client rogue disconnected")  # once we hang up ourselves
+        assert "client rogue: protocol violation" not in server.log()
+        assert_undisturbed(server, good)
+
+    run(main)
+
+
+# -- many at once -------------------------------------------------------------------------------
+
+
+def test_twenty_concurrent_garbage_connections(server: Server, good: Agent) -> None:
+    n = 20
+
+    async def main() -> None:
+        all_open = asyncio.Barrier(n)
+
+        async def rogue() -> int:
+            async with open_rogue(server) as ws:
+                # All 20 are connected before any of them sends its garbage.
+                await asyncio.wait_for(all_open.wait(), TIMEOUT)
+                await ws.send(GARBAGE)
+                closed = await closed_by_server(ws)
+            assert closed.rcvd is not None, closed
+            return closed.rcvd.code
+
+        codes = await asyncio.gather(*(rogue() for _ in range(n)))
+        assert codes == [CloseCode.PROTOCOL_ERROR] * n
+        await logged(server, r"protocol violation in handshake: unknown frame type 0xde", n)
+        assert count(server, r"protocol violation in handshake") == n
+        assert_undisturbed(server, good)
+
+    run(main)
