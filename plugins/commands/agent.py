@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 from typing import Any
 
@@ -14,6 +15,7 @@ from rport.agent.plugin import (
     PluginError,
     RemoteError,
     SessionClosed,
+    StreamRefused,
     hookimpl,
     structure_config,
 )
@@ -67,12 +69,27 @@ class _Outbox:
             while self.undelivered and self.agent.session is not None:
                 body = self.undelivered[0]
                 try:
-                    await self.agent.session.request("cmd_result", body)
+                    await self._send_result(body)
                 except (SessionClosed, TimeoutError):
                     return  # delivered after the next reconnection
-                except RemoteError as exc:
+                except (RemoteError, StreamRefused) as exc:
                     log.error("the server rejected the result of job %s: %s", body.get("jid"), exc)
                 self.undelivered.popleft()
+
+    async def _send_result(self, body: dict[str, Any]) -> None:
+        """A result can hold up to send_back_limit bytes of each output: it goes over a
+        flow-controlled stream, not as one message the server's size limit would refuse."""
+        session = self.agent.session
+        if session is None:
+            raise SessionClosed("not connected")
+        stream = await session.open_stream("cmd_result", {"jid": body.get("jid")})
+        await stream.write(json.dumps(body).encode())
+        await stream.write_eof()
+        answer = b""
+        while chunk := await stream.read():
+            answer += chunk
+        if answer != b"ok":
+            raise RemoteError(answer.decode(errors="replace") or "no answer")
 
 
 @hookimpl

@@ -151,10 +151,14 @@ class Runner:
             "result": {"stdout": stdout, "stderr": err.text(),
                        "summary": summary.group(1).strip() if summary else ""},
         }
-        self._cancelled.discard(jid)
         await self.on_result(result)
         # A timed-out process keeps running, as RPort's; its output is drained, not kept.
         await asyncio.gather(proc.wait(), *readers, return_exceptions=True)
+        if status == "unknown" and jid in self._cancelled:
+            # Cancelled after its timeout: the job's status follows what really happened.
+            await self.on_result({**result, "status": "cancelled", "finished_at": now_rfc3339(),
+                                  "error": "cancelled after the timeout"})
+        self._cancelled.discard(jid)
         self.running.pop(jid, None)
         script.unlink(missing_ok=True)
 

@@ -13,6 +13,7 @@ from starlette.responses import Response, StreamingResponse
 
 from rport.core.plugin import (
     ApiError,
+    RemoteError,
     ResourceSpec,
     apply_list_query,
     data_response,
@@ -30,6 +31,7 @@ JOBS = ResourceSpec(name="jobs", sort_fields={"jid", "status", "finished_at", "s
                     fields=JOB_FIELDS, default_fields=("jid", "status", "finished_at"),
                     page_default=100, page_max=1000)
 HEARTBEAT = 15.0
+MAX_RESULT = 256 * 1024 * 1024  # two outputs of up to send_back_limit each, JSON-escaped
 
 
 def service(server: Any) -> CommandService:
@@ -59,7 +61,26 @@ def rport_register_handlers(server: Any, register: Any) -> None:
         service(server).on_output(session.context["client_id"], body)
         return None
 
+    async def cmd_result_stream(session: Any, stream: Any) -> None:
+        await stream.accept()
+        data = bytearray()
+        while chunk := await stream.read():
+            data += chunk
+            if len(data) > MAX_RESULT:
+                stream.reset(f"result larger than {MAX_RESULT} bytes")
+                return
+        try:
+            await service(server).on_result(session.context["client_id"], json.loads(data))
+            answer = b"ok"
+        except ValueError as exc:
+            answer = f"invalid result: {exc}".encode()
+        except RemoteError as exc:
+            answer = str(exc).encode()
+        await stream.write(answer)
+        await stream.write_eof()
+
     register.request("cmd_result", cmd_result)
+    register.stream("cmd_result", cmd_result_stream)
     register.request("cmd_output", cmd_output)
 
 
