@@ -13,7 +13,7 @@ from typing import Any
 
 from rport.core import __version__
 from rport.core.confload import ConfigError
-from rport.core.logs import setup_logging
+from rport.core.logs import run, setup_logging
 from rport.core.plugins import PluginError
 
 from .client import create_agent
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log.info("rport %s starting (client id %s)", __version__, agent.client_id or "chosen by the server")
     try:
-        return asyncio.run(_run(agent))
+        return run(_run(agent))
     except KeyboardInterrupt:
         return 0
 

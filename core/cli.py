@@ -14,7 +14,7 @@ from typing import Any
 from . import __version__
 from .confload import ConfigError
 from .config import load_server_config
-from .logs import setup_logging
+from .logs import run, setup_logging
 from .plugins import PluginError
 from .server import create_server
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     log.info("rportd %s starting", __version__)
     try:
-        return asyncio.run(_run(server))
+        return run(_run(server))
     except KeyboardInterrupt:
         return 0
 

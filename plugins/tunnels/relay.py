@@ -1,14 +1,14 @@
 """Copy bytes between a TCP connection and a session stream, both ways, with half-close.
 
 EOF from either side is passed on as a half-close; an error on either side aborts both (the
-stream is reset with the reason, the socket closed). Memory is bounded: one chunk in flight per
-direction, plus the stream's window.
+stream is reset with the reason, the socket aborted). Memory is bounded: one chunk in flight per
+direction, plus the stream's window. The socket-to-stream direction runs in the caller's task and
+the other in one extra task: a tunnelled connection costs as few task switches as possible.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Callable
 
@@ -17,50 +17,57 @@ from rport.core.plugin import SessionClosed, Stream
 log = logging.getLogger("rport.plugins.tunnels")
 
 CHUNK = 1 << 16
+_ERRORS = (ConnectionError, OSError, SessionClosed)
+
+
+def _noop() -> None:
+    pass
+
+
+async def _downstream(stream: Stream, writer: asyncio.StreamWriter, touch: Callable[[], None]) -> None:
+    while data := await stream.read():
+        touch()
+        writer.write(data)
+        await writer.drain()
+    if writer.can_write_eof() and not writer.is_closing():
+        writer.write_eof()
 
 
 async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stream: Stream,
                 *, on_activity: Callable[[], None] | None = None, label: str = "") -> str:
     """Run until both directions are finished; returns "" or the reason of an abort."""
-    touch = on_activity or (lambda: None)
+    touch = on_activity or _noop
+    down = asyncio.ensure_future(_downstream(stream, writer, touch))
 
-    async def upstream() -> None:  # socket -> stream
-        while True:
-            data = await reader.read(CHUNK)
-            if not data:
-                break
-            touch()
-            await stream.write(data)
-        await stream.write_eof()
+    def down_done(task: asyncio.Future[None]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            writer.transport.abort()  # wakes the upstream read below
 
-    async def downstream() -> None:  # stream -> socket
-        while True:
-            data = await stream.read()
-            if not data:
-                break
-            touch()
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof() and not writer.is_closing():
-            writer.write_eof()
-
-    tasks = [asyncio.ensure_future(upstream()), asyncio.ensure_future(downstream())]
+    down.add_done_callback(down_done)
     reason = ""
     try:
-        for fut in asyncio.as_completed(tasks):
-            try:
-                await fut
-            except (ConnectionError, OSError, SessionClosed) as exc:
-                reason = str(exc) or exc.__class__.__name__
-                break
+        try:
+            while data := await reader.read(CHUNK):
+                touch()
+                await stream.write(data)
+            await stream.write_eof()
+        except _ERRORS as exc:
+            reason = str(exc) or exc.__class__.__name__
+            stream.reset(reason)  # wakes the downstream task's read
+        try:
+            await down
+        except _ERRORS as exc:
+            reason = reason or str(exc) or exc.__class__.__name__
+    except BaseException:  # cancelled: the tunnel is closing
+        reason = reason or "tunnel closed"
+        raise
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if not down.done():
+            down.cancel()
         if reason:
             stream.reset(reason)
+            writer.transport.abort()
             log.debug("%s aborted: %s", label, reason)
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
+        else:
+            writer.close()
     return reason
