@@ -1,0 +1,705 @@
+#!/usr/bin/env python3
+"""Fan a command out to N real agents through a real rportd; time it and the API meanwhile.
+
+    .venv/bin/python benchmarks/command_fanout.py --agents 200 --procs 4
+    .venv/bin/python benchmarks/command_fanout.py --agents 200 --procs 4 --full-sequential
+    .venv/bin/python benchmarks/command_fanout.py --agents 200 --procs 4 --profile DIR
+
+The parent starts ``rportd`` (``python -m rport.core.cli -c <conf>``; ``log_level = "warning"``,
+API user ``admin:bench``, agent credential ``bench:secret``) on 127.0.0.1 with ports chosen by the
+kernel, then ``--procs`` worker processes (this script in ``--worker`` mode) that each run their
+share of real agents (:class:`rport.agent.client.RportAgent`, each with its own client id
+``bench-<i>`` and data dir, the commands plugin with its default ``[remote-commands]``, whose
+allow list requires full paths: hence ``/usr/bin/date``) in one asyncio loop. Once
+``GET /api/v1/status`` reports all N connected:
+
+* concurrent (``--repeat`` times, default 3): ``POST /api/v1/commands`` with all N client ids and
+  ``execute_concurrently = true``, then ``GET /api/v1/commands/{jid}`` every 20 ms until all N jobs
+  are final. Measured: POST -> the poll that saw the last job final; POST -> the latest
+  ``finished_at`` (the agents' clock: the same machine); POST -> the latest ``started_at`` (all
+  dispatched); rportd's and the workers' CPU time (psutil) meanwhile;
+* sequential: the same with ``execute_concurrently = false`` on min(N, 50) agents (all N with
+  ``--full-sequential``); the time per job is printed;
+
+while a separate thread polls ``GET /api/v1/status`` every 20 ms on its own keep-alive connection
+(API latency p50/p95/max per run). One single-client command is run first as a warm-up (not
+counted). ``--profile DIR`` runs ``py-spy record --threads`` on rportd during each concurrent run
+(needs py-spy in the virtualenv and ptrace permission) and writes its output there (flame graphs,
+or collapsed stacks with ``--profile-format raw``).
+
+A benchmark, not a test: it prints figures next to their targets and asserts nothing. Every wait
+is bounded (``--timeout``, 120 s); workers, profilers and server are stopped on every exit path.
+Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HOST = "127.0.0.1"
+API_USER, API_PASSWORD = "admin", "bench"
+AGENT_ID, AGENT_PASSWORD = "bench", "secret"
+POLL_INTERVAL = 0.020
+COMMAND = "/usr/bin/date"
+FINAL = ("successful", "failed", "unknown", "cancelled", "skipped")
+
+TARGET_CONCURRENT_S = 2.0
+TARGET_API_MS = 100.0  # not in the issue: agents_connect.py's API target, for comparison
+
+_API_RE = re.compile(r"API listening on (https?)://(\S+):(\d+)")
+
+
+# =================================================================================================
+# Worker mode: N/P real agents in one asyncio loop (as in agents_connect.py), progress reported
+# as JSON lines on stdout.
+# =================================================================================================
+
+def _emit(**event: Any) -> None:
+    sys.stdout.write(json.dumps({"t": time.time(), **event}) + "\n")
+    sys.stdout.flush()
+
+
+def worker_main(spec: dict[str, Any]) -> int:
+    import asyncio
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from rport.agent import sysinfo
+    from rport.agent.client import create_agent
+    from rport.agent.config import load_agent_config
+
+    # RportAgent.run() gathers the system facts for every agent (in a thread); in this benchmark
+    # they are gathered once per worker and every agent gets a copy (start-up cost only).
+    facts = sysinfo.gather()
+    sysinfo.gather = lambda: dict(facts)  # type: ignore[assignment]
+
+    async def run() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+
+        def watch_stdin() -> None:  # the parent went away: stop too
+            try:
+                sys.stdin.read()
+            finally:
+                loop.call_soon_threadsafe(stop.set)
+        threading.Thread(target=watch_stdin, daemon=True).start()
+
+        agents = []
+        for i in range(spec["first"], spec["first"] + spec["count"]):
+            data_dir = Path(spec["data_root"]) / f"bench-{i}"
+            data_dir.mkdir(parents=True, exist_ok=True)
+            config = load_agent_config(None, overrides={
+                "client": {"server": spec["server"], "auth": f"{AGENT_ID}:{AGENT_PASSWORD}",
+                           "id": f"bench-{i}", "name": f"bench-{i}",
+                           "fingerprint": spec["fingerprint"], "data_dir": str(data_dir)},
+                "connection": {"min_retry_interval": "1s", "max_retry_interval": "10s"},
+                # the plugin's table (RPort's [remote-commands]); defaults: allow ^/usr/bin/.* ...
+                "remote-commands": {"enabled": True},
+            }, environ={})
+            agents.append(create_agent(config))
+        _emit(event="built", count=len(agents))
+        tasks = [asyncio.create_task(agent.run(), name=agent.client_id) for agent in agents]
+        last = -1
+        while not stop.is_set():
+            connected = sum(agent.connected.is_set() for agent in agents)
+            if connected != last:
+                _emit(event="progress", connected=connected)
+                last = connected
+            ended = [t for t in tasks if t.done()]
+            if ended:
+                exc = ended[0].exception() if not ended[0].cancelled() else None
+                _emit(event="error", message=f"{len(ended)} agent(s) stopped: {exc!r}")
+                stop.set()
+                break
+            try:
+                await asyncio.wait_for(stop.wait(), 0.05)
+            except TimeoutError:
+                pass
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=10)
+        return 0
+
+    return asyncio.run(run())
+
+
+# =================================================================================================
+# Parent: server process, workers, API pollers, runs, report.
+# =================================================================================================
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(str(value))
+
+
+def write_toml(path: Path, data: dict[str, dict[str, Any]]) -> None:
+    lines = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def listening_ports(pid: int) -> list[tuple[int, int]]:
+    """(fd, port) of the TCP sockets ``pid`` listens on at 127.0.0.1."""
+    import psutil
+    proc = psutil.Process(pid)
+    conns = proc.net_connections(kind="tcp") if hasattr(proc, "net_connections") \
+        else proc.connections(kind="tcp")
+    return sorted((c.fd, c.laddr.port) for c in conns
+                  if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.ip == HOST)
+
+
+def cpu_seconds(pid: int) -> float:
+    import psutil
+    try:
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except psutil.Error:
+        return float("nan")
+
+
+class ServerProc:
+    """rportd; its output goes to ``log_path``."""
+
+    def __init__(self, conf_path: Path, log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - open while the process runs
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rport.core.cli", "-c", str(conf_path)],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.api_port = 0
+        self.agent_port = 0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float) -> float:
+        """Wait until the API answers /status and find both ports (with ``log_level = warning``
+        the "listening" lines are not logged: the listening sockets are asked, newest first)."""
+        import httpx
+        deadline = time.monotonic() + timeout
+        auth = (API_USER, API_PASSWORD)
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"rportd exited ({self.proc.returncode}) during start-up:\n"
+                                   f"{self.log()[-3000:]}")
+            candidates: list[int] = []
+            if (m := _API_RE.search(self.log())) and m.group(1) == "http":
+                candidates = [int(m.group(3))]
+            else:
+                try:
+                    candidates = [port for _, port in reversed(listening_ports(self.pid))]
+                except Exception:  # noqa: BLE001 - not bound yet, or gone: try again
+                    candidates = []
+                if len(candidates) < 2:
+                    candidates = []  # the API is not bound yet
+            for port in candidates:
+                try:
+                    resp = httpx.get(f"http://{HOST}:{port}/api/v1/status", auth=auth, timeout=2)
+                except httpx.HTTPError:
+                    continue
+                if resp.status_code == 401:
+                    raise RuntimeError(f"the API on port {port} refused {API_USER}:{API_PASSWORD}")
+                if resp.status_code == 200:
+                    self.api_port = port
+                    url = resp.json()["data"]["connect_url"][0]
+                    self.agent_port = int(url.rsplit(":", 1)[1].strip("/"))
+                    return time.monotonic() - self.started_at
+            time.sleep(0.02)
+        raise TimeoutError(f"rportd did not answer /status within {timeout}s:\n{self.log()[-3000:]}")
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+
+class Worker:
+    def __init__(self, index: int, spec: dict[str, Any], log_path: Path) -> None:
+        self.index = index
+        self.count = spec["count"]
+        self._log = open(log_path, "ab")  # noqa: SIM115 - open while the process runs
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
+            stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.PIPE, text=True)
+        self.connected = 0
+        self.errors: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == "progress":
+                self.connected = event["connected"]
+            elif event.get("event") == "error":
+                self.errors.append(event.get("message", "?"))
+
+    def cpu(self) -> float:
+        """CPU seconds of the worker and its children that have been waited for (the commands)."""
+        import psutil
+        try:
+            t = psutil.Process(self.proc.pid).cpu_times()
+            return t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            return float("nan")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        self._log.close()
+
+
+class StatusPoller(threading.Thread):
+    """GET /api/v1/status every 20 ms on its own keep-alive connection; latencies per phase."""
+
+    def __init__(self, api_port: int) -> None:
+        super().__init__(daemon=True)
+        import httpx
+        self.client = httpx.Client(base_url=f"http://{HOST}:{api_port}/api/v1",
+                                   auth=(API_USER, API_PASSWORD), timeout=10.0)
+        self.phase = "start"
+        self.samples: dict[str, list[float]] = {}
+        self.errors: dict[str, int] = {}
+        self.connected = -1
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import httpx
+        next_at = time.monotonic()
+        while not self._halt.is_set():
+            phase = self.phase
+            t0 = time.monotonic()
+            try:
+                resp = self.client.get("/status")
+                latency = time.monotonic() - t0
+                if resp.status_code != 200:
+                    raise httpx.HTTPError(f"HTTP {resp.status_code}")
+                self.connected = resp.json()["data"]["clients_connected"]
+            except (httpx.HTTPError, ValueError, KeyError):
+                self.errors[phase] = self.errors.get(phase, 0) + 1
+            else:
+                if phase == self.phase:
+                    self.samples.setdefault(phase, []).append(latency)
+            next_at = max(next_at + POLL_INTERVAL, time.monotonic())
+            self._halt.wait(max(0.0, next_at - time.monotonic()))
+
+    def wait_connected(self, n: int, deadline: float) -> float | None:
+        while time.monotonic() < deadline:
+            if self.connected >= n:
+                return time.monotonic()
+            time.sleep(0.005)
+        return None
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+        self.client.close()
+
+
+class Profiler:
+    """``py-spy record`` on rportd for the duration of one run."""
+
+    def __init__(self, pid: int, out: Path, rate: int, fmt: str) -> None:
+        exe = Path(sys.executable).parent / "py-spy"
+        self.out = out
+        self._log = open(out.with_suffix(".log"), "ab")  # noqa: SIM115 - as above
+        self.proc = subprocess.Popen(
+            [str(exe) if exe.exists() else "py-spy", "record", "--pid", str(pid), "--rate",
+             str(rate), "--format", fmt, "--output", str(out), "--threads", "--nonblocking"],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        time.sleep(0.5)  # let it attach before the run starts
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+def latency_summary(values: list[float]) -> dict[str, float]:
+    return {"n": len(values), "p50_ms": pct(values, 0.50) * 1000, "p95_ms": pct(values, 0.95) * 1000,
+            "max_ms": (max(values) * 1000) if values else float("nan")}
+
+
+def parse_time(text: Any) -> float | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def fan_out(api: Any, ids: list[str], concurrent: bool, timeout: float, server_pid: int,
+            workers: list[Worker]) -> dict[str, Any]:
+    """One multi-client command; polls its jobs every 20 ms until all are final."""
+    body = {"command": COMMAND, "client_ids": ids, "execute_concurrently": concurrent,
+            "timeout_sec": 30}
+    cpu_s0, cpu_w0 = cpu_seconds(server_pid), sum(w.cpu() for w in workers)
+    wall0 = time.time()
+    t0 = time.monotonic()
+    resp = api.post("/commands", json=body)
+    t_posted = time.monotonic()
+    resp.raise_for_status()
+    jid = resp.json()["data"]["jid"]
+    deadline = t0 + timeout
+    jobs: list[dict[str, Any]] = []
+    polls, poll_latency, t_done = 0, [], None
+    next_at = time.monotonic()
+    while time.monotonic() < deadline:
+        p0 = time.monotonic()
+        r = api.get(f"/commands/{jid}")
+        p1 = time.monotonic()
+        polls += 1
+        poll_latency.append(p1 - p0)
+        if r.status_code == 200:
+            jobs = r.json()["data"].get("jobs") or []
+            if len(jobs) == len(ids) and all(j.get("status") in FINAL for j in jobs):
+                t_done = p1
+                break
+        next_at = max(next_at + POLL_INTERVAL, time.monotonic())
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    cpu_s1, cpu_w1 = cpu_seconds(server_pid), sum(w.cpu() for w in workers)
+    finished = [t for t in (parse_time(j.get("finished_at")) for j in jobs) if t is not None]
+    started = [t for t in (parse_time(j.get("started_at")) for j in jobs) if t is not None]
+    statuses: dict[str, int] = {}
+    for j in jobs:
+        statuses[j.get("status")] = statuses.get(j.get("status"), 0) + 1
+    errors = sorted({str(j.get("error")) for j in jobs if j.get("status") != "successful"})
+    return {
+        "jid": jid, "n": len(ids), "concurrent": concurrent,
+        "done": t_done is not None, "jobs_seen": len(jobs),
+        "post_ms": (t_posted - t0) * 1000,
+        "total_s": (t_done - t0) if t_done is not None else None,
+        "finished_s": (max(finished) - wall0) if finished else None,
+        "dispatched_s": (max(started) - wall0) if started else None,
+        "first_finished_s": (min(finished) - wall0) if finished else None,
+        "run_s": statistics.median([parse_time(j["finished_at"]) - parse_time(j["started_at"])
+                                    for j in jobs if parse_time(j.get("finished_at"))
+                                    and parse_time(j.get("started_at"))] or [float("nan")]),
+        "successful": statuses.get("successful", 0), "statuses": statuses, "errors": errors[:3],
+        "stdout_ok": sum(1 for j in jobs if (j.get("result") or {}).get("stdout", "").strip()),
+        "server_cpu_s": cpu_s1 - cpu_s0, "workers_cpu_s": cpu_w1 - cpu_w0,
+        "polls": polls, "poll": latency_summary(poll_latency),
+    }
+
+
+def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, Any]:
+    import httpx
+
+    n, procs = args.agents, max(1, min(args.procs, args.agents))
+    data_dir = tmp / "server-data"
+    conf: dict[str, dict[str, Any]] = {
+        "server": {"address": f"{HOST}:0", "data_dir": str(data_dir), "key_seed": "rport-bench",
+                   "auth": f"{AGENT_ID}:{AGENT_PASSWORD}"},
+        "api": {"address": f"{HOST}:0", "auth": f"{API_USER}:{API_PASSWORD}"},
+        "logging": {"log_level": "warning"},
+    }
+    conf_path = tmp / "rportd.conf"
+    write_toml(conf_path, conf)
+    result: dict[str, Any] = {"agents": n, "procs": procs, "cpus": os.cpu_count(),
+                              "load_before": os.getloadavg()[0], "runs": []}
+
+    server = ServerProc(conf_path, tmp / "rportd.log")
+    cleanup.append(server.stop)
+    server.wait_ready(args.timeout)
+    result["server_pid"] = server.pid
+    print(f"rportd pid {server.pid}, API port {server.api_port}, agent port {server.agent_port}",
+          flush=True)
+    fingerprint = (data_dir / "rportd-fingerprint.txt").read_text().strip()
+
+    poller = StatusPoller(server.api_port)
+    poller.start()
+    cleanup.insert(0, poller.stop)
+
+    # -- agents -----------------------------------------------------------------------------------
+    share, extra = divmod(n, procs)
+    workers: list[Worker] = []
+    first = 0
+    t_launch = time.monotonic()
+    for k in range(procs):
+        count = share + (1 if k < extra else 0)
+        spec = {"server": f"{HOST}:{server.agent_port}", "fingerprint": fingerprint,
+                "first": first, "count": count, "data_root": str(tmp / "agents")}
+        first += count
+        workers.append(Worker(k, spec, tmp / f"worker-{k}.log"))
+    cleanup.insert(0, lambda: [w.stop() for w in workers])
+    poller.phase = "connect"
+    t_all = poller.wait_connected(n, t_launch + args.timeout)
+    if t_all is None:
+        errors = [e for w in workers for e in w.errors]
+        raise TimeoutError(f"only {poller.connected} of {n} agents connected within "
+                           f"{args.timeout}s; worker errors: {errors[:3]}; see {tmp}")
+    result["connect_s"] = t_all - t_launch
+    print(f"{n} agents connected in {result['connect_s']:.1f}s ({procs} worker processes)",
+          flush=True)
+    ids = [f"bench-{i}" for i in range(n)]
+
+    api = httpx.Client(base_url=f"http://{HOST}:{server.api_port}/api/v1",
+                       auth=(API_USER, API_PASSWORD), timeout=30)
+    cleanup.insert(0, api.close)
+
+    # -- warm-up: one single-client command (first use of the routes, imports) -------------------
+    poller.phase = "warmup"
+    resp = api.post(f"/clients/{ids[0]}/commands", json={"command": COMMAND})
+    resp.raise_for_status()
+    wjid = resp.json()["data"]["jid"]
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        job = api.get(f"/clients/{ids[0]}/commands/{wjid}").json().get("data") or {}
+        if job.get("status") in FINAL:
+            result["warmup_status"] = job.get("status")
+            break
+        time.sleep(POLL_INTERVAL)
+    else:
+        raise TimeoutError(f"the warm-up command did not finish within {args.timeout}s")
+    time.sleep(1.0)
+    poller.phase = "idle"
+    time.sleep(2.0)
+    result["api_idle"] = latency_summary(poller.samples.get("idle", []))
+
+    # -- runs -------------------------------------------------------------------------------------
+    seq_n = n if args.full_sequential else min(n, 50)
+    plan = [("concurrent", True, ids)] * args.repeat
+    if not args.no_sequential:
+        plan.append(("sequential", False, ids[:seq_n]))
+    for index, (kind, concurrent, targets) in enumerate(plan, 1):
+        label = f"{kind}-{index}"
+        profiler = None
+        if args.profile and concurrent:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            suffix = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}[args.profile_format]
+            profiler = Profiler(server.pid, args.profile / f"rportd-{label}.{suffix}",
+                                args.profile_rate, args.profile_format)
+            cleanup.insert(0, profiler.stop)
+        poller.phase = label
+        try:
+            run = fan_out(api, targets, concurrent, args.timeout, server.pid, workers)
+        finally:
+            poller.phase = "between"
+            if profiler is not None:
+                profiler.stop()
+                cleanup.remove(profiler.stop)
+        run["label"] = label
+        run["api"] = latency_summary(poller.samples.get(label, []))
+        run["api_errors"] = poller.errors.get(label, 0)
+        result["runs"].append(run)
+        print(f"{label}: {len(targets)} jobs, "
+              + (f"all final after {run['total_s']:.3f}s" if run["done"]
+                 else f"NOT all final after {args.timeout}s ({run['jobs_seen']} jobs seen)")
+              + f", {run['successful']} successful, rportd CPU {run['server_cpu_s']:.2f}s",
+              flush=True)
+        time.sleep(1.0)  # let the server settle (late writes, GC) between runs
+    result["worker_errors"] = [e for w in workers for e in w.errors]
+    result["load_after"] = os.getloadavg()[0]
+    return result
+
+
+def fmt(value: Any, unit: str = "", digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.{digits}f}{unit}"
+    return f"{value}{unit}"
+
+
+def report(r: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str, str]] = []
+
+    def row(name: str, value: Any, unit: str = "", target: float | None = None,
+            digits: int = 2) -> None:
+        if target is not None and isinstance(value, (int, float)) and not math.isnan(value):
+            rows.append((name, fmt(value, unit, digits), f"{target:g}{unit}",
+                         f"{value / target:.2f}x"))
+        else:
+            rows.append((name, fmt(value, unit, digits), "", ""))
+
+    def api(a: dict[str, Any]) -> str:
+        return "{} / {} / {}".format(fmt(a.get("p50_ms"), "", 1), fmt(a.get("p95_ms"), "", 1),
+                                     fmt(a.get("max_ms"), " ms", 1))
+
+    conc = [x for x in r["runs"] if x["concurrent"]]
+    seq = [x for x in r["runs"] if not x["concurrent"]]
+    row("agents (N)", r["agents"])
+    row("processes carrying agents", f"{r['procs']} (~{r['agents'] // r['procs']} agents each)")
+    row("machine: CPUs / 1-min load before, after", "{} / {:.2f}, {:.2f}".format(
+        r["cpus"], r["load_before"], r.get("load_after", float("nan"))))
+    row("command", COMMAND)
+    row("agents connected after", r.get("connect_s"), " s")
+    row("API /status p50 / p95 / max, idle", api(r.get("api_idle", {})))
+    for x in conc:
+        name = x["label"]
+        row(f"{name}: POST -> last job final (poll)", x["total_s"], " s", TARGET_CONCURRENT_S, 3)
+        row("  POST -> latest finished_at (agents' clock)", x["finished_s"], " s",
+            TARGET_CONCURRENT_S, 3)
+        row("  POST -> latest started_at (all dispatched)", x["dispatched_s"], " s", digits=3)
+        row("  POST -> first finished_at", x["first_finished_s"], " s", digits=3)
+        row("  command run time (started -> finished), median", x["run_s"] * 1000, " ms", digits=1)
+        row("  POST answered in", x["post_ms"], " ms", digits=1)
+        row("  successful jobs / N", f"{x['successful']} / {x['n']}"
+            + ("" if x["successful"] == x["n"] else f"  {x['statuses']} {x['errors']}"))
+        row("  jobs with stdout", x["stdout_ok"])
+        row("  API /status p50 / p95 / max", api(x["api"]))
+        row("  API /status p95 (target as agents_connect.py)", x["api"].get("p95_ms"), " ms",
+            TARGET_API_MS, 1)
+        row("  GET /commands/{jid} p50 / p95 / max (polls)",
+            api(x["poll"]) + f" ({x['polls']})")
+        row("  rportd CPU time", x["server_cpu_s"], " s")
+        row("  agent workers' CPU time (+ commands)", x["workers_cpu_s"], " s")
+    totals = [x["total_s"] for x in conc if x["total_s"] is not None]
+    if conc:
+        row("concurrent: POST -> last final, each", ", ".join(fmt(t, " s", 3) for t in totals)
+            or "-")
+        med = statistics.median(totals) if len(totals) == len(conc) else None
+        row("concurrent: median", med, " s", TARGET_CONCURRENT_S, 3)
+        fin = [x["finished_s"] for x in conc if x["finished_s"] is not None]
+        row("concurrent: median (finished_at based)",
+            statistics.median(fin) if fin else None, " s", TARGET_CONCURRENT_S, 3)
+        row("concurrent: rportd CPU, median",
+            statistics.median([x["server_cpu_s"] for x in conc]), " s")
+        row("concurrent: successful jobs, each", ", ".join(f"{x['successful']}/{x['n']}"
+                                                           for x in conc))
+    for x in seq:
+        row(f"sequential ({x['n']} agents): POST -> last final", x["total_s"], " s", digits=3)
+        row("  per job (mean)", (x["total_s"] / x["n"] * 1000) if x["total_s"] else None,
+            " ms", digits=1)
+        row("  per job, finished_at based", (x["finished_s"] / x["n"] * 1000)
+            if x["finished_s"] else None, " ms", digits=1)
+        row("  extrapolated to N", (x["total_s"] / x["n"] * r["agents"]) if x["total_s"] else None,
+            " s", digits=1)
+        row("  successful jobs", f"{x['successful']} / {x['n']}"
+            + ("" if x["successful"] == x["n"] else f"  {x['statuses']} {x['errors']}"))
+        row("  API /status p50 / p95 / max", api(x["api"]))
+        row("  rportd CPU time", x["server_cpu_s"], " s")
+    if r.get("worker_errors"):
+        row("worker errors", "; ".join(r["worker_errors"])[:200])
+    head = ("metric", "value", "target", "ratio")
+    widths = [max(len(x[i]) for x in rows + [head]) for i in range(4)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)),
+             "  ".join("-" * w for w in widths)]
+    for name, value, target, ratio in rows:
+        lines.append(f"{name.ljust(widths[0])}  {value.rjust(widths[1])}  "
+                     f"{target.rjust(widths[2])}  {ratio.rjust(widths[3])}")
+    lines.append("ratio = value / target (below 1.00x is within the target)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--agents", type=int, default=200, help="number of agents (default 200)")
+    p.add_argument("--procs", type=int, default=4, help="worker processes carrying them (default 4)")
+    p.add_argument("--repeat", type=int, default=3, help="concurrent runs (default 3)")
+    p.add_argument("--full-sequential", action="store_true",
+                   help="run the sequential fan-out on all N agents (default: min(N, 50))")
+    p.add_argument("--no-sequential", action="store_true", help="skip the sequential run")
+    p.add_argument("--timeout", type=float, default=120.0, help="give up after this (default 120 s)")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="py-spy record rportd during each concurrent run; flame graphs in DIR")
+    p.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument("--profile-format", choices=("flamegraph", "raw", "speedscope"),
+                   default="flamegraph", help="py-spy output: flamegraph (.svg, default), raw "
+                   "(collapsed stacks, .txt) or speedscope (.json)")
+    p.add_argument("--json", type=Path, help="also write the raw figures to this file")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    p.add_argument("--worker", metavar="SPEC", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker_main(json.loads(args.worker))
+    if args.agents < 1 or args.repeat < 1:
+        p.error("--agents and --repeat must be at least 1")
+
+    tmp = Path(tempfile.mkdtemp(prefix="rport-fanout-"))
+    cleanup: list[Any] = []
+    print(f"rportd + {args.agents} agents in {min(args.procs, args.agents)} process(es); "
+          f"work dir {tmp}", flush=True)
+    code, result = 0, None
+    try:
+        result = bench(args, tmp, cleanup)
+    except Exception as exc:  # noqa: BLE001 - report, clean up, keep the logs
+        print(f"benchmark failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        for fn in cleanup:
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - keep cleaning up
+                print(f"cleanup: {exc!r}", file=sys.stderr)
+    if result is not None:
+        print(report(result))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+    if args.keep or code:
+        print(f"logs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
