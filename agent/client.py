@@ -19,7 +19,13 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from rport.core import __version__
 from rport.core.confload import ConfigError, structure
-from rport.core.keys import fingerprint, fingerprint_matches, peer_public_key, sha256_fingerprint
+from rport.core.keys import (
+    client_ssl_context,
+    fingerprint,
+    fingerprint_matches,
+    peer_public_key,
+    sha256_fingerprint,
+)
 from rport.core.plugins import PluginSet, call_each, call_impl, create_plugin_manager, impls
 from rport.core.protocol import SUPPORTED_PROTOCOLS
 from rport.core.protocol.frames import T, decode, decode_json_object, encode_json
@@ -90,6 +96,9 @@ class RportAgent:
         self.url = server_url(config.client.server)
         self._plugin_configs: dict[str, Any] = {}
         self._facts: dict[str, Any] = {}
+        # One TLS context for every attempt: no CA bundle (the server is verified by its key's
+        # fingerprint), so building it is cheap, and it is not rebuilt at each reconnect.
+        self._tls = client_ssl_context()
 
     def plugin_config(self, name: str) -> Any:
         return self._plugin_configs.get(name)
@@ -131,7 +140,8 @@ class RportAgent:
             await call_impl(impl, agent=self, register=self.handlers.registrar(impl.plugin_name))
         for impl in impls(self.hook.rport_agent_startup):
             await call_impl(impl, agent=self)
-        self._facts = await asyncio.to_thread(sysinfo.gather)
+        if not self._facts:
+            self._facts = await asyncio.to_thread(sysinfo.gather)
         conn = self.config.connection
         failures = 0
         try:
@@ -165,12 +175,9 @@ class RportAgent:
         conn = self.config.connection
         settings = LinkSettings(max_message=MAX_MESSAGE, ping_interval=conn.keep_alive or None,
                                 ping_timeout=conn.keep_alive_timeout or None)
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # the server is verified by its key's fingerprint
         log.info("connecting to %s", self.url)
         try:
-            ws = await ws_connect(self.url, ssl=context, subprotocols=[SUBPROTOCOL],
+            ws = await ws_connect(self.url, ssl=self._tls, subprotocols=[SUBPROTOCOL],
                                   open_timeout=conn.connect_timeout, user_agent_header=None,
                                   logger=logging.getLogger("rport.websockets"),
                                   **settings.connection_options())

@@ -95,7 +95,8 @@ def rport_authenticate_api(server: Any, request: Any) -> Any:
     """Identify the caller of an API request from its credentials. Return a ``User`` when the
     credentials are this plugin's and valid, None when the request carries no credential this
     plugin understands, or raise ``ApiError(401)`` for a credential it owns that is wrong.
-    Result rule: called for every plugin in order; the first ``User`` wins; if none, 401."""
+    Result rule: called in plugin order until one returns a ``User``, which wins (later
+    plugins are not asked); if none does, 401."""
 
 
 @hookspec

@@ -124,6 +124,22 @@ async def call_each(hook: Any, **kwargs: Any) -> list[tuple[str, Any]]:
     return results
 
 
+async def call_until(hook: Any, accept: Any, **kwargs: Any) -> Any:
+    """Call implementations in plugin order until one returns a result ``accept(result)``
+    likes; returns it, or None. Later plugins are not called (no wasted bcrypt checks)."""
+    for impl in reversed(hook.get_hookimpls()):
+        try:
+            result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            exc.add_note(f"in plugin {impl.plugin_name!r}, hook {hook.name}")
+            raise
+        if accept(result):
+            return result
+    return None
+
+
 def call_each_sync(hook: Any, **kwargs: Any) -> list[tuple[str, Any]]:
     """Like :func:`call_each` for hooks that must not block or await (e.g. per listed client)."""
     results = []

@@ -36,6 +36,7 @@ from .throttle import Throttle
 log = logging.getLogger("rport.server")
 
 ENTRY_POINT_GROUP = "rport.server"
+LISTEN_BACKLOG = 1024
 
 
 
@@ -202,6 +203,7 @@ class RportServer:
         self._ws_server = await ws_serve(
             self.endpoint.serve, sock=sock, ssl=server_ssl_context(self.identity),
             subprotocols=[SUBPROTOCOL], server_header=None, open_timeout=cfg.handshake_timeout,
+            backlog=LISTEN_BACKLOG,  # else create_server re-listens with its default of 100
             logger=logging.getLogger("rport.websockets"), **settings.connection_options())
         self.agent_address = _bound(sock)
         log.info("agent endpoint listening on %s (TLS)", self.agent_address)
@@ -255,7 +257,7 @@ def _bind(address: HostPort) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise PluginError(f"cannot listen on {address}: {exc.strerror or exc}") from None
-    sock.listen(1024)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 

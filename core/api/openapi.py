@@ -20,7 +20,7 @@ ERROR_SCHEMA = {
 }
 
 
-def openapi_document(specs: Iterable[RouteSpec]) -> dict[str, Any]:
+def openapi_document(specs: Iterable[RouteSpec], *, bearer: bool = False) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for spec in specs:
         path = API_PREFIX + _PATH_PARAM.sub(r"{\1}", spec.path)
@@ -40,7 +40,7 @@ def openapi_document(specs: Iterable[RouteSpec]) -> dict[str, Any]:
                 "summary": spec.summary,
                 "tags": [spec.owner],
                 "parameters": params,
-                "security": [] if spec.public else [{"basic": []}],
+                "security": [] if spec.public else [{"basic": []}] + ([{"bearer": []}] if bearer else []),
                 "responses": responses,
             }
     return {
@@ -49,6 +49,8 @@ def openapi_document(specs: Iterable[RouteSpec]) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": {"Errors": ERROR_SCHEMA},
-            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
+            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"},
+                                **({"bearer": {"type": "http", "scheme": "bearer",
+                                               "bearerFormat": "JWT"}} if bearer else {})},
         },
     }

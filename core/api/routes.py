@@ -97,7 +97,8 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
 
     async def openapi(request: Request) -> Response:
         """This API described as an OpenAPI 3.1 document."""
-        return JSONResponse(openapi_document(server.routes.specs))
+        return JSONResponse(openapi_document(server.routes.specs,
+                                             bearer="auth_jwt" in server.plugins.info))
 
     register("/status", status, name="status")
     register("/clients", list_clients, name="clients", list_params=True)

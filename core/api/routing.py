@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import ApiError
-from ..plugins import call_each
+from ..plugins import call_until
 from ..users import User
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ def _wrap(server: "RportServer", spec: RouteSpec) -> Endpoint:
         try:
             if not spec.public:
                 request.state.user = await authenticate(server, request)
+                check_scopes(request.state.user, request.method, spec.path)
             if not spec.list_params:
                 for key in request.query_params:
                     if key not in allowed:
@@ -101,6 +102,36 @@ def _wrap(server: "RportServer", spec: RouteSpec) -> Endpoint:
     return endpoint
 
 
+READ_METHODS = ("GET", "HEAD")
+CLIENTS_AUTH_PATH = "/clients-auth"
+
+
+def check_scopes(user: User, method: str, path: str) -> None:
+    """A caller authenticated with a scoped token (RPort's API tokens) may do only what its
+    scopes allow: ``read`` only GET and HEAD, ``clients-auth`` only the ``/clients-auth`` routes,
+    ``read+write`` everything. ``path`` is the route's template (below ``/api/v1``), so no
+    spelling of the URL can escape. A violation is a 403."""
+    scopes = set(user.scopes)
+    if "read+write" in scopes:
+        return
+    if "read" in scopes and method.upper() in READ_METHODS:
+        return
+    if "clients-auth" in scopes and (path == CLIENTS_AUTH_PATH
+                                     or path.startswith(CLIENTS_AUTH_PATH + "/")):
+        return
+    names = ", ".join(f'"{s}"' for s in user.scopes) or "none"
+    if "read" in scopes and "clients-auth" not in scopes:
+        allowed = "only GET and HEAD requests"
+    elif "clients-auth" in scopes and "read" not in scopes:
+        allowed = f"only the {API_PREFIX}{CLIENTS_AUTH_PATH} routes"
+    elif scopes == {"read", "clients-auth"}:
+        allowed = f"only GET and HEAD requests and the {API_PREFIX}{CLIENTS_AUTH_PATH} routes"
+    else:
+        allowed = "nothing"
+    raise ApiError(403, f"the scope of this token ({names}) allows {allowed}",
+                   code="ERR_CODE_TOKEN_SCOPE", detail=f"{method.upper()} {API_PREFIX}{path} is not allowed")
+
+
 def _unauthorized(detail: str, **headers: str) -> ApiError:
     return ApiError(401, "unauthorized", code="ERR_CODE_UNAUTHORIZED", detail=detail,
                     headers={"WWW-Authenticate": 'Basic realm="rport"', **headers})
@@ -117,11 +148,11 @@ async def authenticate(server: "RportServer", request: Request) -> User:
                             **{"Retry-After": str(int(blocked) + 1)})
     presented = "authorization" in request.headers
     try:
-        for _, result in await call_each(server.hook.rport_authenticate_api, server=server,
-                                         request=request):
-            if isinstance(result, User):
-                server.api_throttle.success(*keys)
-                return result
+        user = await call_until(server.hook.rport_authenticate_api,
+                                lambda result: isinstance(result, User), server=server, request=request)
+        if user is not None:
+            server.api_throttle.success(*keys)
+            return user
     except ApiError as exc:
         if exc.status == 401:
             server.api_throttle.failure(*keys)

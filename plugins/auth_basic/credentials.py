@@ -11,12 +11,15 @@ minutes of hashing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import secrets
+import tempfile
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ import attrs
 import bcrypt
 
 BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
+AGENT_THREADS = max(1, (os.cpu_count() or 2) - 1)  # leave a core to the event loop
 _DUMMY_HASH = bcrypt.hashpw(b"dummy", bcrypt.gensalt(4))
 
 
@@ -38,8 +42,11 @@ class Entry:
 
 
 class CredentialTable:
-    def __init__(self, entries: dict[str, Entry], source: str) -> None:
+    def __init__(self, entries: dict[str, Entry], source: str, *, threads: int = 2) -> None:
         self.entries = entries
+        # Each table hashes in its own bounded pool: 1,000 agents with distinct bcrypt
+        # passwords must not delay an administrator's API login behind them.
+        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="rport-bcrypt")
         self.source = source
         self._key = secrets.token_bytes(32)
         self._verified: OrderedDict[bytes, None] = OrderedDict()
@@ -68,7 +75,8 @@ class CredentialTable:
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning
         self._inflight[token] = fut
         try:
-            ok = await asyncio.to_thread(_bcrypt_check, password, stored)
+            ok = await asyncio.get_running_loop().run_in_executor(
+                self._pool, _bcrypt_check, password, stored)
             if ok:
                 self._verified[token] = None
                 while len(self._verified) > 10_000:
@@ -84,6 +92,18 @@ class CredentialTable:
     def groups(self, name: str) -> tuple[str, ...]:
         entry = self.entries.get(name)
         return entry.groups if entry else ()
+
+    def set(self, name: str, entry: Entry) -> None:
+        """Add or replace ``name`` in the live table (used by clients-auth writes)."""
+        self.entries[name] = entry
+
+    def remove(self, name: str) -> Entry | None:
+        """Take ``name`` out of the live table: from now on its checks fail."""
+        return self.entries.pop(name, None)
+
+    def stored(self) -> dict[str, str]:
+        """Name -> stored secret (plain password or hash), in the table's order."""
+        return {name: entry.secret for name, entry in self.entries.items()}
 
 
 def _bcrypt_check(password: str, stored: str) -> bool:
@@ -105,14 +125,14 @@ def load_agent_credentials(auth: str, auth_file: str) -> CredentialTable | None:
     """``auth = "id:password"`` or ``auth_file`` = JSON ``{"id": "password or bcrypt hash"}``."""
     if auth:
         name, password = parse_pair(auth, "server.auth")
-        return CredentialTable({name: Entry(password)}, "Static Credentials")
+        return CredentialTable({name: Entry(password)}, "Static Credentials", threads=AGENT_THREADS)
     if not auth_file:
         return None
     data = _read_json(auth_file, "server.auth_file")
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                              for k, v in data.items()):
         raise CredentialsError(f'server.auth_file: {auth_file} must be a JSON object {{"id": "password"}}')
-    return CredentialTable({k: Entry(v) for k, v in data.items()}, "File")
+    return CredentialTable({k: Entry(v) for k, v in data.items()}, "File", threads=AGENT_THREADS)
 
 
 def load_api_users(auth: str, auth_file: str) -> CredentialTable | None:
@@ -140,6 +160,30 @@ def load_api_users(auth: str, auth_file: str) -> CredentialTable | None:
         raise CredentialsError(f"api.auth_file: {auth_file} must be a JSON list of users "
                                '[{"username", "password", "groups"}]')
     return CredentialTable(entries, "File")
+
+
+def save_agent_credentials(path: str, credentials: dict[str, str]) -> None:
+    """Write ``auth_file`` (JSON ``{"id": "password or hash"}``) atomically: a temporary file in
+    the same directory, flushed to disk, then renamed over the old one (whose mode it keeps), so
+    a crash never leaves a half-written file and readers see the old or the new one."""
+    target = Path(path).expanduser()
+    try:
+        mode = target.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o600
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(credentials, fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _read_json(path: str, key: str) -> Any:

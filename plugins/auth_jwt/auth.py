@@ -1,0 +1,114 @@
+"""Who is calling: ``Authorization: Bearer <login token>``, HTTP Basic with an API token as the
+password, and the per-user half of the brute-force protection (the core throttles addresses).
+
+Every credential of ours that is wrong is a 401 in the standard envelope, never a 500; Basic
+credentials that are a user's password are auth_basic's to accept (we return None for them).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import TYPE_CHECKING, Any
+
+from rport.core.plugin import ApiError, User
+
+from .apitokens import looks_like_token
+from .sessions import TokenError
+
+if TYPE_CHECKING:
+    from .service import AuthJwt
+
+log = logging.getLogger("rport.plugins.auth_jwt")
+
+VIA = "auth_jwt"
+
+
+def unauthorized(detail: str, title: str = "unauthorized", **headers: str) -> ApiError:
+    return ApiError(401, title, code="ERR_CODE_UNAUTHORIZED", detail=detail, headers=dict(headers))
+
+
+def client_address(request: Any) -> str:
+    return request.client.host if request.client else "?"
+
+
+def address_key(address: str) -> str:
+    return f"api-address:{address}"  # the core's key, so both count against one address
+
+
+def user_key(username: str) -> str:
+    return f"api-user:{username}"
+
+
+def decode_basic(value: str) -> tuple[str, str] | None:
+    """``(user, password)`` of a Basic credential, None if it is malformed."""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    username, sep, password = decoded.partition(":")
+    return (username, password) if sep else None
+
+
+def banned(throttle: Any, username: str, address: str | None = None) -> ApiError | None:
+    """The 401 for a user (or address) banned after too many failed logins, or None."""
+    keys = [user_key(username)] + ([address_key(address)] if address else [])
+    wait = throttle.blocked_for(*keys)
+    if wait <= 0:
+        return None
+    where = f" or from {address}" if address else ""
+    return unauthorized(f"too many failed logins for user {username!r}{where}; try again in {wait:.0f}s",
+                        **{"Retry-After": str(int(wait) + 1)})
+
+
+async def authenticate(service: "AuthJwt", throttle: Any, request: Any) -> User | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.strip().partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return await _bearer(service, request, value.strip())
+    if scheme == "basic":
+        return await _basic(service, throttle, request, value)
+    return None
+
+
+async def _bearer(service: "AuthJwt", request: Any, token: str) -> User:
+    if not token:
+        raise unauthorized("missing bearer token")
+    try:
+        session = await service.sessions.validate(token)
+    except TokenError as exc:
+        raise unauthorized(str(exc)) from None
+    users = service.users
+    if session.username not in users:
+        raise unauthorized(f"user {session.username!r} no longer exists")
+    request.state.auth_jwt_session = session.id
+    return User(session.username, users.groups(session.username), via=VIA, scopes=session.scopes)
+
+
+async def _basic(service: "AuthJwt", throttle: Any, request: Any, value: str) -> User | None:
+    creds = decode_basic(value)
+    if creds is None:
+        return None  # auth_basic answers a malformed Basic header
+    username, password = creds
+    if (error := banned(throttle, username)) is not None:
+        log.warning("API authentication refused from %s: user %r is banned", client_address(request),
+                    username)
+        raise error
+    users = service.users
+    if looks_like_token(password) and username in users:
+        found = await service.tokens.check(username, password)
+        if isinstance(found, str):
+            raise unauthorized(found)
+        if found is not None:
+            throttle.success(user_key(username))
+            return User(username, users.groups(username), via=VIA, scopes=(found.scope,))
+    # A password: auth_basic accepts it or not; we only keep the user's count of failures, so
+    # that guessing one user's password from many addresses is banned too.
+    if username in users:
+        if await users.check(username, password):
+            throttle.success(user_key(username))
+        else:
+            throttle.failure(user_key(username))
+    return None

@@ -1,0 +1,122 @@
+"""Agent credentials managed through the API (RPort's ``/clients-auth``), wherever they live:
+
+- ``[server] auth = "id:password"``: one static credential, listed but read-only;
+- ``[server] auth_file``: the JSON file auth_basic loaded; writes rewrite it atomically and update
+  auth_basic's live table, so a new credential works (and a deleted one fails) at once;
+- neither: auth_basic's generated bootstrap credential stays as it is, and the API manages
+  credentials in the store (table ``clients_auth`` of rportd.db), checked by auth_jwt's
+  ``rport_authenticate_agent``.
+
+Plain logic (no pluggy): the live tables are auth_basic's :class:`CredentialTable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import Any
+
+from rport.plugins.auth_basic.credentials import CredentialTable, Entry, save_agent_credentials
+
+from .sessions import Runner
+
+STATIC, FILE, DB = "Static Credentials", "File", "DB"
+MIN_LENGTH = 3
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS clients_auth (
+    id TEXT PRIMARY KEY,
+    password TEXT NOT NULL
+)"""
+
+
+class ClientsAuth:
+    def __init__(self, source: str, table: CredentialTable, *, path: str = "",
+                 run: Runner | None = None, reserved: CredentialTable | None = None) -> None:
+        self.source = source
+        self.table = table
+        """The live table agents of this source are checked against."""
+        self.path = path
+        self._run = run
+        self._reserved = reserved
+        """In DB mode: auth_basic's own table, whose ids cannot be added again."""
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def for_config(cls, auth: str, auth_file: str, agents: CredentialTable,
+                   run: Runner) -> "ClientsAuth":
+        if auth:
+            return cls(STATIC, agents)
+        if auth_file:
+            return cls(FILE, agents, path=auth_file)
+        return cls(DB, CredentialTable({}, DB), run=run, reserved=agents)
+
+    @property
+    def writable(self) -> bool:
+        return self.source != STATIC
+
+    @property
+    def in_store(self) -> bool:
+        return self.source == DB
+
+    async def load(self) -> None:
+        if self._run is None:
+            return
+
+        def read(db: sqlite3.Connection) -> list[tuple[str, str]]:
+            with db:
+                db.execute(_SCHEMA)
+            return db.execute("SELECT id, password FROM clients_auth ORDER BY id").fetchall()
+        for cid, password in await self._run(read):
+            self.table.set(cid, Entry(password))
+
+    def items(self) -> list[dict[str, Any]]:
+        return [{"id": cid, "password": secret} for cid, secret in self.table.stored().items()]
+
+    def get(self, cid: str) -> dict[str, Any] | None:
+        entry = self.table.entries.get(cid)
+        return {"id": cid, "password": entry.secret} if entry is not None else None
+
+    def exists(self, cid: str) -> bool:
+        return cid in self.table or (self._reserved is not None and cid in self._reserved)
+
+    async def add(self, cid: str, password: str) -> bool:
+        """Add a credential; False if the id exists. Persisted before it is live."""
+        async with self._lock:
+            if self.exists(cid):
+                return False
+            if self.source == FILE:
+                await asyncio.to_thread(save_agent_credentials, self.path,
+                                        {**self.table.stored(), cid: password})
+            elif self._run is not None:
+                def write(db: sqlite3.Connection) -> None:
+                    with db:
+                        db.execute("INSERT INTO clients_auth (id, password) VALUES (?, ?)",
+                                   (cid, password))
+                await self._run(write)
+            self.table.set(cid, Entry(password))
+            return True
+
+    async def delete(self, cid: str) -> bool:
+        """Remove a credential; False if there is none with this id."""
+        async with self._lock:
+            if cid not in self.table:
+                return False
+            if self.source == FILE:
+                remaining = {k: v for k, v in self.table.stored().items() if k != cid}
+                await asyncio.to_thread(save_agent_credentials, self.path, remaining)
+            elif self._run is not None:
+                def write(db: sqlite3.Connection) -> None:
+                    with db:
+                        db.execute("DELETE FROM clients_auth WHERE id=?", (cid,))
+                await self._run(write)
+            self.table.remove(cid)
+            return True
+
+    async def check_agent(self, cid: str, password: str) -> bool | None:
+        """For ids kept in the store: True/False; None for ids that are not (another plugin's)."""
+        if not self.in_store:
+            return None
+        ok = await self.table.check(cid, password)
+        if cid not in self.table:
+            return None
+        return ok

@@ -1,0 +1,328 @@
+"""auth_jwt's API routes (RPort's paths, fields and messages, rport-api.md §1.1 and §1.6):
+``/login``, ``/logout``, ``/me``, ``/me/tokens`` and ``/clients-auth``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from rport.core.plugin import (
+    ApiError,
+    ResourceSpec,
+    apply_list_query,
+    data_response,
+    parse_list_query,
+    read_json,
+    require_admin,
+)
+
+from .apitokens import MAX_NAME, SCOPES, ApiToken, TokenConflict, parse_time
+from .auth import address_key, banned, client_address, decode_basic, unauthorized, user_key
+from .clientsauth import MIN_LENGTH
+from .service import AuthJwt
+
+log = logging.getLogger("rport.plugins.auth_jwt")
+
+CLIENTS_AUTH = ResourceSpec(
+    name="clients_auth", sort_fields={"id"}, default_sort="id", filter_fields={"id"},
+    fields={"id", "password"}, default_fields=None, page_default=50, page_max=500)
+
+INVALID = "ERR_CODE_INVALID_REQUEST"
+
+
+def invalid(title: str, detail: str = "", status: int = 400, code: str = INVALID) -> ApiError:
+    return ApiError(status, title, code=code, detail=detail)
+
+
+def _fields(body: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """A JSON object with only ``allowed`` keys (RPort rejects unknown fields)."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON",
+                       detail="json: the body must be an object")
+    for key in body:
+        if key not in allowed:
+            raise ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON",
+                           detail=f'json: unknown field "{key}"')
+    return body
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise ApiError(413, "request body too large", code="ERR_CODE_BODY_TOO_LARGE",
+                           detail=f"the limit is {max_bytes} bytes")
+    return body
+
+
+def _parse_bool(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "t", "yes"):
+        return True
+    if lowered in ("0", "false", "f", "no", ""):
+        return False
+    raise invalid(f"Invalid {name} param {value}.")
+
+
+def register_routes(server: Any, register: Callable[..., None], service: Callable[[], AuthJwt]) -> None:
+    api = server.config.api
+
+    # -- login, logout, me -----------------------------------------------------------------
+
+    def lifetime_of(request: Request) -> float:
+        cfg = service().config
+        raw = request.query_params.get("token-lifetime", "").strip()
+        if not raw:
+            return float(cfg.token_lifetime)
+        try:
+            value = int(raw)
+        except ValueError:
+            raise invalid(f"invalid token-lifetime: {raw!r}", "a number of seconds") from None
+        if value < 0:
+            raise invalid(f"invalid token-lifetime: {raw!r}", "a number of seconds")
+        if value > cfg.max_token_lifetime:
+            raise invalid(f"requested token lifetime exceeds max allowed {int(cfg.max_token_lifetime)}")
+        return float(value) if value else float(cfg.token_lifetime)
+
+    async def credentials_of(request: Request) -> tuple[str, str]:
+        if request.method == "GET":
+            header = request.headers.get("authorization", "")
+            scheme, _, value = header.strip().partition(" ")
+            if scheme.lower() != "basic":
+                raise unauthorized("log in with HTTP Basic credentials", title="auth is required")
+            creds = decode_basic(value)
+            if creds is None:
+                address = client_address(request)
+                server.api_throttle.failure(address_key(address))
+                log.warning("login failed from %s: malformed Basic authorization header", address)
+                raise unauthorized("malformed Basic authorization header")
+            return creds
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media == "application/json":
+            body = _fields(await read_json(request, api.max_request_bytes),
+                           ("username", "password", "new_password"))
+        elif media == "application/x-www-form-urlencoded":
+            raw = await _read_body(request, api.max_request_bytes)
+            try:
+                body = dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise invalid("Invalid form data.", str(exc)) from None
+        else:
+            raise invalid(f"unsupported content type: {media}", code="ERR_CODE_UNSUPPORTED_CONTENT_TYPE")
+        if body.get("new_password"):
+            raise invalid("changing the password is not supported",
+                          "users come from [api] auth or auth_file")
+        username, password = body.get("username"), body.get("password")
+        if not (isinstance(username, str) and isinstance(password, str) and username and password):
+            raise unauthorized("username and password are required", title="auth is required")
+        return username, password
+
+    async def login(request: Request) -> Response:
+        """Log in with a password (Basic, JSON or form) and get a token for Bearer auth."""
+        lifetime = lifetime_of(request)
+        username, password = await credentials_of(request)
+        address = client_address(request)
+        throttle = server.api_throttle
+        if (error := banned(throttle, username, address)) is not None:
+            log.warning("login refused for user %r from %s: too many failed logins", username, address)
+            raise error
+        users = service().users
+        if not (await users.check(username, password) and username in users):
+            throttle.failure(address_key(address), user_key(username))
+            log.warning("login failed for user %r from %s", username, address)
+            raise unauthorized("invalid username or password")
+        throttle.success(address_key(address), user_key(username))
+        token = await service().sessions.create(username, lifetime, address=address)
+        log.info("user %s logged in from %s (token lifetime %gs)", username, address, lifetime)
+        return data_response({"token": token, "two_fa": None})
+
+    async def logout(request: Request) -> Response:
+        """End the session of the Bearer token used: it stops working at once."""
+        session_id = getattr(request.state, "auth_jwt_session", None)
+        if session_id is None:
+            raise invalid("logout needs the Bearer token of a login session")
+        await service().sessions.revoke(session_id)
+        log.info("user %s logged out", request.state.user.username)
+        return Response(status_code=204)
+
+    async def me(request: Request) -> Response:
+        """Who you are: user name and groups."""
+        user = request.state.user
+        return data_response({
+            "username": user.username, "groups": list(user.groups), "password_expired": False,
+            "two_fa_send_to": "", "effective_user_permissions": {},
+            "effective_extended_permissions": {}, "group_permissions_enabled": False})
+
+    register("/login", login, name="login", params=("token-lifetime",), public=True,
+             summary="Log in with HTTP Basic credentials and get a token for Bearer auth.")
+    register("/login", login, ["POST"], name="login_post", params=("token-lifetime",), public=True,
+             summary="Log in with a JSON or form body (username, password) and get a token.")
+    register("/logout", logout, ["DELETE"], name="logout")
+    register("/me", me, name="me")
+
+    # -- API tokens ------------------------------------------------------------------------
+
+    def token_name(body: dict[str, Any], required: bool) -> str | None:
+        name = body.get("name")
+        if name is None and not required:
+            return None
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
+            raise invalid("missing or invalid name.", f"a name of 1 to {MAX_NAME} characters")
+        return name
+
+    def token_expiry(body: dict[str, Any], default: float | None) -> float | None:
+        value = body.get("expires_at")
+        if value is None:
+            return default
+        try:
+            expires = parse_time(value) if isinstance(value, str) else None
+        except ValueError:
+            expires = None
+        if expires is None:
+            raise invalid("invalid expires_at.", "an RFC 3339 date-time, e.g. 2030-01-31T12:00:00Z")
+        if expires <= service().tokens.clock():
+            raise invalid("invalid expires_at.", "the date must be in the future")
+        return expires
+
+    async def list_tokens(request: Request) -> Response:
+        """Your API tokens (without their secret)."""
+        tokens = await service().tokens.list(request.state.user.username)
+        return data_response([t.to_json() for t in tokens], count=len(tokens))
+
+    async def create_token(request: Request) -> Response:
+        """Create an API token; its value is shown only in this answer."""
+        user = request.state.user
+        body = _fields(await read_json(request, api.max_request_bytes), ("scope", "name", "expires_at"))
+        scope = body.get("scope")
+        if scope not in SCOPES:
+            raise invalid("missing or invalid scope.", f"one of {', '.join(SCOPES)}")
+        if scope == "clients-auth" and not user.is_admin:
+            raise ApiError(403, "current user should belong to Administrators group to create a "
+                                "token with this scope", code="ERR_CODE_FORBIDDEN")
+        name = token_name(body, required=True)
+        expires = token_expiry(body, service().tokens.clock() + service().config.api_token_lifetime)
+        assert name is not None and expires is not None
+        try:
+            token, value = await service().tokens.create(user.username, name, scope, expires)
+        except TokenConflict:
+            raise ApiError(409, f'token with name "{name}" already exists',
+                           code="ERR_CODE_ALREADY_EXIST") from None
+        log.info("user %s created API token %s (%s, scope %s)", user.username, token.prefix, name, scope)
+        return data_response({**token.to_json(), "token": value})
+
+    def found(token: ApiToken | None, prefix: str) -> ApiToken:
+        if token is None:
+            raise ApiError(404, f'API token with prefix "{prefix}" not found', code="ERR_CODE_NOT_FOUND")
+        return token
+
+    async def update_token(request: Request) -> Response:
+        """Rename an API token or change when it expires."""
+        user, prefix = request.state.user, request.path_params["prefix"]
+        body = _fields(await read_json(request, api.max_request_bytes), ("prefix", "name", "expires_at"))
+        if body.get("prefix", prefix) != prefix:
+            raise invalid("the prefix in the body does not match the path")
+        name = token_name(body, required=False)
+        expires = token_expiry(body, None)
+        try:
+            token = await service().tokens.update(user.username, prefix, name=name, expires_at=expires)
+        except TokenConflict:
+            raise ApiError(409, f'token with name "{name}" already exists',
+                           code="ERR_CODE_ALREADY_EXIST") from None
+        return data_response(found(token, prefix).to_json())
+
+    async def delete_token(request: Request) -> Response:
+        """Delete an API token: it stops working at once."""
+        user, prefix = request.state.user, request.path_params["prefix"]
+        if not await service().tokens.delete(user.username, prefix):
+            found(None, prefix)
+        log.info("user %s deleted API token %s", user.username, prefix)
+        return Response(status_code=204)
+
+    register("/me/tokens", list_tokens, name="tokens")
+    register("/me/tokens", create_token, ["POST"], name="token_create")
+    register("/me/tokens/{prefix}", update_token, ["PUT"], name="token_update")
+    register("/me/tokens/{prefix}", delete_token, ["DELETE"], name="token_delete")
+
+    # -- clients-auth (administrators) -----------------------------------------------------
+
+    def writable() -> None:
+        if not service().clients_auth.writable:
+            raise ApiError(405, "Client authentication is enabled only for a single user.",
+                           code="ERR_CODE_CLIENT_AUTH_SINGLE")
+
+    async def list_clients_auth(request: Request) -> Response:
+        """Agent credentials (id and password), with filter[id], sort and page."""
+        require_admin(request)
+        query = parse_list_query(request.query_params, CLIENTS_AUTH)
+        rows, count = apply_list_query(service().clients_auth.items(), query, CLIENTS_AUTH)
+        return data_response(rows, count=count)
+
+    async def get_client_auth(request: Request) -> Response:
+        """One agent credential."""
+        require_admin(request)
+        cid = request.path_params["client_auth_id"]
+        item = service().clients_auth.get(cid)
+        if item is None:
+            raise ApiError(404, f'Client Auth with ID "{cid}" not found',
+                           code="ERR_CODE_CLIENT_AUTH_NOT_FOUND")
+        return data_response(item)
+
+    async def add_client_auth(request: Request) -> Response:
+        """Add an agent credential; agents can use it at once."""
+        require_admin(request)
+        body = _fields(await read_json(request, api.max_request_bytes), ("id", "password"))
+        cid, password = body.get("id"), body.get("password")
+        if not isinstance(cid, str) or len(cid) < MIN_LENGTH:
+            raise invalid("Invalid or missing ID.", f"Min size is {MIN_LENGTH}.")
+        if ":" in cid or cid != cid.strip():
+            raise invalid("Invalid or missing ID.", 'The ID must not contain ":" or surrounding spaces.')
+        if not isinstance(password, str) or len(password) < MIN_LENGTH:
+            raise invalid("Invalid or missing password.", f"Min size is {MIN_LENGTH}.")
+        writable()
+        try:
+            added = await service().clients_auth.add(cid, password)
+        except OSError as exc:
+            log.error("cannot write %s: %s", service().clients_auth.path, exc)
+            raise ApiError(500, "cannot save the client auth", code="ERR_CODE_INTERNAL",
+                           detail=f"cannot write the auth file: {exc.strerror or exc}") from None
+        if not added:
+            raise ApiError(409, f'Client Auth with ID "{cid}" already exist.', code="ERR_CODE_ALREADY_EXIST")
+        log.info("client auth %r created by %s", cid, request.state.user.username)
+        return Response(status_code=201)
+
+    async def delete_client_auth(request: Request) -> Response:
+        """Delete an agent credential (force=1 also disconnects and deletes its clients)."""
+        require_admin(request)
+        cid = request.path_params["client_auth_id"]
+        force = _parse_bool(request.query_params.get("force", ""), "force")
+        svc = service()
+        if svc.clients_auth.get(cid) is None:
+            raise ApiError(404, f'Client Auth with ID="{cid}" not found.',
+                           code="ERR_CODE_CLIENT_AUTH_NOT_FOUND")
+        writable()
+        bound = [c for c in server.clients if c.auth_id == cid]
+        if bound and not force:
+            raise ApiError(409, "Client Auth expected to have no active or disconnected bound "
+                                f"client(s), got {len(bound)}.", code="ERR_CODE_CLIENT_AUTH_HAS_CLIENT")
+        try:
+            await svc.clients_auth.delete(cid)  # first, so that its clients cannot come back
+        except OSError as exc:
+            log.error("cannot write %s: %s", svc.clients_auth.path, exc)
+            raise ApiError(500, "cannot delete the client auth", code="ERR_CODE_INTERNAL",
+                           detail=f"cannot write the auth file: {exc.strerror or exc}") from None
+        # Recounted now: a client that logged in since the check must go too.
+        deleted = await svc.delete_bound_clients(cid)
+        log.info("client auth %r deleted by %s (%d bound client(s) deleted)", cid,
+                 request.state.user.username, deleted)
+        return Response(status_code=204)
+
+    register("/clients-auth", list_clients_auth, name="clients_auth", list_params=True)
+    register("/clients-auth", add_client_auth, ["POST"], name="clients_auth_create")
+    register("/clients-auth/{client_auth_id}", get_client_auth, name="client_auth")
+    register("/clients-auth/{client_auth_id}", delete_client_auth, ["DELETE"],
+             name="client_auth_delete", params=("force",))
