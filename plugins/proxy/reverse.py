@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 log = logging.getLogger("rport.plugins.proxy")
 
+IDLE_POOL = 2.0  # seconds an idle proxy keeps its connections to the raw tunnel
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
               "trailer", "trailers", "transfer-encoding", "upgrade", "proxy-connection"}
 WS_SKIP = HOP_BY_HOP | {"host", "sec-websocket-key", "sec-websocket-version",
@@ -51,13 +52,32 @@ class ReverseProxy:
         self.acl = acl
         self.auth = (auth_user, auth_password) if auth_user else None
         self.touch = on_activity
-        self.client = httpx.AsyncClient(
+        self.client = self._new_client()
+        self._inflight = 0
+        self._last_used = 0.0
+        self._janitor = asyncio.create_task(self._expire_idle_pool())
+
+    @staticmethod
+    def _new_client() -> httpx.AsyncClient:
+        return httpx.AsyncClient(
             verify=False, follow_redirects=False, trust_env=False,
             timeout=httpx.Timeout(None, connect=15.0),
-            # Short-lived pooled connections, so an idle proxy does not keep its tunnel busy.
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=10, keepalive_expiry=5.0))
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=32,
+                                keepalive_expiry=IDLE_POOL))
+
+    async def _expire_idle_pool(self) -> None:
+        """httpx drops expired pooled connections only when the pool is used again; an idle
+        proxy would keep its raw-tunnel connections (and so its tunnel) open for ever, never
+        reaped and never deletable without force. Close the pool once nothing is in flight."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(IDLE_POOL / 2)
+            if self._last_used and not self._inflight and loop.time() - self._last_used >= IDLE_POOL:
+                old, self.client, self._last_used = self.client, self._new_client(), 0.0
+                await old.aclose()
 
     async def aclose(self) -> None:
+        self._janitor.cancel()
         await self.client.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -95,10 +115,16 @@ class ReverseProxy:
 
     async def _deny(self, scope: Scope, send: Send, status: int, text: str,
                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
-            return
         body = text.encode()
+        if scope["type"] == "websocket":
+            if "websocket.http.response" not in scope.get("extensions", {}):
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await send({"type": "websocket.http.response.start", "status": status, "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()), *(headers or [])]})
+            await send({"type": "websocket.http.response.body", "body": body})
+            return
         await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", str(len(body)).encode()), *(headers or [])]})
@@ -147,11 +173,21 @@ class ReverseProxy:
         has_body = _header(scope, b"content-length") not in ("", "0") or bool(
             _header(scope, b"transfer-encoding"))
         extensions = {"sni_hostname": self.host_header} if self.host_header and self.scheme == "https" else {}
-        request = self.client.build_request(
+        client = self.client
+        request = client.build_request(
             scope["method"], url, headers=headers,
             content=self._body(receive) if has_body else None, extensions=extensions)
+        self._inflight += 1
         try:
-            response = await self.client.send(request, stream=True)
+            await self._exchange(client, request, scope, send)
+        finally:
+            self._inflight -= 1
+            self._last_used = asyncio.get_running_loop().time()
+
+    async def _exchange(self, client: httpx.AsyncClient, request: httpx.Request, scope: Scope,
+                        send: Send) -> None:
+        try:
+            response = await client.send(request, stream=True)
         except httpx.HTTPError as exc:
             log.warning("proxy on %s: %s %s failed: %s", self.upstream, scope["method"], scope["path"], exc)
             await self._deny(scope, send, 502, f"Bad Gateway: {exc.__class__.__name__}\n")
@@ -197,7 +233,9 @@ class ReverseProxy:
         path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
         if scope.get("query_string"):
             path += "?" + scope["query_string"].decode("latin-1")
-        url = f"{'wss' if self.scheme == 'https' else 'ws'}://{self.upstream}{path}"
+        # The URI carries the Host the target must see; the socket goes to the raw tunnel.
+        host = self.host_header or _header(scope, b"host") or self.upstream
+        url = f"{'wss' if self.scheme == 'https' else 'ws'}://{host}{path}"
         headers = [(k, v) for k, v in self._forward_headers(scope, source, WS_SKIP)
                    if k.lower() not in ("host", "origin")]
         origin = _header(scope, b"origin") or None
@@ -205,7 +243,7 @@ class ReverseProxy:
             upstream = await ws_connect(
                 url, additional_headers=headers, subprotocols=scope.get("subprotocols") or None,
                 origin=origin, ssl=_unverified_context() if self.scheme == "https" else None,
-                server_hostname=self.host_header or None if self.scheme == "https" else None,
+                host="127.0.0.1", port=int(self.upstream.rsplit(":", 1)[1]),
                 user_agent_header=None, compression=None, max_size=None, open_timeout=15,
                 ping_interval=None)
         except (OSError, InvalidHandshake, TimeoutError) as exc:
