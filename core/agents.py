@@ -226,8 +226,7 @@ class AgentEndpoint:
             client.disconnected_at = time.time()
         log.info("client %s disconnected: %s", client.id, reason)
         if server.config.server.keep_disconnected_clients <= 0:
-            server.clients.remove(client.id)
-            await server.store.delete_client(client.id)
+            await server.remove_client(client.id, "disconnected (keep_disconnected_clients = 0)")
         else:
             await server.store.save_client(client.id, client.to_record(), client.disconnected_at)
         server.bus.publish(ClientDisconnected(client.id, reason))

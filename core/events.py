@@ -34,6 +34,14 @@ class ClientDisconnected:
     reason: str
 
 
+@attrs.frozen
+class ClientRemoved:
+    """A client's record was deleted (DELETE /clients/{id}, purge, or removed on disconnect)."""
+
+    client_id: str
+    reason: str
+
+
 @attrs.define
 class _Subscriber:
     event_type: type

@@ -11,7 +11,7 @@ from .api.routing import data_response, read_json
 from .clients import Client, ClientRegistry
 from .confload import ConfigError, Duration, HostPort, parse_duration, parse_host_port
 from .errors import ApiError, ErrorItem, bad_request, not_found
-from .events import ClientConnected, ClientDisconnected, EventBus
+from .events import ClientConnected, ClientDisconnected, ClientRemoved, EventBus
 from .plugins import PluginError, call_each, hookimpl
 from .session import (
     Handlers,
@@ -27,7 +27,7 @@ from .users import ADMINISTRATORS, User, require_admin
 
 __all__ = [
     "ADMINISTRATORS", "ApiError", "Client", "ClientConnected", "ClientDisconnected",
-    "ClientRegistry", "ConfigError", "Duration", "ErrorItem", "EventBus", "Handlers", "HostPort",
+    "ClientRegistry", "ClientRemoved", "ConfigError", "Duration", "ErrorItem", "EventBus", "Handlers", "HostPort",
     "PluginError", "ProtocolViolation", "RemoteError", "ResourceSpec", "Session", "SessionClosed",
     "SessionError", "Stream", "StreamRefused", "User", "apply_list_query", "bad_request", "call_each",
     "data_response", "hookimpl", "matches", "not_found", "parse_duration", "parse_host_port",

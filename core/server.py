@@ -24,7 +24,7 @@ from .api.routing import RouteTable
 from .clients import Client, ClientRegistry
 from .confload import ConfigError, HostPort, parse_host_port, structure
 from .config import ServerConfig
-from .events import EventBus
+from .events import ClientRemoved, EventBus
 from .keys import ServerIdentity, load_or_create_server_identity, server_ssl_context
 from .plugins import PluginError, PluginSet, call_impl, create_plugin_manager, impls
 from .protocol.frames import HEADER
@@ -83,6 +83,12 @@ class RportServer:
     def plugin_config(self, name: str) -> Any:
         """The structured ``[plugins.<name>]`` table of plugin ``name`` (None if it has none)."""
         return self._plugin_configs.get(name)
+
+    async def remove_client(self, client_id: str, reason: str) -> None:
+        """Forget a client: registry, store, and a ClientRemoved event so plugins forget it too."""
+        self.clients.remove(client_id)
+        await self.store.delete_client(client_id)
+        self.bus.publish(ClientRemoved(client_id, reason))
 
     @property
     def data_dir(self) -> Path:
@@ -238,8 +244,7 @@ class RportServer:
             cutoff = time.time() - cfg.keep_disconnected_clients
             for client in self.clients:
                 if not client.connected and client.disconnected_at and client.disconnected_at < cutoff:
-                    self.clients.remove(client.id)
-                    await self.store.delete_client(client.id)
+                    await self.remove_client(client.id, "purged")
                     log.info("client %s purged (disconnected since %s)", client.id,
                              time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(client.disconnected_at)))
 

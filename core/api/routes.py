@@ -91,8 +91,7 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
         if client.connected:
             raise ApiError(400, "Client is active, should be disconnected",
                            code="ERR_CODE_CLIENT_ACTIVE")
-        server.clients.remove(client.id)
-        await server.store.delete_client(client.id)
+        await server.remove_client(client.id, f"deleted by {request.state.user.username}")
         return Response(status_code=204)
 
     async def openapi(request: Request) -> Response:

@@ -91,7 +91,6 @@ class AuthJwt:
                 finally:
                     self.disconnects.pop(client.id, None)
             if server.clients.get(client.id) is client and not client.connected:
-                server.clients.remove(client.id)
-                await server.store.delete_client(client.id)
+                await server.remove_client(client.id, f"its credential {auth_id!r} was deleted")
                 log.info("client %s deleted with its client auth %r", client.id, auth_id)
         return len(bound)

@@ -1,5 +1,7 @@
 """Live output of running jobs, fanned out to followers through bounded queues. A follower that
-cannot keep up loses chunks (it is told so), never the final status; nothing grows unbounded."""
+cannot keep up loses chunks (the job's stored result keeps all output up to send_back_limit),
+never the final status; nothing grows unbounded. Output from before a follower attached is
+not replayed: it is in the job's result."""
 
 from __future__ import annotations
 

@@ -204,7 +204,8 @@ class CommandService:
         if targeting is not None:
             return await targeting.resolve(body)
         if any(body.get(k) for k in ("group_ids", "tags", "labels")):
-            raise ApiError(400, "Multiple targeting parameters.", code="ERR_CODE_TARGETING_DISABLED",
+            raise ApiError(400, "Targeting by group_ids, tags or labels is not available.",
+                           code="ERR_CODE_TARGETING_DISABLED",
                            detail="group_ids, tags and labels need the targeting plugin, which is disabled")
         ids = body.get("client_ids")
         if not isinstance(ids, list) or not ids:

@@ -37,6 +37,7 @@ class ProxyListener:
         sock.setblocking(False)
         config = uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off", server_header=False,
+            date_header=False,  # the target's Date is passed on
             ssl_certfile=cert_file, ssl_keyfile=key_file, ws="websockets", proxy_headers=False,
             timeout_graceful_shutdown=2, ws_max_size=64 * 1024 * 1024, ws_ping_interval=None)
         server = _Server(config)

@@ -177,6 +177,10 @@ class ReverseProxy:
         request = client.build_request(
             scope["method"], url, headers=headers,
             content=self._body(receive) if has_body else None, extensions=extensions)
+        sent = {k.lower() for k, _ in headers}
+        for default in ("accept", "accept-encoding", "user-agent"):  # httpx's, not the client's
+            if default not in sent and default in request.headers:
+                del request.headers[default]
         self._inflight += 1
         try:
             await self._exchange(client, request, scope, send)

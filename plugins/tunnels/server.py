@@ -12,6 +12,7 @@ from rport.core.plugin import (
     ApiError,
     ClientConnected,
     ClientDisconnected,
+    ClientRemoved,
     PluginError,
     data_response,
     hookimpl,
@@ -88,8 +89,12 @@ def rport_register_subscribers(server: Any, register: Any) -> None:
     async def disconnected(event: ClientDisconnected) -> None:
         await service(server).client_gone(event.client_id)
 
+    async def removed(event: ClientRemoved) -> None:
+        await service(server).forget_client(event.client_id)
+
     register(ClientConnected, connected)
     register(ClientDisconnected, disconnected)
+    register(ClientRemoved, removed)
 
 
 @hookimpl

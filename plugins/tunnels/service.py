@@ -220,6 +220,9 @@ class TunnelService:
                         timeout=self.check_port_timeout + 10)
                 except RemoteError as exc:
                     raise bad(f"client error: {exc}", "ERR_CODE_CLIENT_ERROR", status=409) from None
+                except (SessionClosed, TimeoutError) as exc:
+                    raise bad("client did not answer the port check", "ERR_CODE_CLIENT_ERROR",
+                              str(exc) or "timeout", status=409) from None
                 if not (answer or {}).get("open"):
                     raise bad(f"Port {tunnel.rport} is not in listening state.",
                               "ERR_CODE_REMOTE_PORT_NOT_OPEN", str((answer or {}).get("error", "")))
@@ -332,10 +335,16 @@ class TunnelService:
         requested = []
         for raw in (client.plugin_data.get("tunnels") or {}).get("remotes", []):
             try:
-                requested.append(Remote(raw["local_host"], raw["local_port"], raw["remote_host"],
-                                        int(raw["remote_port"]), raw.get("protocol", "tcp")))
+                remote = Remote(raw["local_host"], raw["local_port"], raw["remote_host"],
+                                int(raw["remote_port"]), raw.get("protocol", "tcp"))
             except (KeyError, TypeError, ValueError):
                 log.warning("client %s sent an invalid remote %r", client.id, raw)
+                continue
+            if remote.protocol != "tcp":
+                log.error("client %s asked for a %s tunnel to %s: only tcp tunnels are supported",
+                          client.id, remote.protocol, remote.remote)
+                continue
+            requested.append(remote)
         old = list(self.saved.get(client.id, []))
 
         def matches(spec: dict[str, Any], r: Remote) -> bool:
@@ -380,6 +389,12 @@ class TunnelService:
             tunnel.acl_check = await self.parse_acl(tunnel.acl)
         except ApiError as exc:
             log.error("tunnel %s of %s not restored: %s", tunnel.id, client.id, exc)
+            return
+        if not (tunnel.lport_random or not tunnel.lport) and tunnel.lport not in self.pool:
+            # The same rule as the API's: an agent cannot open server ports outside the pool.
+            log.error("tunnel of %s to %s not opened: local port %d is not among the allowed "
+                      "ports (server.used_ports minus excluded_ports)", client.id, tunnel.remote,
+                      tunnel.lport)
             return
         try:
             if tunnel.lport_random or not tunnel.lport:

@@ -860,3 +860,18 @@ def _spki_hash(pki: Pki) -> str:
     digest = hashes.Hash(hashes.SHA256())
     digest.update(spki)
     return base64.b64encode(digest.finalize()).decode()
+
+
+def test_proxy_adds_no_request_headers_and_one_date(penv: ProxyEnv) -> None:
+    """Headers the client did not send (httpx's own Accept-Encoding, User-Agent) are not added
+    towards the target, and the response carries the target's Date only."""
+    tunnel = penv.proxied()
+    lport = int(tunnel["lport"])
+    rc, body, status = curl(penv.pki, lport, "/echo-headers", "-H", "User-Agent:", "-H", "Accept:")
+    assert rc == 0 and status == 200, body
+    seen = {k.lower() for k, _ in json.loads(body)["headers"]}
+    assert "accept-encoding" not in seen and "user-agent" not in seen and "accept" not in seen
+    result = subprocess.run(["curl", "-sS", "-D", "-", "-o", "/dev/null", "--cacert", str(penv.pki.ca_file),
+                             "--resolve", f"localhost:{lport}:127.0.0.1", f"https://localhost:{lport}/small"],
+                            capture_output=True, text=True, timeout=30, check=True)
+    assert sum(1 for line in result.stdout.splitlines() if line.lower().startswith("date:")) == 1

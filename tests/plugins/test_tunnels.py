@@ -856,3 +856,47 @@ def test_restored_tunnels_filtered_by_tunnel_allowed(make_server: Callable[..., 
     with EchoServer() as allowed, EchoServer() as other:
         _, to_allowed = _narrowed_agent(server, make_agent, allowed, other)
         assert {t["id"] for t in tunnels_of(server, "narrow")} == {to_allowed["id"]}
+
+
+# == regressions ==========================================================================================
+
+def test_agent_remotes_obey_the_port_pool_and_protocol(tmp_path: Path, echo: EchoServer) -> None:
+    """An agent cannot open server ports outside used_ports minus excluded_ports (the same rule
+    as the API's), and a udp remote is refused rather than opened as tcp."""
+    server = Server(tmp_path / "server").start()
+    inside = free_port()
+    agent = CliAgent(tmp_path / "agent", server, "pool", [f"1500:{echo.port}", f"{inside}:{echo.port}",
+                                                          f"{free_port(avoid={inside})}:{echo.port}/udp"])
+    try:
+        server.wait_connected("pool")
+        wait_for(lambda: tunnels_of(server, "pool"), 20, "the allowed remote's tunnel")
+        assert [t["lport"] for t in tunnels_of(server, "pool")] == [str(inside)]
+        assert echo_roundtrip(inside) == b"ping through the tunnel"
+        assert can_listen("0.0.0.0", 1500)
+        log = server.log()
+        assert "local port 1500 is not among the allowed ports" in log
+        assert "only tcp tunnels are supported" in log
+    finally:
+        agent.stop()
+        server.stop()
+
+
+def test_deleted_client_gets_no_old_tunnels_back(tmp_path: Path, echo: EchoServer) -> None:
+    """Tunnels kept for a reconnect are forgotten with the client (ClientRemoved)."""
+    server = Server(tmp_path / "server").start()
+    first = Agent(tmp_path / "a1", server, "gone")
+    second: Agent | None = None
+    try:
+        server.wait_connected("gone")
+        created(put(server, "gone", remote=echo.port, **{"skip-idle-timeout": 1}))
+        first.stop()
+        server.wait_disconnected("gone")
+        assert server.api is not None
+        assert server.api.delete("/clients/gone").status_code == 204
+        second = Agent(tmp_path / "a2", server, "gone")
+        server.wait_connected("gone")
+        assert tunnels_of(server, "gone") == []
+    finally:
+        if second is not None:
+            second.stop()
+        server.stop()
