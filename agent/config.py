@@ -9,14 +9,13 @@ from typing import Any, Mapping
 import attrs
 
 from rport.core.confload import ConfigError, Duration, env_overrides, merge, read_toml, structure
-from rport.core.config import LOG_LEVELS, LoggingSection, PluginsSection, plugins_section
-
-
-def default_data_dir() -> str:
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return "/var/lib/rport"
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return str(Path(base) / "rport")
+from rport.core.config import (
+    LOG_LEVELS,
+    LoggingSection,
+    PluginsSection,
+    default_data_dir,
+    plugins_section,
+)
 
 
 @attrs.frozen
@@ -32,7 +31,7 @@ class ClientSection:
     labels: dict[str, str] = attrs.field(factory=dict)
     remotes: list[str] = attrs.field(factory=list)
     tunnel_allowed: list[str] = attrs.field(factory=list)
-    data_dir: str = attrs.field(factory=default_data_dir)
+    data_dir: str = attrs.field(factory=lambda: default_data_dir("rport"))
 
 
 @attrs.frozen

@@ -51,6 +51,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+# Shared with the connect benchmark (same folder: run as `python benchmarks/command_fanout.py`).
+from agents_connect import ServerProc, fmt, latency_summary, listening_ports, pct, write_toml  # noqa: E402,F401
+
 HOST = "127.0.0.1"
 API_USER, API_PASSWORD = "admin", "bench"
 AGENT_ID, AGENT_PASSWORD = "bench", "secret"
@@ -145,33 +148,6 @@ def worker_main(spec: dict[str, Any]) -> int:
 # Parent: server process, workers, API pollers, runs, report.
 # =================================================================================================
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    return json.dumps(str(value))
-
-
-def write_toml(path: Path, data: dict[str, dict[str, Any]]) -> None:
-    lines = []
-    for section, values in data.items():
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
-        lines.append("")
-    path.write_text("\n".join(lines))
-
-
-def listening_ports(pid: int) -> list[tuple[int, int]]:
-    """(fd, port) of the TCP sockets ``pid`` listens on at 127.0.0.1."""
-    import psutil
-    proc = psutil.Process(pid)
-    conns = proc.net_connections(kind="tcp") if hasattr(proc, "net_connections") \
-        else proc.connections(kind="tcp")
-    return sorted((c.fd, c.laddr.port) for c in conns
-                  if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.ip == HOST)
-
-
 def cpu_seconds(pid: int) -> float:
     import psutil
     try:
@@ -179,72 +155,6 @@ def cpu_seconds(pid: int) -> float:
         return t.user + t.system
     except psutil.Error:
         return float("nan")
-
-
-class ServerProc:
-    """rportd; its output goes to ``log_path``."""
-
-    def __init__(self, conf_path: Path, log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - open while the process runs
-        self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rport.core.cli", "-c", str(conf_path)],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.api_port = 0
-        self.agent_port = 0
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float) -> float:
-        """Wait until the API answers /status and find both ports (with ``log_level = warning``
-        the "listening" lines are not logged: the listening sockets are asked, newest first)."""
-        import httpx
-        deadline = time.monotonic() + timeout
-        auth = (API_USER, API_PASSWORD)
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"rportd exited ({self.proc.returncode}) during start-up:\n"
-                                   f"{self.log()[-3000:]}")
-            candidates: list[int] = []
-            if (m := _API_RE.search(self.log())) and m.group(1) == "http":
-                candidates = [int(m.group(3))]
-            else:
-                try:
-                    candidates = [port for _, port in reversed(listening_ports(self.pid))]
-                except Exception:  # noqa: BLE001 - not bound yet, or gone: try again
-                    candidates = []
-                if len(candidates) < 2:
-                    candidates = []  # the API is not bound yet
-            for port in candidates:
-                try:
-                    resp = httpx.get(f"http://{HOST}:{port}/api/v1/status", auth=auth, timeout=2)
-                except httpx.HTTPError:
-                    continue
-                if resp.status_code == 401:
-                    raise RuntimeError(f"the API on port {port} refused {API_USER}:{API_PASSWORD}")
-                if resp.status_code == 200:
-                    self.api_port = port
-                    url = resp.json()["data"]["connect_url"][0]
-                    self.agent_port = int(url.rsplit(":", 1)[1].strip("/"))
-                    return time.monotonic() - self.started_at
-            time.sleep(0.02)
-        raise TimeoutError(f"rportd did not answer /status within {timeout}s:\n{self.log()[-3000:]}")
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
 
 
 class Worker:
@@ -367,18 +277,6 @@ class Profiler:
                 self.proc.kill()
                 self.proc.wait(10)
         self._log.close()
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
-
-
-def latency_summary(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "p50_ms": pct(values, 0.50) * 1000, "p95_ms": pct(values, 0.95) * 1000,
-            "max_ms": (max(values) * 1000) if values else float("nan")}
 
 
 def parse_time(text: Any) -> float | None:
@@ -554,16 +452,6 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
     result["worker_errors"] = [e for w in workers for e in w.errors]
     result["load_after"] = os.getloadavg()[0]
     return result
-
-
-def fmt(value: Any, unit: str = "", digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "n/a"
-        return f"{value:.{digits}f}{unit}"
-    return f"{value}{unit}"
 
 
 def report(r: dict[str, Any]) -> str:

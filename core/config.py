@@ -23,12 +23,13 @@ from .confload import (
 )
 
 
-def default_data_dir() -> str:
-    """RPort's ``/var/lib/rport`` for root; a per-user directory otherwise."""
+def default_data_dir(program: str = "rportd") -> str:
+    """RPort's ``/var/lib/rport`` for root; a per-user directory (``~/.local/share/<program>``)
+    otherwise."""
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         return "/var/lib/rport"
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return str(Path(base) / "rportd")
+    return str(Path(base) / program)
 
 
 @attrs.frozen

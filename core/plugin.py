@@ -7,7 +7,7 @@ everything they do. Anything else under ``rport.core`` is private and may change
 from __future__ import annotations
 
 from .api.query import ResourceSpec, apply_list_query, matches, parse_list_query
-from .api.routing import data_response, read_json
+from .api.routing import data_response, read_body, read_json
 from .clients import Client, ClientRegistry
 from .confload import ConfigError, Duration, HostPort, parse_duration, parse_host_port
 from .errors import ApiError, ErrorItem, bad_request, not_found
@@ -31,5 +31,5 @@ __all__ = [
     "PluginError", "ProtocolViolation", "RemoteError", "ResourceSpec", "Session", "SessionClosed",
     "SessionError", "Stream", "StreamRefused", "User", "apply_list_query", "bad_request", "call_each",
     "data_response", "hookimpl", "matches", "not_found", "parse_duration", "parse_host_port",
-    "parse_list_query", "read_json", "require_admin",
+    "parse_list_query", "read_body", "read_json", "require_admin",
 ]

@@ -107,34 +107,31 @@ def _register(plugins: PluginSet, name: str, obj: Any, info: PluginInfo) -> None
     plugins.info[name] = info
 
 
+async def _invoke(hook: Any, impl: Any, kwargs: dict[str, Any]) -> Any:
+    """One implementation with the arguments it accepts, awaited if need be; an exception
+    carries the plugin's name as a note."""
+    try:
+        result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+        if inspect.isawaitable(result):
+            result = await result
+    except Exception as exc:
+        exc.add_note(f"in plugin {impl.plugin_name!r}, hook {hook.name}")
+        raise
+    return result
+
+
 async def call_each(hook: Any, **kwargs: Any) -> list[tuple[str, Any]]:
-    """Call every implementation of ``hook`` in plugin order with the arguments it accepts,
-    awaiting awaitable results; returns ``(plugin name, result)`` pairs. An exception propagates
-    with the plugin's name attached as a note."""
-    results = []
-    for impl in reversed(hook.get_hookimpls()):
-        try:
-            result = impl.function(*[kwargs[arg] for arg in impl.argnames])
-            if inspect.isawaitable(result):
-                result = await result
-        except Exception as exc:
-            exc.add_note(f"in plugin {impl.plugin_name!r}, hook {hook.name}")
-            raise
-        results.append((impl.plugin_name, result))
-    return results
+    """Call every implementation of ``hook`` in plugin order; returns ``(plugin name, result)``
+    pairs."""
+    return [(impl.plugin_name, await _invoke(hook, impl, kwargs))
+            for impl in reversed(hook.get_hookimpls())]
 
 
 async def call_until(hook: Any, accept: Any, **kwargs: Any) -> Any:
     """Call implementations in plugin order until one returns a result ``accept(result)``
     likes; returns it, or None. Later plugins are not called (no wasted bcrypt checks)."""
     for impl in reversed(hook.get_hookimpls()):
-        try:
-            result = impl.function(*[kwargs[arg] for arg in impl.argnames])
-            if inspect.isawaitable(result):
-                result = await result
-        except Exception as exc:
-            exc.add_note(f"in plugin {impl.plugin_name!r}, hook {hook.name}")
-            raise
+        result = await _invoke(hook, impl, kwargs)
         if accept(result):
             return result
     return None

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from .procs import Agent, Server
+from .procs import Server
 
 pytestmark = pytest.mark.skipif(not (shutil.which("curl") and shutil.which("jq")),
                                 reason="curl and jq are installed by .ci/run")

@@ -181,14 +181,20 @@ def data_response(data: Any, *, count: int | None = None, status: int = 200) -> 
     return JSONResponse(body, status_code=status)
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    """The request's JSON body, with RPort's errors for a missing, oversized or invalid one."""
-    body = b""
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request's body, refused with 413 past ``max_bytes`` (never read further)."""
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > max_bytes:
             raise ApiError(413, "request body too large", code="ERR_CODE_BODY_TOO_LARGE",
                            detail=f"the limit is {max_bytes} bytes")
+    return bytes(body)
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The request's JSON body, with RPort's errors for a missing, oversized or invalid one."""
+    body = await read_body(request, max_bytes)
     if not body.strip():
         raise ApiError(400, "Missing body with json data.", code="ERR_CODE_MISSING_BODY")
     try:

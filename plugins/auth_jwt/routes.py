@@ -16,6 +16,7 @@ from rport.core.plugin import (
     apply_list_query,
     data_response,
     parse_list_query,
+    read_body,
     read_json,
     require_admin,
 )
@@ -47,16 +48,6 @@ def _fields(body: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
         if key not in allowed:
             raise ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON",
                            detail=f'json: unknown field "{key}"')
-    return body
-
-
-async def _read_body(request: Request, max_bytes: int) -> bytes:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise ApiError(413, "request body too large", code="ERR_CODE_BODY_TOO_LARGE",
-                           detail=f"the limit is {max_bytes} bytes")
     return body
 
 
@@ -107,7 +98,7 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
             body = _fields(await read_json(request, api.max_request_bytes),
                            ("username", "password", "new_password"))
         elif media == "application/x-www-form-urlencoded":
-            raw = await _read_body(request, api.max_request_bytes)
+            raw = await read_body(request, api.max_request_bytes)
             try:
                 body = dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
             except (UnicodeDecodeError, ValueError) as exc:
