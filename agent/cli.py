@@ -14,7 +14,7 @@ from typing import Any
 from rport.core import __version__
 from rport.core.confload import ConfigError
 from rport.core.logs import run, setup_logging
-from rport.core.plugins import PluginError
+from rport.core.plugins import PluginError, describe_plugins
 
 from .client import create_agent
 from .config import load_agent_config
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rport",
         description="rport agent: connects out to an rportd server and serves it.",
-        usage="rport [flags] <server> [remote ...]   or   rport -c rport.conf",
+        usage="rport [flags] <server> [remote ...]   or   rport -c rport.conf   or   rport plugins",
         epilog="Example: rport --id my-client-1 --fingerprint <FP> --tag Linux --tag "
                "\"Office Berlin\" --name \"My Test VM\" --auth user1:1234 node1.example.com:8080")
     p.add_argument("server", nargs="?", help="server address: host:port or http(s)://host:port")
@@ -81,6 +81,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    listing = args.server == "plugins" and not args.remotes
+    if listing:  # `rport plugins`: list them and exit, no server needed
+        args.server = args.server if args.config else "127.0.0.1:0"
+        args.auth = args.auth or "list:plugins"
     try:
         config = load_agent_config(args.config, overrides=_overrides(args))
     except ValueError as exc:
@@ -94,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, PluginError, ValueError) as exc:
         print(f"rport: {exc.render() if isinstance(exc, ConfigError) else exc}", file=sys.stderr)
         return 2
+    if listing:
+        print("\n".join(describe_plugins(agent.plugins)))
+        return 0
     log.info("rport %s starting (client id %s)", __version__, agent.client_id or "chosen by the server")
     try:
         return run(_run(agent))

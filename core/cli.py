@@ -15,7 +15,7 @@ from . import __version__
 from .confload import ConfigError
 from .config import load_server_config
 from .logs import run, setup_logging
-from .plugins import PluginError
+from .plugins import PluginError, describe_plugins
 from .server import create_server
 
 log = logging.getLogger("rport.server")
@@ -79,11 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rportd: {exc.render() if isinstance(exc, ConfigError) else exc}", file=sys.stderr)
         return 2
     if args.command == "plugins":
-        for info in server.plugins.info.values():
-            origin = "built-in" if info.builtin else "third-party"
-            print(f"{info.name:16} {info.distribution} {info.version:10} {info.module} ({origin})")
-        for name in server.plugins.disabled:
-            print(f"{name:16} (disabled in configuration)")
+        print("\n".join(describe_plugins(server.plugins)))
         return 0
     log.info("rportd %s starting", __version__)
     try:

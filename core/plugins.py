@@ -51,6 +51,16 @@ class PluginSet:
         return list(self.info)
 
 
+def describe_plugins(plugins: PluginSet) -> list[str]:
+    """Lines for ``rportd plugins`` / ``rport plugins``: name, distribution, version, module."""
+    lines = []
+    for info in plugins.info.values():
+        origin = "built-in" if info.builtin else "third-party"
+        lines.append(f"{info.name:16} {info.distribution} {info.version:10} {info.module} ({origin})")
+    lines += [f"{name:16} (disabled in configuration)" for name in plugins.disabled]
+    return lines
+
+
 def create_plugin_manager(group: str, specs: ModuleType, *, disabled: Iterable[str] = (),
                           extra: Iterable[tuple[str, Any]] = ()) -> PluginSet:
     """Load the plugins of entry-point ``group`` except the ``disabled`` ones, then ``extra``

@@ -11,6 +11,7 @@ from .. import __version__
 from ..clients import Client
 from ..errors import ApiError
 from ..plugins import call_each_sync
+from ..users import require_admin
 from .openapi import openapi_document
 from .query import ResourceSpec, apply_list_query, parse_list_query
 from .routing import data_response
@@ -94,6 +95,12 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
         await server.remove_client(client.id, f"deleted by {request.state.user.username}")
         return Response(status_code=204)
 
+    async def plugins(request: Request) -> Response:
+        """The loaded plugins with their versions and where they come from (administrators)."""
+        require_admin(request)
+        rows = [info.to_json() for info in server.plugins.info.values()]
+        return data_response(rows, count=len(rows))
+
     async def openapi(request: Request) -> Response:
         """This API described as an OpenAPI 3.1 document."""
         return JSONResponse(openapi_document(server.routes.specs,
@@ -103,4 +110,5 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
     register("/clients", list_clients, name="clients", list_params=True)
     register("/clients/{client_id}", get_one, name="client", params=("fields[clients]",))
     register("/clients/{client_id}", delete_client, ["DELETE"], name="client_delete")
+    register("/plugins", plugins, name="plugins")
     register("/openapi.json", openapi, name="openapi")
