@@ -101,7 +101,8 @@ def create_plugin_manager(group: str, specs: ModuleType, *, disabled: Iterable[s
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin!r}: {exc}") from exc
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginError(f"plugin {name!r}: {exc}".replace(repr(exc.plugin), repr(name))) from exc
     return plugins
 
 

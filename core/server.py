@@ -17,6 +17,7 @@ from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import serve as ws_serve
 
 from . import hookspecs
+from .accept import BoundedAcceptor, websockets_protocol_factory
 from .agents import AgentEndpoint
 from .api.app import build_app
 from .api.routes import register_core_routes
@@ -74,6 +75,7 @@ class RportServer:
         self.started = asyncio.Event()
         self._plugin_configs: dict[str, Any] = {}
         self._ws_server: WsServer | None = None
+        self._acceptor: BoundedAcceptor | None = None
         self._api_server: _UvicornServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
@@ -160,6 +162,8 @@ class RportServer:
         log.info("stopping")
         if self._api_server is not None:
             self._api_server.should_exit = True
+        if self._acceptor is not None:
+            await self._acceptor.close()
         if self._ws_server is not None:
             self._ws_server.close(close_connections=True)
             with contextlib.suppress(Exception):
@@ -206,11 +210,21 @@ class RportServer:
             max_message=cfg.max_request_bytes_client + HEADER.size,
             ping_interval=cfg.keep_alive or None, ping_timeout=cfg.keep_alive_timeout or None)
         sock = _bind(self.agent_address)
+        context = server_ssl_context(self.identity)
         self._ws_server = await ws_serve(
-            self.endpoint.serve, sock=sock, ssl=server_ssl_context(self.identity),
+            self.endpoint.serve, sock=sock, ssl=context, start_serving=False,
             subprotocols=[SUBPROTOCOL], server_header=None, open_timeout=cfg.handshake_timeout,
             backlog=LISTEN_BACKLOG,  # else create_server re-listens with its default of 100
             logger=logging.getLogger("rport.websockets"), **settings.connection_options())
+        factory = websockets_protocol_factory(self._ws_server)
+        if factory is not None:
+            self._acceptor = BoundedAcceptor(sock, factory, context,
+                                             handshake_timeout=cfg.handshake_timeout)
+            self._acceptor.start(self._ws_server)
+        else:
+            log.warning("this websockets version hides its connection factory: agent handshakes "
+                        "are not bounded")
+            await self._ws_server.start_serving()
         self.agent_address = _bound(sock)
         log.info("agent endpoint listening on %s (TLS)", self.agent_address)
 

@@ -386,7 +386,8 @@ class MuxSession(Session):
         except RemoteError as exc:
             reply = {"ok": False, "error": str(exc)}
         except Exception as exc:  # a handler's bug must not end the session
-            log.exception("%s: handler for request %r failed", self.name, name)
+            log.exception("%s: handler for request %r of plugin %r failed", self.name, name,
+                          self.handlers.owners.get(f"request {name!r}", "?"))
             reply = {"ok": False, "error": f"{name} failed: {exc.__class__.__name__}: {exc}"}
         finally:
             self._requests_running -= 1
@@ -445,7 +446,8 @@ class MuxSession(Session):
         except SessionClosed:
             stream.reset("session closed")
         except Exception as exc:
-            log.exception("%s: handler for stream %r failed", self.name, stream.kind)
+            log.exception("%s: handler for stream %r of plugin %r failed", self.name, stream.kind,
+                          self.handlers.owners.get(f"stream {stream.kind!r}", "?"))
             if not stream._accepted:
                 stream._accepted = True
                 self._forget(stream._id)
