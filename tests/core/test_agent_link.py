@@ -255,6 +255,24 @@ def test_frozen_agent_is_dropped_by_keepalive(make_server: Callable[..., Server]
     assert (st["clients_connected"], st["clients_disconnected"]) == (1, 0)
 
 
+def test_agent_notices_a_frozen_server_by_keepalive(make_server: Callable[..., Server],
+                                                  make_agent: MakeAgent) -> None:
+    # The other side: a frozen server keeps the TCP connection open; only the agent's own
+    # pings (connection.keep_alive / keep_alive_timeout) can tell that it is gone.
+    server = make_server()
+    agent = make_agent(server, "watcher", config={"connection": {
+        "keep_alive": "1s", "keep_alive_timeout": "2s"}})
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        agent.proc.wait_log(r"disconnected from wss://\S+: keepalive timeout", timeout=30)
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    # The server thaws, and the agent is back by itself.
+    agent.proc.wait_log(r"(?s)keepalive timeout.*connected to wss://", timeout=30)
+    server.wait_connected("watcher", timeout=30)
+
+
 async def _raw_hello(server: Server, payload: Any, *, raw_frame: bytes | None = None
                      ) -> tuple[T | None, dict[str, Any] | None, int | None]:
     """Send one first frame as an agent would; return the answer frame type, its JSON and the
