@@ -8,7 +8,14 @@ from typing import Any, Mapping
 
 import attrs
 
-from rport.core.confload import ConfigError, Duration, env_overrides, merge, read_toml, structure
+from rport.core.confload import (
+    ConfigError,
+    Duration,
+    env_overrides,
+    merge,
+    read_toml,
+    structure_sections,
+)
 from rport.core.config import (
     LOG_LEVELS,
     LoggingSection,
@@ -77,16 +84,7 @@ def load_agent_config(path: Path | None = None, *, overrides: Mapping[str, Any] 
     plugins = plugins_section(data.pop("plugins", {}) or {}, problems)
     # Other top-level tables must be claimed by a plugin (checked once plugins are loaded).
     extra = {k: data.pop(k) for k in list(data) if k not in SECTIONS}
-    sections: dict[str, Any] = {}
-    for name, cls in SECTIONS.items():
-        raw = data.get(name, {})
-        if not isinstance(raw, Mapping):
-            problems.append(f"{name}: must be a table")
-            continue
-        try:
-            sections[name] = structure(raw, cls, prefix=name)
-        except ConfigError as exc:
-            problems += exc.problems
+    sections = structure_sections(data, SECTIONS, problems)
     if set(sections) == set(SECTIONS):
         problems += _check(sections)
     if problems:

@@ -19,7 +19,7 @@ from .confload import (
     merge,
     parse_host_port,
     read_toml,
-    structure,
+    structure_sections,
 )
 
 
@@ -113,18 +113,10 @@ def load_server_config(path: Path | None = None, *, overrides: Mapping[str, Any]
     plugins_raw = data.pop("plugins", {}) or {}
     unknown = sorted(set(data) - set(SECTIONS))
     problems += [f"{key}: unknown section" for key in unknown]
-    sections: dict[str, Any] = {}
-    for name, cls in SECTIONS.items():
-        raw = data.get(name, {})
-        if name == "server" and isinstance(raw.get("url"), str):
-            raw = {**raw, "url": [raw["url"]]}
-        if not isinstance(raw, Mapping):
-            problems.append(f"{name}: must be a table")
-            continue
-        try:
-            sections[name] = structure(raw, cls, prefix=name)
-        except ConfigError as exc:
-            problems += exc.problems
+    server_raw = data.get("server")
+    if isinstance(server_raw, Mapping) and isinstance(server_raw.get("url"), str):
+        data["server"] = {**server_raw, "url": [server_raw["url"]]}  # RPort accepts one URL too
+    sections = structure_sections(data, SECTIONS, problems)
     plugins = plugins_section(plugins_raw, problems)
     problems += _check(sections)
     problems += _check_addresses(data, sections)

@@ -155,6 +155,23 @@ def structure(data: Mapping[str, Any], cls: type[C], *, prefix: str = "") -> C:
         raise ConfigError(_flatten(exc, prefix)) from None
 
 
+def structure_sections(data: Mapping[str, Any], sections: Mapping[str, type],
+                       problems: list[str]) -> dict[str, Any]:
+    """Structure each ``[section]`` table of ``data`` into its class; every problem found is
+    appended to ``problems`` (``section: must be a table``, ``section.key: ...``)."""
+    out: dict[str, Any] = {}
+    for name, cls in sections.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, Mapping):
+            problems.append(f"{name}: must be a table")
+            continue
+        try:
+            out[name] = structure(raw, cls, prefix=name)
+        except ConfigError as exc:
+            problems += exc.problems
+    return out
+
+
 def _flatten(exc: BaseException, path: str) -> list[str]:
     """Flatten a cattrs validation error tree into ``key: message`` lines."""
     if isinstance(exc, ForbiddenExtraKeysError):
