@@ -69,16 +69,14 @@ def worker_main(spec: dict[str, Any]) -> int:
     from rport.agent.config import load_agent_config
 
     if not spec["gather_each"]:
-        # RportAgent.run() calls sysinfo.gather() (in a thread) for every agent and overwrites
-        # agent._facts, so the facts cannot be preset. In this benchmark only, gather once per
-        # worker and hand every agent the same facts (a copy).
+        # Every RportAgent gathers its system facts once (in a thread), which is start-up cost
+        # only; in this benchmark they are gathered once per worker and every agent gets a copy.
         facts = sysinfo.gather()
         sysinfo.gather = lambda: dict(facts)  # type: ignore[assignment]
     if spec["shared_ssl"]:
-        # RportAgent._connect_once() builds ssl.create_default_context() at every attempt, which
-        # loads the system CA bundle (~20 ms of CPU and ~0.8 MiB per context on this machine)
-        # although it then disables verification. --shared-client-ssl emulates the fix (one
-        # rport.core.keys.client_ssl_context() shared by all agents) to show the server's side.
+        # Each RportAgent builds one cheap client_ssl_context() (no CA bundle: the server is
+        # verified by fingerprint). --shared-client-ssl shares one among all agents of a worker,
+        # to measure the server's side alone (it was the fix for a 20 ms-per-attempt context).
         import ssl
 
         from rport.core.keys import client_ssl_context
