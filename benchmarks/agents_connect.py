@@ -77,11 +77,11 @@ def worker_main(spec: dict[str, Any]) -> int:
         # Each RportAgent builds one cheap client_ssl_context() (no CA bundle: the server is
         # verified by fingerprint). --shared-client-ssl shares one among all agents of a worker,
         # to measure the server's side alone (it was the fix for a 20 ms-per-attempt context).
-        import ssl
-
+        import rport.agent.client as agent_client
         from rport.core.keys import client_ssl_context
+
         shared = client_ssl_context()
-        ssl.create_default_context = lambda *a, **k: shared  # type: ignore[assignment]
+        agent_client.client_ssl_context = lambda: shared  # type: ignore[assignment]
 
     async def run() -> int:
         loop = asyncio.get_running_loop()
