@@ -6,6 +6,7 @@ killed at the end of its test (the fixtures in conftest.py own them).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import httpx
 
@@ -179,6 +180,20 @@ class Server:
             self.api.close()
             self.api = None
         return code
+
+
+@contextlib.contextmanager
+def running(server: Server, agents: list["Agent"]) -> Iterator[Server]:
+    """A started server with its agents: waits until every agent is connected, and stops them
+    all, then the server, at the end (also when waiting fails)."""
+    try:
+        for agent in agents:
+            server.wait_connected(agent.id)
+        yield server
+    finally:
+        for agent in agents:
+            agent.stop()
+        server.stop()
 
 
 class Agent:

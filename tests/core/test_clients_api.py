@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from ..procs import Agent, Server
+from ..procs import Agent, Server, running
 
 ERROR_ITEM_KEYS = {"code", "title", "detail"}
 
@@ -47,14 +47,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root: Path = tmp_path_factory.mktemp("clients-api")
     server = Server(root / "server").start()
     agents = [Agent(root / f"agent-{cid}", server, cid, **spec) for cid, spec in AGENTS.items()]
-    try:
-        for cid in AGENTS:
-            server.wait_connected(cid)
+    with running(server, agents):
         yield server
-    finally:
-        for agent in agents:
-            agent.stop()
-        server.stop()
 
 
 def ids(resp: Any) -> list[str]:

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ..procs import Agent, Server, wait_for
+from ..procs import Agent, Server, running, wait_for
 
 FINAL = ("successful", "failed", "unknown", "cancelled", "skipped")
 JOB_KEYS = {"jid", "status", "finished_at", "client_id", "client_name", "command", "cwd",
@@ -166,23 +166,15 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     disconnected client)."""
     root: Path = tmp_path_factory.mktemp("commands")
     server = Server(root / "server").start()
-    agents: list[Agent] = []
-    try:
-        for cid, spec in FLEET_ARGS.items():
-            agents.append(Agent(root / f"agent-{cid}", server, cid, args=spec["args"],
-                                env=spec.get("env")))
-        for cid, rc in FLEET_CONFIG.items():
-            agents.append(Agent(root / f"agent-{cid}", server, cid, config={"remote-commands": rc}))
-        for agent in agents:
-            server.wait_connected(agent.id)
+    agents = [Agent(root / f"agent-{cid}", server, cid, args=spec["args"], env=spec.get("env"))
+              for cid, spec in FLEET_ARGS.items()]
+    agents += [Agent(root / f"agent-{cid}", server, cid, config={"remote-commands": rc})
+               for cid, rc in FLEET_CONFIG.items()]
+    with running(server, agents):
         gone = next(a for a in agents if a.id == "gone")
         gone.stop()
         server.wait_disconnected("gone")
         yield server
-    finally:
-        for agent in agents:
-            agent.stop()
-        server.stop()
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from ..procs import Agent, Server, wait_for
+from ..tunnel_api import all_tunnels, assert_error, created, delete, delete_all, put, tunnel_ids
 from ..targets import connect
 from ..web_targets import (
     JS_TEXT,
@@ -45,61 +46,12 @@ from ..web_targets import (
 )
 
 CLIENT = "px1"
-TUNNEL_FIELDS = {"id", "name", "protocol", "lhost", "lport", "lport_random", "owner", "rhost", "rport",
-                 "scheme", "acl", "idle_timeout_minutes", "auto_close", "http_proxy", "host_header",
-                 "auth_user", "auth_password", "tunnel_url", "created_at"}
+
 
 needs_curl = pytest.mark.skipif(not shutil.which("curl"), reason="curl is installed by .ci/run")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-def put(server: Server, client_id: str, **params: Any) -> httpx.Response:
-    """PUT /clients/{id}/tunnels; keyword names use _ for - (idle_timeout_minutes=...) except
-    the ones RPort spells with underscores."""
-    keep = {"check_port", "http_proxy", "host_header", "auth_user", "auth_password"}
-    query = {(k if k in keep else k.replace("_", "-")): str(v) for k, v in params.items()}
-    assert server.api is not None
-    return server.api.put(f"/clients/{client_id}/tunnels", params=query)
-
-
-def created(resp: httpx.Response) -> dict[str, Any]:
-    assert resp.status_code == 200, resp.text
-    tunnel = resp.json()["data"]
-    assert set(tunnel) == TUNNEL_FIELDS, tunnel
-    return tunnel
-
-
-def assert_error(resp: httpx.Response, status: int, code: str, title: str) -> None:
-    assert resp.status_code == status, resp.text
-    (item,) = resp.json()["errors"]
-    assert (item["code"], item["title"]) == (code, title), item
-
-
-def all_tunnels(server: Server) -> list[dict[str, Any]]:
-    assert server.api is not None
-    resp = server.api.get("/tunnels")
-    assert resp.status_code == 200, resp.text
-    return resp.json()["data"]
-
-
-def tunnel_ids(server: Server, client_id: str) -> set[str]:
-    return {t["id"] for t in all_tunnels(server) if t["client_id"] == client_id}
-
-
-def delete(server: Server, client_id: str, tunnel_id: str, **params: Any) -> httpx.Response:
-    assert server.api is not None
-    return server.api.delete(f"/clients/{client_id}/tunnels/{tunnel_id}",
-                             params={k: str(v) for k, v in params.items()})
-
-
-def delete_all(server: Server, client_id: str) -> None:
-    if server.api is None or not server.proc or not server.proc.alive():
-        return
-    for tunnel in all_tunnels(server):
-        if tunnel["client_id"] == client_id:
-            delete(server, client_id, tunnel["id"], force=1)
-
 
 def listeners(pid: int) -> set[tuple[str, int]]:
     """The (address, port) pairs a process listens on (TCP)."""

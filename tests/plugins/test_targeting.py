@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ..procs import Agent, Server, wait_for
+from ..procs import Agent, Server, running, wait_for
 
 PARAM_KEYS = ("client_id", "name", "os", "os_arch", "os_family", "os_kernel", "hostname", "ipv4",
               "ipv6", "tag", "version", "address", "client_auth_id", "connection_state", "labels")
@@ -50,14 +50,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root: Path = tmp_path_factory.mktemp("targeting")
     server = Server(root / "server").start()
     agents = [Agent(root / f"agent-{cid}", server, cid, args=args) for cid, args in FLEET.items()]
-    try:
-        for cid in FLEET:
-            server.wait_connected(cid)
+    with running(server, agents):
         yield server
-    finally:
-        for agent in agents:
-            agent.stop()
-        server.stop()
 
 
 @pytest.fixture
