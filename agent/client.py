@@ -29,8 +29,14 @@ from rport.core.keys import (
 from rport.core.plugins import PluginSet, call_each, call_impl, create_plugin_manager, impls
 from rport.core.protocol import SUPPORTED_PROTOCOLS
 from rport.core.protocol.frames import T, decode, decode_json_object, encode_json
-from rport.core.protocol.mux import Limits, MuxSession, TransportClosed
-from rport.core.protocol.websocket import SUBPROTOCOL, LinkSettings, WebSocketTransport
+from rport.core.protocol.mux import Limits, MuxSession, valid_window
+from rport.core.protocol.websocket import (
+    SUBPROTOCOL,
+    LinkSettings,
+    TransportClosed,
+    WebSocketLink,
+    take_over,
+)
 from rport.core.session import Handlers, ProtocolViolation
 
 from . import hookspecs, sysinfo
@@ -186,9 +192,10 @@ class RportAgent:
                                 f"{exc.response.status_code} (is this an rportd agent endpoint?)")
         except (OSError, InvalidHandshake, TimeoutError, ssl.SSLError) as exc:
             raise ConnectFailed(f"cannot connect to {self.url}: {exc.__class__.__name__}: {exc}")
-        transport = WebSocketTransport(ws)
+        # The server says nothing before our hello: the link takes over from websockets now.
+        transport = take_over(ws, settings, client=True)
         try:
-            self._verify_server(ws)
+            self._verify_server(transport)
             welcome = await self._handshake(transport)
         except ConnectFailed:
             await transport.close("refused")
@@ -202,7 +209,7 @@ class RportAgent:
             # Frames the server accepts: its max_request_bytes_client, less room for the header.
             limits = Limits(max_frame=min(limits.max_frame, max_message - 1024))
         session = MuxSession(transport, self.handlers, initiator=True, limits=limits,
-                             name="server")
+                             name="server", peer_window=valid_window(welcome.get("window")))
         self.session = session
         log.info("connected to %s as client %s (protocol %s, server %s)", self.url,
                  welcome.get("client_id"), welcome.get("protocol"), welcome.get("version"))
@@ -227,8 +234,8 @@ class RportAgent:
                 log.exception("plugin %r failed after disconnect", impl.plugin_name)
         return True
 
-    def _verify_server(self, ws: Any) -> None:
-        ssl_object = ws.transport.get_extra_info("ssl_object")
+    def _verify_server(self, transport: WebSocketLink) -> None:
+        ssl_object = transport.get_extra_info("ssl_object")
         key = peer_public_key(ssl_object)
         expected = self.config.client.fingerprint
         if not expected:
@@ -240,12 +247,13 @@ class RportAgent:
                 f"{fingerprint(key)} ({sha256_fingerprint(key)}); refusing to send credentials "
                 "(the server's key changed, or someone is intercepting the connection)")
 
-    async def _handshake(self, transport: WebSocketTransport) -> dict[str, Any]:
+    async def _handshake(self, transport: WebSocketLink) -> dict[str, Any]:
         auth_id, _, password = self.config.client.auth.partition(":")
         plugins = {name: value for name, value in await call_each(
             self.hook.rport_agent_hello, agent=self) if value is not None}
-        await transport.send(encode_json(T.HELLO, 0, {
+        transport.write(encode_json(T.HELLO, 0, {
             "protocols": list(SUPPORTED_PROTOCOLS),
+            "window": Limits().window,
             "version": __version__,
             "auth": {"id": auth_id, "password": password},
             "client": {"id": self.client_id, "session_id": self.session_id, "name": self.name,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from rport.core.confload import ConfigError, Duration, HostPort, parse_duration, parse_host_port
 from rport.core.confload import structure as structure_config
 from rport.core.plugins import PluginError, hookimpl
+from rport.core.protocol.pipe import SocketPipe
 from rport.core.session import (
     ProtocolViolation,
     RemoteError,
@@ -14,10 +15,12 @@ from rport.core.session import (
     SessionError,
     Stream,
     StreamRefused,
+    StreamSink,
 )
 
 __all__ = [
     "ConfigError", "Duration", "HostPort", "PluginError", "ProtocolViolation", "RemoteError",
-    "Session", "SessionClosed", "SessionError", "Stream", "StreamRefused", "hookimpl",
+    "Session", "SessionClosed", "SessionError", "SocketPipe", "Stream", "StreamRefused",
+    "StreamSink", "hookimpl",
     "parse_duration", "parse_host_port", "structure_config",
 ]

@@ -24,8 +24,8 @@ from .events import ClientConnected, ClientDisconnected
 from .plugins import call_each
 from .protocol import SUPPORTED_PROTOCOLS
 from .protocol.frames import T, decode, decode_json_object, encode_json
-from .protocol.mux import Limits, MuxSession, TransportClosed
-from .protocol.websocket import WebSocketTransport
+from .protocol.mux import Limits, MuxSession, valid_window
+from .protocol.websocket import TransportClosed, WebSocketLink
 from .session import ProtocolViolation
 
 if TYPE_CHECKING:
@@ -58,6 +58,12 @@ class Hello:
     capabilities: list[str]
     plugins: dict[str, Any]
     raw: dict[str, Any] = attrs.field(repr=False)
+
+    @property
+    def window(self) -> int | None:
+        """The agent's receive window for a new stream, if it announced one (then streams to it
+        may be opened optimistically)."""
+        return valid_window(self.raw.get("window"))
 
 
 def parse_hello(obj: dict[str, Any]) -> Hello:
@@ -112,7 +118,13 @@ class AgentEndpoint:
 
     async def serve(self, ws: ServerConnection) -> None:
         address = ws.remote_address[0] if ws.remote_address else "?"
-        transport = WebSocketTransport(ws)
+        transport: WebSocketLink = ws.rport_link  # taken over in the handshake (server.py)
+        try:
+            await self._serve(transport, address)
+        finally:
+            await transport.close("server stopped")  # returns once the connection is gone
+
+    async def _serve(self, transport: WebSocketLink, address: str) -> None:
         self.handshakes += 1
         try:
             hello = await asyncio.wait_for(self._read_hello(transport), self.handshake_timeout)
@@ -131,7 +143,7 @@ class AgentEndpoint:
         except Refusal as exc:
             log.log(exc.log_level, "agent from %s refused: %s", address, exc)
             try:
-                await transport.send(encode_json(T.REFUSED, 0, {
+                transport.write(encode_json(T.REFUSED, 0, {
                     "reason": str(exc), "retry_after": exc.retry_after}))
                 await transport.close("refused")
             except TransportClosed:
@@ -141,7 +153,7 @@ class AgentEndpoint:
             self.handshakes -= 1
         await self._run(client, hello, transport, address)
 
-    async def _read_hello(self, transport: WebSocketTransport) -> Hello:
+    async def _read_hello(self, transport: WebSocketLink) -> Hello:
         ftype, _, payload = decode(await transport.recv())
         if ftype is not T.HELLO:
             raise ProtocolViolation(f"expected HELLO, got {ftype.name}")
@@ -182,11 +194,11 @@ class AgentEndpoint:
                 raise Refusal(f"{reason} (plugin {plugin})")
         return client
 
-    async def _run(self, client: Client, hello: Hello, transport: WebSocketTransport,
+    async def _run(self, client: Client, hello: Hello, transport: WebSocketLink,
                    address: str) -> None:
         server = self.server
         session = MuxSession(transport, server.handlers, initiator=False, limits=self.limits,
-                             name=f"client {client.id}")
+                             name=f"client {client.id}", peer_window=hello.window)
         session.context["client_id"] = client.id
         session.on_close = lambda _reason: self._mark_gone(client, session)
         client.session = session
@@ -195,10 +207,11 @@ class AgentEndpoint:
             return
         server.clients.put(client)
         try:
-            await transport.send(encode_json(T.WELCOME, 0, {
+            transport.write(encode_json(T.WELCOME, 0, {
                 "protocol": hello.protocol, "version": __version__, "client_id": client.id,
                 "capabilities": server.handlers.capabilities,
-                "max_message": server.config.server.max_request_bytes_client}))
+                "max_message": server.config.server.max_request_bytes_client,
+                "window": self.limits.window}))
         except TransportClosed:
             await self._gone(client, "closed during handshake")
             return

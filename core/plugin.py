@@ -13,6 +13,7 @@ from .confload import ConfigError, Duration, HostPort, parse_duration, parse_hos
 from .errors import ApiError, ErrorItem, bad_request, not_found
 from .events import ClientConnected, ClientDisconnected, ClientRemoved, EventBus
 from .plugins import PluginError, call_each, hookimpl
+from .protocol.pipe import SocketPipe
 from .session import (
     Handlers,
     ProtocolViolation,
@@ -22,6 +23,7 @@ from .session import (
     SessionError,
     Stream,
     StreamRefused,
+    StreamSink,
 )
 from .users import ADMINISTRATORS, User, require_admin
 
@@ -29,7 +31,7 @@ __all__ = [
     "ADMINISTRATORS", "ApiError", "Client", "ClientConnected", "ClientDisconnected",
     "ClientRegistry", "ClientRemoved", "ConfigError", "Duration", "ErrorItem", "EventBus", "Handlers", "HostPort",
     "PluginError", "ProtocolViolation", "RemoteError", "ResourceSpec", "Session", "SessionClosed",
-    "SessionError", "Stream", "StreamRefused", "User", "apply_list_query", "bad_request", "call_each",
+    "SessionError", "SocketPipe", "Stream", "StreamRefused", "StreamSink", "User", "apply_list_query", "bad_request", "call_each",
     "data_response", "hookimpl", "matches", "not_found", "parse_duration", "parse_host_port",
     "parse_list_query", "read_body", "read_json", "require_admin",
 ]

@@ -29,7 +29,7 @@ from .events import ClientRemoved, EventBus
 from .keys import ServerIdentity, load_or_create_server_identity, server_ssl_context
 from .plugins import PluginError, PluginSet, call_impl, create_plugin_manager, impls
 from .protocol.frames import HEADER
-from .protocol.websocket import SUBPROTOCOL, LinkSettings
+from .protocol.websocket import SUBPROTOCOL, LinkSettings, server_process_response
 from .session import Handlers
 from .store import Store
 from .throttle import Throttle
@@ -214,6 +214,7 @@ class RportServer:
         self._ws_server = await ws_serve(
             self.endpoint.serve, sock=sock, ssl=context, start_serving=False,
             subprotocols=[SUBPROTOCOL], server_header=None, open_timeout=cfg.handshake_timeout,
+            process_response=server_process_response(settings),
             backlog=LISTEN_BACKLOG,  # else create_server re-listens with its default of 100
             logger=logging.getLogger("rport.websockets"), **settings.connection_options())
         factory = websockets_protocol_factory(self._ws_server)

@@ -9,7 +9,7 @@ message transport (a WebSocket today); another transport can be added without to
 from __future__ import annotations
 
 import abc
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 import attrs
 
@@ -32,6 +32,25 @@ class StreamRefused(SessionError):
 
 class ProtocolViolation(SessionError):
     """The peer broke the protocol (bad frame, oversized message, flow-control breach...)."""
+
+
+class StreamSink(Protocol):
+    """Takes a stream's incoming data by callback, once attached with :meth:`Stream.attach`
+    (e.g. :class:`rport.core.plugin.SocketPipe`, which writes it to a TCP connection). The
+    callbacks run in the link's receive path: they must not block or await."""
+
+    def stream_data(self, data: bytes | memoryview) -> None:
+        """Data from the peer (a memoryview must not be kept past the call unless it is only
+        written to a transport, which copies or holds the immutable bytes behind it)."""
+
+    def stream_eof(self) -> None:
+        """The peer half-closed its side."""
+
+    def stream_reset(self, reason: str) -> None:
+        """The stream was reset (by either side, or the session ended)."""
+
+    def stream_writable(self) -> None:
+        """:meth:`Stream.write_nowait` took less than it was given; it may be called again."""
 
 
 class Stream(abc.ABC):
@@ -65,6 +84,29 @@ class Stream(abc.ABC):
     @abc.abstractmethod
     def reset(self, reason: str = "") -> None:
         """Abort both directions at once, telling the peer why."""
+
+    # The callback interface, for data paths that cannot afford a task switch per chunk (a
+    # tunnelled connection: see SocketPipe). Not to be mixed with read()/write() on one stream.
+
+    @abc.abstractmethod
+    def attach(self, sink: StreamSink) -> None:
+        """Deliver incoming data, EOF and reset to ``sink`` from now on (what was received
+        before is passed on at once) instead of :meth:`read`."""
+
+    @abc.abstractmethod
+    def write_nowait(self, data: bytes | memoryview) -> int:
+        """Send what the peer's window and the link's buffer allow now; returns how many bytes
+        were taken. If fewer than ``len(data)``, the attached sink's ``stream_writable`` is
+        called when more can be sent. Raises :class:`SessionClosed` after a reset or EOF."""
+
+    @abc.abstractmethod
+    def write_eof_nowait(self) -> None:
+        """:meth:`write_eof` from a callback."""
+
+    @abc.abstractmethod
+    def hold_credit(self, hold: bool) -> None:
+        """While held, data handed to the sink is not acknowledged to the peer, so it sends at
+        most one more window: hold it while the sink's own output is backed up."""
 
     @property
     @abc.abstractmethod
@@ -138,9 +180,14 @@ class Session(abc.ABC):
 
     @abc.abstractmethod
     async def open_stream(self, kind: str, meta: dict[str, Any] | None = None, *,
-                          timeout: float | None = 30.0) -> Stream:
+                          timeout: float | None = 30.0, optimistic: bool = False) -> Stream:
         """Open a stream served by the peer's stream handler ``kind``; raises
-        :class:`StreamRefused` with the peer's reason."""
+        :class:`StreamRefused` with the peer's reason.
+
+        ``optimistic``: return at once, without waiting for the peer to accept, so data can
+        follow the request to open without a round trip (what a new tunnelled connection
+        needs); a refusal then resets the stream with the peer's reason. Peers that did not
+        announce their window in the handshake get the normal, waiting open."""
 
     @abc.abstractmethod
     async def close(self, reason: str = "") -> None:

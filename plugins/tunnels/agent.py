@@ -7,10 +7,9 @@ import asyncio
 import logging
 from typing import Any
 
-from rport.agent.plugin import PluginError, StreamRefused, hookimpl
+from rport.agent.plugin import PluginError, SocketPipe, StreamRefused, hookimpl
 
 from .policy import TunnelPolicy
-from .relay import relay
 from .remote import RemoteError, decode_remote, join_host_port
 
 NAME = "tunnels"
@@ -56,15 +55,21 @@ def rport_register_handlers(agent: Any, register: Any) -> None:
         if not await agent.state[NAME].allows(host, port):
             log.warning("tunnel connection to %s refused: not allowed by tunnel_allowed", remote)
             raise StreamRefused(f"Prohibited: {remote} is not allowed by the client's tunnel_allowed")
+        pipe = SocketPipe()
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):  # no extra task, unlike wait_for
-                reader, writer = await asyncio.open_connection(host, port)
+                await asyncio.get_running_loop().create_connection(lambda: pipe, host, port)
         except (OSError, TimeoutError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
             log.info("tunnel connection to %s failed: %s", remote, reason)
             raise StreamRefused(f"connection to {remote} failed: {reason}") from None
-        await stream.accept()
-        reason = await relay(reader, writer, stream, label=f"connection to {remote}")
+        try:
+            await stream.accept()
+            pipe.attach(stream)
+            reason = await pipe.wait()
+        finally:
+            if not pipe.finished:  # cancelled: the session is ending
+                pipe.abort("session closed")
         if reason:
             log.info("connection to %s ended: %s", remote, reason)
 

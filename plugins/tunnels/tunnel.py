@@ -9,9 +9,8 @@ from typing import Any, Callable
 
 import attrs
 
-from rport.core.plugin import Session, SessionClosed, StreamRefused
+from rport.core.plugin import Session, SessionClosed, SocketPipe, StreamRefused
 
-from .relay import relay
 from .remote import join_host_port
 
 log = logging.getLogger("rport.plugins.tunnels")
@@ -48,7 +47,8 @@ class Tunnel:
     connections: int = 0
     last_active: float = attrs.field(factory=time.monotonic)
     _server: asyncio.AbstractServer | None = attrs.field(default=None, repr=False)
-    _relays: set[asyncio.Task[Any]] = attrs.field(factory=set, repr=False)
+    _pipes: set[SocketPipe] = attrs.field(factory=set, repr=False)
+    _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set, repr=False)
     closed: bool = False
 
     @property
@@ -79,23 +79,22 @@ class Tunnel:
 
     async def start(self, session_of: Callable[[], Session | None]) -> None:
         """Listen on lhost:lport; raises OSError if the port cannot be bound."""
-        async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            self._relays.add(task)
-            try:
-                await self._serve(reader, writer, session_of)
-            finally:
-                self._relays.discard(task)
+        def on_connect(pipe: SocketPipe) -> None:
+            self._admit(pipe, session_of)
+
+        def factory() -> SocketPipe:
+            return SocketPipe(on_connect=on_connect, on_activity=self.touch)
 
         host, port = ("127.0.0.1", self.raw_port) if self.http_proxy else (self.lhost, self.lport)
-        self._server = await asyncio.start_server(on_connection, host, port,
-                                                  reuse_address=True, backlog=512)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(factory, host, port, reuse_address=True,
+                                                backlog=512)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     session_of: Callable[[], Session | None]) -> None:
-        peer = writer.get_extra_info("peername") or ("?", 0)
-        source = str(peer[0])
+    def _admit(self, pipe: SocketPipe, session_of: Callable[[], Session | None]) -> None:
+        """A new connection (in the transport's callback): refused by the ACL, or piped to a new
+        stream. The stream is opened optimistically: what the client sends follows the request
+        to open at once, instead of waiting a round trip to the agent."""
+        source = str((pipe.peername or ("?", 0))[0])
         if self.http_proxy:
             # Behind the proxy the raw tunnel serves only this host; the user's ACL is the proxy's.
             allowed = source in ("127.0.0.1", "::1", "::ffff:127.0.0.1")
@@ -104,28 +103,37 @@ class Tunnel:
         if not allowed:
             log.info("tunnel %s of %s: connection from %s refused by the ACL", self.id,
                      self.client_id, source)
-            writer.transport.abort()
+            pipe.abort("refused by the ACL")
             return
         session = session_of()
-        if session is None:
-            writer.transport.abort()
+        if session is None or self.closed:
+            pipe.abort("agent not connected")
             return
+        task = asyncio.get_running_loop().create_task(self._serve(pipe, session, source))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, pipe: SocketPipe, session: Session, source: str) -> None:
         self.connections += 1
+        self._pipes.add(pipe)
         self.touch()
         try:
             try:
-                stream = await session.open_stream("tunnel", {"remote": self.remote})
+                stream = await session.open_stream("tunnel", {"remote": self.remote},
+                                                   optimistic=True)
             except (StreamRefused, SessionClosed, TimeoutError) as exc:
-                log.warning("tunnel %s of %s: connection from %s to %s failed: %s", self.id,
-                            self.client_id, source, self.remote, exc)
-                writer.transport.abort()
-                return
-            reason = await relay(reader, writer, stream, on_activity=self.touch,
-                                 label=f"tunnel {self.id} of {self.client_id} from {source}")
+                reason = str(exc)
+                pipe.abort(reason)
+            else:
+                pipe.attach(stream)
+                reason = await pipe.wait()
             if reason:
-                log.info("tunnel %s of %s: connection from %s closed: %s", self.id, self.client_id,
-                         source, reason)
+                log.info("tunnel %s of %s: connection from %s to %s ended: %s", self.id,
+                         self.client_id, source, self.remote, reason)
         finally:
+            if not pipe.finished:  # cancelled
+                pipe.abort("tunnel closed")
+            self._pipes.discard(pipe)
             self.connections -= 1
             self.touch()
 
@@ -136,9 +144,9 @@ class Tunnel:
             await self.proxy.close()
         if self._server is not None:
             self._server.close()
-        for task in list(self._relays):
-            task.cancel()
-        if self._relays:
-            await asyncio.gather(*self._relays, return_exceptions=True)
+        for pipe in list(self._pipes):
+            pipe.abort("tunnel closed")
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()

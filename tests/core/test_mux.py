@@ -32,7 +32,7 @@ from rport.core.protocol.frames import (
     encode_json,
 )
 from rport.core.protocol.mux import Limits, MuxSession, MuxStream
-from rport.core.protocol.websocket import LinkSettings, WebSocketTransport
+from rport.core.protocol.websocket import LinkSettings, server_process_response, take_over
 from rport.core.session import (
     Handlers,
     RemoteError,
@@ -134,13 +134,14 @@ async def mux_listener(tmp_path: Path, server_handlers: Handlers, *, limits: Lim
     accepted: asyncio.Queue[tuple[MuxSession, asyncio.Task[str]]] = asyncio.Queue()
 
     async def handler(ws: ServerConnection) -> None:
-        session = MuxSession(WebSocketTransport(ws), server_handlers, initiator=False,
+        session = MuxSession(ws.rport_link, server_handlers, initiator=False,
                              limits=limits, name="server side")
         run = asyncio.create_task(session.run())
         await accepted.put((session, run))
         await run
 
     async with serve(handler, "127.0.0.1", 0, ssl=server_ssl_context(identity),
+                     process_response=server_process_response(link),
                      **link.connection_options()) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         yield Listener(port, accepted)
@@ -171,7 +172,7 @@ async def mux_pair(tmp_path: Path, server_handlers: Handlers | None = None,
                             link=link) as listener:
         async with connect(listener.url, ssl=client_ssl_context(), proxy=None,
                            **link.connection_options()) as ws:
-            agent = MuxSession(WebSocketTransport(ws), agent_handlers or Handlers(),
+            agent = MuxSession(take_over(ws, link, client=True), agent_handlers or Handlers(),
                                initiator=True, limits=limits, name="agent side")
             agent_run = asyncio.create_task(agent.run())
             server, server_run = await listener.next_session()
