@@ -114,6 +114,12 @@ class Stream(abc.ABC):
         """Why the stream was reset (by either side), or None."""
 
     @property
+    def refused(self) -> bool:
+        """True if the peer refused a stream opened with :meth:`Session.open_stream_nowait`
+        (``reset_reason`` is then the peer's reason)."""
+        return False
+
+    @property
     @abc.abstractmethod
     def done(self) -> bool:
         """True once both directions are finished or the stream was reset."""
@@ -180,14 +186,17 @@ class Session(abc.ABC):
 
     @abc.abstractmethod
     async def open_stream(self, kind: str, meta: dict[str, Any] | None = None, *,
-                          timeout: float | None = 30.0, optimistic: bool = False) -> Stream:
+                          timeout: float | None = 30.0) -> Stream:
         """Open a stream served by the peer's stream handler ``kind``; raises
-        :class:`StreamRefused` with the peer's reason.
+        :class:`StreamRefused` with the peer's reason."""
 
-        ``optimistic``: return at once, without waiting for the peer to accept, so data can
-        follow the request to open without a round trip (what a new tunnelled connection
-        needs); a refusal then resets the stream with the peer's reason. Peers that did not
-        announce their window in the handshake get the normal, waiting open."""
+    @abc.abstractmethod
+    def open_stream_nowait(self, kind: str, meta: dict[str, Any] | None = None) -> Stream | None:
+        """Open a stream optimistically, from a callback: the stream is returned at once and
+        data may be written to it before the peer has accepted it, saving a round trip (what a
+        new tunnelled connection needs). A refusal then resets the stream with the peer's
+        reason. Returns None if the peer did not announce its window in the handshake (then use
+        :meth:`open_stream`); raises :class:`StreamRefused` or :class:`SessionClosed`."""
 
     @abc.abstractmethod
     async def close(self, reason: str = "") -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 from typing import Any, Callable, Protocol
 
@@ -91,10 +92,13 @@ class MuxStream(Stream):
         self._data_head = HEADER.pack(T.DATA, ident)
         self._accepted = accepted
         self._optimistic = optimistic  # opened without waiting for OPEN_OK; credit is a guess
+        self._refused = False
+        self._silent_accept = False  # opened optimistically by the peer: accept without OPEN_OK
         self._send_credit = send_window
         self._recv: collections.deque[Any] = collections.deque()
         self._recv_allowed = session.limits.window  # bytes the peer may still send
         self._unacked = 0  # consumed but not yet returned as credit
+        self._half_window = session.limits.window // 2  # credit is returned in this much
         self._credit_held = False
         self._recv_eof = False
         self._sent_eof = False
@@ -113,8 +117,8 @@ class MuxStream(Stream):
         """Confirm a stream the peer opened (stream handlers call this once they are ready)."""
         if not self._accepted:
             self._accepted = True
-            self._session._write_quiet(encode_json(T.OPEN_OK, self._id,
-                                                   {"window": self._session.limits.window}))
+            if not self._silent_accept:  # an optimistic opener needs no OPEN_OK
+                self._session._write_quiet(HEADER.pack(T.OPEN_OK, self._id) + self._session._open_ok)
 
     async def read(self) -> bytes:
         while not self._recv:
@@ -209,6 +213,10 @@ class MuxStream(Stream):
         return self._reset
 
     @property
+    def refused(self) -> bool:
+        return self._refused
+
+    @property
     def done(self) -> bool:
         return self._reset is not None or (self._sent_eof and self._recv_eof)
 
@@ -221,7 +229,7 @@ class MuxStream(Stream):
 
     def _consumed(self, n: int) -> None:
         self._unacked += n
-        if (self._unacked >= self._session.limits.window // 2 and not self._credit_held
+        if (self._unacked >= self._half_window and not self._credit_held
                 and not self._recv_eof and self._reset is None):
             self._return_credit()
 
@@ -243,7 +251,10 @@ class MuxStream(Stream):
         sink = self._sink
         if sink is not None:
             sink.stream_data(payload)
-            self._consumed(n)
+            self._unacked += n
+            if (self._unacked >= self._half_window and not self._credit_held
+                    and self._reset is None):
+                self._return_credit()
         else:
             self._recv.append(payload)
             self._wake_reader()
@@ -305,6 +316,7 @@ class MuxSession(Session):
         self.handlers = handlers
         self._link = link
         self._peer_window = peer_window
+        self._open_ok = json.dumps({"window": self.limits.window}).encode()  # every OPEN_OK's body
         self._next_request = 1
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._opening: dict[int, tuple[asyncio.Future[MuxStream], str, dict[str, Any]]] = {}
@@ -340,25 +352,10 @@ class MuxSession(Session):
             self._pending.pop(ident, None)
 
     async def open_stream(self, kind: str, meta: dict[str, Any] | None = None, *,
-                          timeout: float | None = None, optimistic: bool = False) -> Stream:
-        self._check_open()
-        if len(self._streams) + len(self._opening) >= self.limits.max_streams:
-            raise StreamRefused(f"too many open streams ({self.limits.max_streams})")
-        ident = self._next_stream
-        self._next_stream += 2
-        meta = meta or {}
-        frame = encode_json(T.OPEN, ident, {"kind": kind, "meta": meta,
-                                            "window": self.limits.window})
-        if optimistic and self._peer_window:
-            # The peer's window for a new stream is known from the handshake: data may follow
-            # OPEN at once. A refusal (OPEN_FAIL) then resets the stream with the peer's reason.
-            stream = MuxStream(self, ident, kind, meta, self._peer_window, accepted=True,
-                               optimistic=True)
-            self._streams[ident] = stream
-            await self._send(frame)
-            return stream
+                          timeout: float | None = None) -> Stream:
+        ident, frame = self._new_stream(kind, meta)
         fut: asyncio.Future[MuxStream] = asyncio.get_running_loop().create_future()
-        self._opening[ident] = (fut, kind, meta)
+        self._opening[ident] = (fut, kind, meta or {})
         try:
             await self._send(frame)
             # The stream is registered as OPEN_OK arrives (in the link's callback), so frames
@@ -367,6 +364,35 @@ class MuxSession(Session):
                 fut, self.limits.request_timeout if timeout is None else timeout)
         finally:
             self._opening.pop(ident, None)
+
+    def open_stream_nowait(self, kind: str, meta: dict[str, Any] | None = None) -> Stream | None:
+        if not self._peer_window:
+            return None
+        # The peer's window for a new stream is known from the handshake: data may follow OPEN
+        # at once. A refusal (OPEN_FAIL) then resets the stream with the peer's reason.
+        ident, frame = self._new_stream(kind, meta, optimistic=True)
+        stream = MuxStream(self, ident, kind, meta or {}, self._peer_window, accepted=True,
+                           optimistic=True)
+        self._streams[ident] = stream
+        try:
+            self._link.write(frame)
+        except TransportClosed as exc:
+            self._forget(ident)
+            raise SessionClosed(str(exc) or "connection closed") from None
+        return stream
+
+    def _new_stream(self, kind: str, meta: dict[str, Any] | None, *,
+                    optimistic: bool = False) -> tuple[int, bytes]:
+        self._check_open()
+        if len(self._streams) + len(self._opening) >= self.limits.max_streams:
+            raise StreamRefused(f"too many open streams ({self.limits.max_streams})")
+        ident = self._next_stream
+        self._next_stream += 2
+        body: dict[str, Any] = {"kind": kind, "meta": meta or {}, "window": self.limits.window}
+        if optimistic:
+            # The peer then sends no OPEN_OK: its first frame on the stream says it accepted.
+            body["optimistic"] = True
+        return ident, encode_json(T.OPEN, ident, body)
 
     async def close(self, reason: str = "") -> None:
         if not self._closed.is_set():
@@ -467,6 +493,7 @@ class MuxSession(Session):
                 stream._add_credit(window - (self._peer_window or 0))
             else:
                 self._forget(ident)
+                stream._refused = True
                 stream._on_reset(str(obj.get("error", "refused")))
             return
         opening = self._opening.get(ident)
@@ -560,6 +587,7 @@ class MuxSession(Session):
                 "error": f"too many open streams ({self.limits.max_streams})"}))
             return
         stream = MuxStream(self, ident, kind, meta, window, accepted=False)
+        stream._silent_accept = obj.get("optimistic") is True
         self._streams[ident] = stream
         self._spawn(self._serve_stream(stream, handler))
 

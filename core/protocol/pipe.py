@@ -57,6 +57,11 @@ class SocketPipe(asyncio.Protocol):
     def finished(self) -> bool:
         return self._done.done()
 
+    def add_done_callback(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(reason)`` (soon) once both directions are finished, as :meth:`wait`
+        would return."""
+        self._done.add_done_callback(lambda done: callback(done.result()))
+
     def attach(self, stream: Stream) -> None:
         """Start moving data. Data read from the socket before is sent first; data the stream
         received before is written to the socket at once."""
@@ -83,8 +88,15 @@ class SocketPipe(asyncio.Protocol):
         if self._pending or self.stream is None:
             self._pending = bytes(self._pending) + data if self._pending else data
             self._pause_reading()
-        else:
-            self._send(data)
+            return
+        try:
+            n = self.stream.write_nowait(data)
+        except SessionClosed as exc:
+            self._finish(str(exc) or "session closed")
+            return
+        if n < len(data):
+            self._pending = memoryview(data)[n:]
+            self._pause_reading()
 
     def eof_received(self) -> bool:
         if self._pending or self.stream is None:

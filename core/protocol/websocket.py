@@ -126,6 +126,7 @@ class WebSocketLink(asyncio.Protocol):
         self._reason = ""  # why the link ended (or is ending)
         self.violation = False  # it ended because the peer broke the protocol
         self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._gone = False  # the transport is lost (= self._lost.done(), cheaper)
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
@@ -182,6 +183,22 @@ class WebSocketLink(asyncio.Protocol):
         return message
 
     def data_received(self, data: bytes) -> None:
+        # Fast path: exactly one whole binary message (what an interactive exchange sends).
+        if not self._buf and self._receiver is not None and not self._close_sent:
+            size = len(data)
+            if size > 2 and data[0] == _FIN_BINARY:
+                b1 = data[1]
+                length, head = b1 & 0x7F, 2
+                if length == 126:
+                    length, head = (data[2] << 8) | data[3], 4
+                if length < 127 or head == 4:
+                    if self._client:
+                        if not b1 & 0x80 and size == head + length:
+                            self._receiver(data[head:] if length < 4096 else memoryview(data)[head:])
+                            return
+                    elif b1 & 0x80 and size == head + 4 + length and length <= self._max:
+                        self._receiver(apply_mask(data[head + 4:], data[head:head + 4]))
+                        return
         if self._buf:
             self._buf += data
             data = self._buf
@@ -207,7 +224,7 @@ class WebSocketLink(asyncio.Protocol):
         pos, size, view = 0, len(data), memoryview(data)
         immutable = type(data) is bytes
         try:
-            while size - pos >= 2 and self._close_rcvd is None and not self._lost.done():
+            while size - pos >= 2 and self._close_rcvd is None and not self._gone:
                 b0, b1 = data[pos], data[pos + 1]
                 length, head = b1 & 0x7F, pos + 2
                 if length == 126:
@@ -314,14 +331,25 @@ class WebSocketLink(asyncio.Protocol):
         self.write2(message, b"")
 
     def write2(self, head: bytes, payload: Any) -> None:
-        """Send the message ``head + payload`` with one copy of ``payload``."""
-        if self._close_sent or self._lost.done():
+        """Send the message ``head + payload`` with one copy of ``payload`` (the hot path of
+        every tunnelled chunk: kept flat)."""
+        if self._close_sent or self._gone:
             raise TransportClosed(self._reason or "connection closed")
         if self.paused and self._transport.get_write_buffer_size() > HARD_WRITE_LIMIT:
             self._fail(CloseCode.POLICY_VIOLATION, "peer does not read",
                        reason="the peer sends but does not read")
             raise TransportClosed(self._reason)
-        self._write_frame(_FIN_BINARY, head, payload)
+        if self._client:
+            self._write_frame(_FIN_BINARY, head, payload)
+            return
+        length = len(head) + len(payload)
+        if length < 126:
+            header = bytes((_FIN_BINARY, length))
+        elif length < 65536:
+            header = _HDR16.pack(_FIN_BINARY, 126, length)
+        else:
+            header = _HDR64.pack(_FIN_BINARY, 127, length)
+        self._transport.write(b"".join((header, head, payload)))
 
     def _write_frame(self, b0: int, head: Any, payload: Any = b"") -> None:
         length = len(head) + len(payload)
@@ -461,6 +489,7 @@ class WebSocketLink(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self.paused = False
+        self._gone = True
         self._lost.set_result(None)
         self._wake_reader()
         self._wake_writers()

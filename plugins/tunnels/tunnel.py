@@ -109,33 +109,45 @@ class Tunnel:
         if session is None or self.closed:
             pipe.abort("agent not connected")
             return
-        task = asyncio.get_running_loop().create_task(self._serve(pipe, session, source))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _serve(self, pipe: SocketPipe, session: Session, source: str) -> None:
         self.connections += 1
         self._pipes.add(pipe)
         self.touch()
+        pipe.add_done_callback(lambda reason: self._ended(pipe, source, reason))
         try:
-            try:
-                stream = await session.open_stream("tunnel", {"remote": self.remote},
-                                                   optimistic=True)
-            except (StreamRefused, SessionClosed, TimeoutError) as exc:
-                reason = str(exc)
-                pipe.abort(reason)
-            else:
-                pipe.attach(stream)
-                reason = await pipe.wait()
-            if reason:
-                log.info("tunnel %s of %s: connection from %s to %s ended: %s", self.id,
-                         self.client_id, source, self.remote, reason)
-        finally:
-            if not pipe.finished:  # cancelled
-                pipe.abort("tunnel closed")
-            self._pipes.discard(pipe)
-            self.connections -= 1
-            self.touch()
+            stream = session.open_stream_nowait("tunnel", {"remote": self.remote})
+        except (StreamRefused, SessionClosed) as exc:
+            pipe.abort(str(exc))
+            return
+        if stream is not None:
+            pipe.attach(stream)
+        else:  # an agent that did not announce its window: wait for it to accept
+            task = asyncio.get_running_loop().create_task(self._open(pipe, session))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _open(self, pipe: SocketPipe, session: Session) -> None:
+        try:
+            stream = await session.open_stream("tunnel", {"remote": self.remote})
+        except (StreamRefused, SessionClosed, TimeoutError) as exc:
+            log.warning("tunnel %s of %s: connection to %s failed: %s", self.id, self.client_id,
+                        self.remote, exc)
+            pipe.abort(str(exc))
+        except BaseException:
+            pipe.abort("tunnel closed")
+            raise
+        else:
+            pipe.attach(stream)
+
+    def _ended(self, pipe: SocketPipe, source: str, reason: str) -> None:
+        self._pipes.discard(pipe)
+        self.connections -= 1
+        self.touch()
+        if pipe.stream is not None and pipe.stream.refused:
+            log.warning("tunnel %s of %s: connection from %s to %s failed: %s", self.id,
+                        self.client_id, source, self.remote, reason)
+        elif reason:
+            log.info("tunnel %s of %s: connection from %s to %s ended: %s", self.id,
+                     self.client_id, source, self.remote, reason)
 
     async def close(self) -> None:
         """Stop listening at once (the port is free when this returns) and abort connections."""
@@ -144,6 +156,8 @@ class Tunnel:
             await self.proxy.close()
         if self._server is not None:
             self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
         for pipe in list(self._pipes):
             pipe.abort("tunnel closed")
         if self._tasks:
