@@ -278,6 +278,7 @@ class TunnelService:
             used |= {int(s["id"]) for s in self.saved.get(tunnel.client_id, []) if str(s["id"]).isdigit()}
             tunnel.id = str(max(used, default=0) + 1)
         client_id = tunnel.client_id
+        tunnel.session = self.server.clients.session(client_id)
         try:
             await tunnel.start(lambda: self.server.clients.session(client_id))
         except OSError as exc:
@@ -355,10 +356,14 @@ class TunnelService:
         if changed:
             old = []
         async with self.lock(client.id):
-            for tunnel in self.of(client.id):  # left over from a connection this one replaced
-                await self.close(tunnel, "client reconnected", forget=False)
-            self.tunnels[client.id] = {}
-            restore = list(old)
+            kept: dict[str, Tunnel] = {}
+            for tunnel in self.of(client.id):
+                if tunnel.session is client.session:
+                    kept[tunnel.id] = tunnel  # created through the API on this very connection
+                else:  # left over from a connection this one replaced
+                    await self.close(tunnel, "client reconnected", forget=False)
+            self.tunnels[client.id] = kept
+            restore = [spec for spec in old if str(spec.get("id")) not in kept]
             for r in requested:
                 spec = next((s for s in restore if matches(s, r)), None)
                 if spec is None:

@@ -44,6 +44,8 @@ class Tunnel:
     proxy: Any = attrs.field(default=None, repr=False)
     """With http_proxy: the running proxy (plugin proxy), an object with ``async close()``."""
     acl_check: Any = attrs.field(default=None, repr=False)
+    session: Any = attrs.field(default=None, repr=False)
+    """The agent's session when the tunnel started (a reconnection replaces older tunnels)."""
     connections: int = 0
     last_active: float = attrs.field(factory=time.monotonic)
     _server: asyncio.AbstractServer | None = attrs.field(default=None, repr=False)
