@@ -184,7 +184,8 @@ class WebSocketLink(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         # Fast path: exactly one whole binary message (what an interactive exchange sends).
-        if not self._buf and self._receiver is not None and not self._close_sent:
+        if (not self._buf and not self._fragments and self._receiver is not None
+                and not self._close_sent):
             size = len(data)
             if size > 2 and data[0] == _FIN_BINARY:
                 b1 = data[1]
@@ -193,7 +194,7 @@ class WebSocketLink(asyncio.Protocol):
                     length, head = (data[2] << 8) | data[3], 4
                 if length < 127 or head == 4:
                     if self._client:
-                        if not b1 & 0x80 and size == head + length:
+                        if not b1 & 0x80 and size == head + length and length <= self._max:
                             self._receiver(data[head:] if length < 4096 else memoryview(data)[head:])
                             return
                     elif b1 & 0x80 and size == head + 4 + length and length <= self._max:
