@@ -88,15 +88,8 @@ class SocketPipe(asyncio.Protocol):
         if self._pending or self.stream is None:
             self._pending = bytes(self._pending) + data if self._pending else data
             self._pause_reading()
-            return
-        try:
-            n = self.stream.write_nowait(data)
-        except SessionClosed as exc:
-            self._finish(str(exc) or "session closed")
-            return
-        if n < len(data):
-            self._pending = memoryview(data)[n:]
-            self._pause_reading()
+        else:
+            self._send(data)
 
     def eof_received(self) -> bool:
         if self._pending or self.stream is None:

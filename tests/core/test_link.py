@@ -30,8 +30,8 @@ from rport.core.keys import (
 )
 from rport.core.plugin import SocketPipe
 from rport.core.protocol.frames import T, decode, decode_json_object, encode, encode_json
-from rport.core.protocol.mux import Limits, MuxSession
-from rport.core.protocol.websocket import LinkSettings, server_process_response, take_over
+from rport.core.protocol.mux import MuxSession
+from rport.core.protocol.websocket import LinkSettings, take_over
 from rport.core.session import Handlers, Session, SessionClosed, StreamRefused
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
@@ -43,7 +43,10 @@ from .test_mux import (
     LINK,
     WINDOW,
     MiB,
+    Pair,
     handlers,
+    mux_listener,
+    mux_pair,
     pattern,
     pattern_digest,
     raw_client,
@@ -117,72 +120,16 @@ async def ping_handler(session: Session, body: Any) -> Any:
     return {"pong": body}
 
 
-@attrs.define
-class Listener:
-    port: int
-    accepted: asyncio.Queue[tuple[MuxSession, asyncio.Task[str]]]
-
-    @property
-    def url(self) -> str:
-        return f"wss://127.0.0.1:{self.port}"
-
-    async def next_session(self) -> tuple[MuxSession, asyncio.Task[str]]:
-        return await within(self.accepted.get(), what="the server session")
+def link_listener(tmp_path: Path, server_handlers: Handlers, **options: Any) -> Any:
+    return mux_listener(tmp_path, server_handlers, **options)
 
 
-@contextlib.asynccontextmanager
-async def link_listener(tmp_path: Path, server_handlers: Handlers, *, limits: Limits = LIMITS,
-                        link: LinkSettings = LINK,
-                        peer_window: int | None = None) -> AsyncIterator[Listener]:
-    """A TLS WebSocket server whose connections are taken over by WebSocketLink (in
-    process_response) and served by a server-side MuxSession."""
-    identity = load_or_create_server_identity(tmp_path / "identity")
-    accepted: asyncio.Queue[tuple[MuxSession, asyncio.Task[str]]] = asyncio.Queue()
-
-    async def handler(ws: ServerConnection) -> None:
-        session = MuxSession(ws.rport_link, server_handlers, initiator=False, limits=limits,
-                             name="server side", peer_window=peer_window)
-        run = asyncio.create_task(session.run())
-        await accepted.put((session, run))
-        await run
-
-    async with serve(handler, "127.0.0.1", 0, ssl=server_ssl_context(identity),
-                     process_response=server_process_response(link),
-                     **link.connection_options()) as server:
-        port = next(iter(server.sockets)).getsockname()[1]
-        yield Listener(port, accepted)
-
-
-@attrs.define
-class Pair:
-    server: MuxSession
-    agent: MuxSession
-    server_run: asyncio.Task[str]
-    agent_run: asyncio.Task[str]
-
-
-@contextlib.asynccontextmanager
-async def link_pair(tmp_path: Path, server_handlers: Handlers | None = None,
-                    agent_handlers: Handlers | None = None, *, link: LinkSettings = LINK,
-                    server_peer_window: int | None = WINDOW,
-                    agent_peer_window: int | None = WINDOW) -> AsyncIterator[Pair]:
-    """A server-side and an agent-side MuxSession (the agent's link from take_over), each told
-    the other's window as the handshake would."""
-    async with link_listener(tmp_path, server_handlers or Handlers(), link=link,
-                             peer_window=server_peer_window) as listener:
-        async with connect(listener.url, ssl=client_ssl_context(), proxy=None,
-                           **link.connection_options()) as ws:
-            agent = MuxSession(take_over(ws, link, client=True), agent_handlers or Handlers(),
-                               initiator=True, limits=LIMITS, name="agent side",
-                               peer_window=agent_peer_window)
-            agent_run = asyncio.create_task(agent.run())
-            server, server_run = await listener.next_session()
-            try:
-                yield Pair(server, agent, server_run, agent_run)
-            finally:
-                await agent.close("test over")
-                await server.close("test over")
-                await within(asyncio.gather(agent_run, server_run, return_exceptions=True))
+def link_pair(tmp_path: Path, server_handlers: Handlers | None = None,
+              agent_handlers: Handlers | None = None, *, server_peer_window: int | None = WINDOW,
+              agent_peer_window: int | None = WINDOW, **options: Any) -> Any:
+    """A mux pair whose sides know each other's window, as after a real handshake."""
+    return mux_pair(tmp_path, server_handlers, agent_handlers, server_peer_window=server_peer_window,
+                    agent_peer_window=agent_peer_window, **options)
 
 
 def closed_port() -> int:

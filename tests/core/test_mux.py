@@ -129,13 +129,15 @@ class Listener:
 
 @contextlib.asynccontextmanager
 async def mux_listener(tmp_path: Path, server_handlers: Handlers, *, limits: Limits = LIMITS,
-                       link: LinkSettings = LINK) -> AsyncIterator[Listener]:
+                       link: LinkSettings = LINK,
+                       peer_window: int | None = None) -> AsyncIterator[Listener]:
+    """``peer_window``: the agent's window as its hello would announce it (optimistic opens)."""
     identity = load_or_create_server_identity(tmp_path / "identity")
     accepted: asyncio.Queue[tuple[MuxSession, asyncio.Task[str]]] = asyncio.Queue()
 
     async def handler(ws: ServerConnection) -> None:
         session = MuxSession(ws.rport_link, server_handlers, initiator=False,
-                             limits=limits, name="server side")
+                             limits=limits, name="server side", peer_window=peer_window)
         run = asyncio.create_task(session.run())
         await accepted.put((session, run))
         await run
@@ -166,14 +168,17 @@ class Pair:
 @contextlib.asynccontextmanager
 async def mux_pair(tmp_path: Path, server_handlers: Handlers | None = None,
                    agent_handlers: Handlers | None = None, *, limits: Limits = LIMITS,
-                   link: LinkSettings = LINK) -> AsyncIterator[Pair]:
-    """Two MuxSessions joined by a real TLS WebSocket on 127.0.0.1."""
+                   link: LinkSettings = LINK, server_peer_window: int | None = None,
+                   agent_peer_window: int | None = None) -> AsyncIterator[Pair]:
+    """Two MuxSessions joined by a real TLS WebSocket on 127.0.0.1; the peer windows are what
+    the handshake would tell each side (None: no optimistic opens)."""
     async with mux_listener(tmp_path, server_handlers or Handlers(), limits=limits,
-                            link=link) as listener:
+                            link=link, peer_window=server_peer_window) as listener:
         async with connect(listener.url, ssl=client_ssl_context(), proxy=None,
                            **link.connection_options()) as ws:
             agent = MuxSession(take_over(ws, link, client=True), agent_handlers or Handlers(),
-                               initiator=True, limits=limits, name="agent side")
+                               initiator=True, limits=limits, name="agent side",
+                               peer_window=agent_peer_window)
             agent_run = asyncio.create_task(agent.run())
             server, server_run = await listener.next_session()
             try:
