@@ -524,7 +524,9 @@ def test_idle_tunnel_closes_itself(idle_env: Env) -> None:
     assert tunnel["idle_timeout_minutes"] == 1
     wait_for(lambda: gone(server, idle_env.id, tunnel["id"]), 20, "the idle tunnel to close")
     wait_for(lambda: can_listen("0.0.0.0", lport), 10, "the idle tunnel's port to be free")
-    assert re.search(rf"tunnel {tunnel['id']} of {idle_env.id} closed: idle for", server.log())
+    # logged once the close has been saved, a moment after the API stops listing it
+    wait_for(lambda: re.search(rf"tunnel {tunnel['id']} of {idle_env.id} closed: idle for",
+                               server.log()), 10, "the idle close in the log")
 
 
 def test_idle_tunnel_with_open_connection_stays(idle_env: Env) -> None:
@@ -571,8 +573,8 @@ def test_auto_close_even_with_traffic(idle_env: Env) -> None:
                 return True
         wait_for(closed_while_talking, 20, "auto-close to end the busy connection", interval=0.05)
     wait_for(lambda: gone(server, idle_env.id, tunnel["id"]), 10, "the auto-closed tunnel to go")
-    assert re.search(rf"tunnel {tunnel['id']} of {idle_env.id} closed: auto-close deadline reached",
-                     server.log())
+    wait_for(lambda: re.search(rf"tunnel {tunnel['id']} of {idle_env.id} closed: auto-close "
+                               "deadline reached", server.log()), 10, "the auto-close in the log")
 
 
 # == 6. data path =====================================================================================
