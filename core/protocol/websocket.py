@@ -47,10 +47,6 @@ _HDR64 = struct.Struct("!BBQ")
 _CLOSE = struct.Struct("!H")
 _FIN_BINARY = 0x80 | OP_BINARY
 
-HARD_WRITE_LIMIT = 64 << 20
-"""A peer that lets this much of our output pile up while it keeps sending (pongs, replies) is
-not reading: it is disconnected rather than buffered for."""
-
 
 class TransportClosed(Exception):
     """The link is gone; ``str()`` says why."""
@@ -66,6 +62,9 @@ class LinkSettings:
     write_limit: int = 1 << 20  # send buffer above which writers wait (transport high-water)
     max_queue: int = 16  # messages held before a receiver is set (handshake) before reading pauses
     close_timeout: float = 2.0  # a dead peer is not waited for long when closing
+    max_unsent: int = 64 << 20
+    """A peer that lets this much of our output pile up while it keeps sending (pings, requests
+    that are answered at once) is not reading: it is disconnected rather than buffered for."""
 
     def connection_options(self) -> dict[str, Any]:
         """Options for websockets' ``serve``/``connect``, which only do the opening handshake:
@@ -281,7 +280,8 @@ class WebSocketLink(asyncio.Protocol):
                 self._fragments, self._fragments_size = [], 0
                 self._deliver(message)
         elif opcode == OP_PING:
-            self._write_frame(0x80 | OP_PONG, payload)
+            if not (self.paused and self._unread()):
+                self._write_frame(0x80 | OP_PONG, payload)
         elif opcode == OP_PONG:
             self._on_pong()
         elif opcode == OP_CLOSE:
@@ -336,9 +336,7 @@ class WebSocketLink(asyncio.Protocol):
         every tunnelled chunk: kept flat)."""
         if self._close_sent or self._gone:
             raise TransportClosed(self._reason or "connection closed")
-        if self.paused and self._transport.get_write_buffer_size() > HARD_WRITE_LIMIT:
-            self._fail(CloseCode.POLICY_VIOLATION, "peer does not read",
-                       reason="the peer sends but does not read")
+        if self.paused and self._unread():
             raise TransportClosed(self._reason)
         if self._client:
             self._write_frame(_FIN_BINARY, head, payload)
@@ -351,6 +349,15 @@ class WebSocketLink(asyncio.Protocol):
         else:
             header = _HDR64.pack(_FIN_BINARY, 127, length)
         self._transport.write(b"".join((header, head, payload)))
+
+    def _unread(self) -> bool:
+        """True (and the link failed) if the peer lets more than ``max_unsent`` of our output
+        pile up: checked while writing is paused, on what the peer's own frames make us send."""
+        if self._transport.get_write_buffer_size() <= self._settings.max_unsent:
+            return False
+        self._fail(CloseCode.POLICY_VIOLATION, "peer does not read",
+                   reason="the peer sends but does not read")
+        return True
 
     def _write_frame(self, b0: int, head: Any, payload: Any = b"") -> None:
         length = len(head) + len(payload)

@@ -467,6 +467,35 @@ def test_peer_close_code_in_reason(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def test_peer_that_sends_but_does_not_read_is_disconnected(tmp_path: Path) -> None:
+    """Replies the link writes from its receive path (here: to requests for an unknown handler)
+    bypass the writers' back-pressure; a peer that keeps asking without reading must not make
+    the server buffer without bound: past max_unsent it is disconnected."""
+    settings = LinkSettings(max_message=LINK.max_message, ping_interval=None, ping_timeout=None,
+                            write_limit=64 * 1024, max_unsent=1 * MiB)
+    name = "n" * 30_000
+
+    async def main() -> None:
+        async with link_listener(tmp_path, Handlers(), link=settings) as listener:
+            async with raw_client(listener.url, max_size=None) as ws:
+                session, run = await listener.next_session()
+                ws.transport.pause_reading()  # we never read the answers
+                sent = 0
+                with contextlib.suppress(ConnectionClosed, OSError):
+                    for ident in range(1, 2001):  # up to 60 MB of answers
+                        if run.done():
+                            break
+                        await ws.send(encode_json(T.REQUEST, ident, {"name": name}))
+                        sent += 1
+                reason = await within(run, SHORT, "the server session to end")
+                assert "does not read" in reason, reason
+                assert session.closed
+                # far fewer than all: the server stopped buffering once 1 MiB was waiting
+                assert sent < 2000, sent
+
+    asyncio.run(main())
+
+
 # -- 7. optimistic open -------------------------------------------------------------------------
 
 
