@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 HOST = "127.0.0.1"
 API_USER, API_PASSWORD = "admin", "bench"
@@ -65,7 +65,6 @@ def worker_main(spec: dict[str, Any]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from rport.agent import sysinfo
-    from rport.agent.client import create_agent
     from rport.agent.config import load_agent_config
 
     if not spec["gather_each"]:
@@ -83,57 +82,65 @@ def worker_main(spec: dict[str, Any]) -> int:
         shared = client_ssl_context()
         agent_client.client_ssl_context = lambda: shared  # type: ignore[assignment]
 
-    async def run() -> int:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-
-        def watch_stdin() -> None:  # the parent went away: stop too
-            try:
-                sys.stdin.read()
-            finally:
-                loop.call_soon_threadsafe(stop.set)
-        threading.Thread(target=watch_stdin, daemon=True).start()
-
-        agents = []
-        for i in range(spec["first"], spec["first"] + spec["count"]):
-            config = load_agent_config(None, overrides={
-                "client": {"server": spec["server"], "auth": f"{agent_auth_id(i, spec)}:{AGENT_PASSWORD}",
-                           "id": f"bench-{i}", "name": f"bench-{i}",
-                           "fingerprint": spec["fingerprint"], "data_dir": spec["data_dir"]},
-                "connection": {"min_retry_interval": spec["min_retry"],
-                               "max_retry_interval": spec["max_retry"]},
-            }, environ={})
-            agents.append(create_agent(config))
-        _emit(event="built", count=len(agents))
-        tasks = [asyncio.create_task(agent.run(), name=agent.client_id) for agent in agents]
-        last = -1
-        while not stop.is_set():
-            connected = sum(agent.connected.is_set() for agent in agents)
-            if connected != last:
-                _emit(event="progress", connected=connected)
-                last = connected
-            ended = [t for t in tasks if t.done()]
-            if ended:
-                exc = ended[0].exception() if not ended[0].cancelled() else None
-                _emit(event="error", message=f"{len(ended)} agent(s) stopped: {exc!r}")
-                stop.set()
-                break
-            try:
-                await asyncio.wait_for(stop.wait(), 0.05)
-            except TimeoutError:
-                pass
-        for task in tasks:
-            task.cancel()
-        await asyncio.wait(tasks, timeout=10)
-        return 0
+    def configs() -> list[Any]:
+        return [load_agent_config(None, overrides={
+            "client": {"server": spec["server"], "auth": f"{agent_auth_id(i, spec)}:{AGENT_PASSWORD}",
+                       "id": f"bench-{i}", "name": f"bench-{i}",
+                       "fingerprint": spec["fingerprint"], "data_dir": spec["data_dir"]},
+            "connection": {"min_retry_interval": spec["min_retry"],
+                           "max_retry_interval": spec["max_retry"]},
+        }, environ={}) for i in range(spec["first"], spec["first"] + spec["count"])]
 
     try:  # the loop the real `rport` runs its agent on (uvloop when installed)
         from rport.core.logs import run as run_main
     except ImportError:
         run_main = asyncio.run
-    return run_main(run())
+    return run_main(serve_fleet(configs))
+
+
+async def serve_fleet(configs: Callable[[], list[Any]]) -> int:
+    """Worker mode of this benchmark and command_fanout.py: run an agent for each config in
+    this loop until SIGTERM/SIGINT or the parent closes stdin, reporting "built", "progress"
+    (agents connected) and "error" (an agent stopped) as JSON lines on stdout."""
+    import asyncio
+
+    from rport.agent.client import create_agent
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+
+    def watch_stdin() -> None:  # the parent went away: stop too
+        try:
+            sys.stdin.read()
+        finally:
+            loop.call_soon_threadsafe(stop.set)
+    threading.Thread(target=watch_stdin, daemon=True).start()
+
+    agents = [create_agent(config) for config in configs()]
+    _emit(event="built", count=len(agents))
+    tasks = [asyncio.create_task(agent.run(), name=agent.client_id) for agent in agents]
+    last = -1
+    while not stop.is_set():
+        connected = sum(agent.connected.is_set() for agent in agents)
+        if connected != last:
+            _emit(event="progress", connected=connected)
+            last = connected
+        ended = [t for t in tasks if t.done()]
+        if ended:
+            exc = ended[0].exception() if not ended[0].cancelled() else None
+            _emit(event="error", message=f"{len(ended)} agent(s) stopped: {exc!r}")
+            stop.set()
+            break
+        try:
+            await asyncio.wait_for(stop.wait(), 0.05)
+        except TimeoutError:
+            pass
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks, timeout=10)
+    return 0
 
 
 # =================================================================================================
@@ -248,12 +255,15 @@ class ServerProc:
 
 
 class Worker:
-    def __init__(self, index: int, spec: dict[str, Any], log_path: Path) -> None:
+    """A worker process (``<script> --worker <spec>``) and what it reports."""
+
+    def __init__(self, index: int, spec: dict[str, Any], log_path: Path,
+                 script: str = __file__) -> None:
         self.index = index
         self.count = spec["count"]
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
+            [sys.executable, os.path.abspath(script), "--worker", json.dumps(spec)],
             stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.PIPE, text=True)
         self.connected = 0
         self.built_at: float | None = None  # wall clock (time.time()), as reported

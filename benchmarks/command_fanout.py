@@ -52,7 +52,17 @@ from pathlib import Path
 from typing import Any
 
 # Shared with the connect benchmark (same folder: run as `python benchmarks/command_fanout.py`).
-from agents_connect import ServerProc, fmt, latency_summary, listening_ports, pct, write_toml  # noqa: E402,F401
+import agents_connect  # noqa: E402
+from agents_connect import (  # noqa: E402,F401
+    ServerProc,
+    _emit,
+    fmt,
+    latency_summary,
+    listening_ports,
+    pct,
+    serve_fleet,
+    write_toml,
+)
 
 HOST = "127.0.0.1"
 API_USER, API_PASSWORD = "admin", "bench"
@@ -72,11 +82,6 @@ _API_RE = re.compile(r"API listening on (https?)://(\S+):(\d+)")
 # as JSON lines on stdout.
 # =================================================================================================
 
-def _emit(**event: Any) -> None:
-    sys.stdout.write(json.dumps({"t": time.time(), **event}) + "\n")
-    sys.stdout.flush()
-
-
 def worker_main(spec: dict[str, Any]) -> int:
     import asyncio
     import logging
@@ -84,7 +89,6 @@ def worker_main(spec: dict[str, Any]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from rport.agent import sysinfo
-    from rport.agent.client import create_agent
     from rport.agent.config import load_agent_config
 
     # RportAgent.run() gathers the system facts for every agent (in a thread); in this benchmark
@@ -92,56 +96,22 @@ def worker_main(spec: dict[str, Any]) -> int:
     facts = sysinfo.gather()
     sysinfo.gather = lambda: dict(facts)  # type: ignore[assignment]
 
-    async def run() -> int:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-
-        def watch_stdin() -> None:  # the parent went away: stop too
-            try:
-                sys.stdin.read()
-            finally:
-                loop.call_soon_threadsafe(stop.set)
-        threading.Thread(target=watch_stdin, daemon=True).start()
-
-        agents = []
+    def configs() -> list[Any]:
+        result = []
         for i in range(spec["first"], spec["first"] + spec["count"]):
             data_dir = Path(spec["data_root"]) / f"bench-{i}"
             data_dir.mkdir(parents=True, exist_ok=True)
-            config = load_agent_config(None, overrides={
+            result.append(load_agent_config(None, overrides={
                 "client": {"server": spec["server"], "auth": f"{AGENT_ID}:{AGENT_PASSWORD}",
                            "id": f"bench-{i}", "name": f"bench-{i}",
                            "fingerprint": spec["fingerprint"], "data_dir": str(data_dir)},
                 "connection": {"min_retry_interval": "1s", "max_retry_interval": "10s"},
                 # the plugin's table (RPort's [remote-commands]); defaults: allow ^/usr/bin/.* ...
                 "remote-commands": {"enabled": True},
-            }, environ={})
-            agents.append(create_agent(config))
-        _emit(event="built", count=len(agents))
-        tasks = [asyncio.create_task(agent.run(), name=agent.client_id) for agent in agents]
-        last = -1
-        while not stop.is_set():
-            connected = sum(agent.connected.is_set() for agent in agents)
-            if connected != last:
-                _emit(event="progress", connected=connected)
-                last = connected
-            ended = [t for t in tasks if t.done()]
-            if ended:
-                exc = ended[0].exception() if not ended[0].cancelled() else None
-                _emit(event="error", message=f"{len(ended)} agent(s) stopped: {exc!r}")
-                stop.set()
-                break
-            try:
-                await asyncio.wait_for(stop.wait(), 0.05)
-            except TimeoutError:
-                pass
-        for task in tasks:
-            task.cancel()
-        await asyncio.wait(tasks, timeout=10)
-        return 0
+            }, environ={}))
+        return result
 
-    return asyncio.run(run())
+    return asyncio.run(serve_fleet(configs))
 
 
 # =================================================================================================
@@ -157,30 +127,11 @@ def cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
-class Worker:
-    def __init__(self, index: int, spec: dict[str, Any], log_path: Path) -> None:
-        self.index = index
-        self.count = spec["count"]
-        self._log = open(log_path, "ab")  # noqa: SIM115 - open while the process runs
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
-            stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.PIPE, text=True)
-        self.connected = 0
-        self.errors: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+class Worker(agents_connect.Worker):
+    """agents_connect's worker process, running this script's worker mode."""
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == "progress":
-                self.connected = event["connected"]
-            elif event.get("event") == "error":
-                self.errors.append(event.get("message", "?"))
+    def __init__(self, index: int, spec: dict[str, Any], log_path: Path) -> None:
+        super().__init__(index, spec, log_path, script=__file__)
 
     def cpu(self) -> float:
         """CPU seconds of the worker and its children that have been waited for (the commands)."""
@@ -190,22 +141,6 @@ class Worker:
             return t.user + t.system + t.children_user + t.children_system
         except psutil.Error:
             return float("nan")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
-        self._log.close()
 
 
 class StatusPoller(threading.Thread):

@@ -50,8 +50,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -61,12 +59,11 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-HOST = "127.0.0.1"
-SETUP_TIMEOUT = 30.0
-AGENT_AUTH = "bench:bench-secret"
-API_USER, API_PASSWORD = "admin", "bench"
+# Shared with the tunnel benchmark (same folder: run as `python benchmarks/proxy_requests.py`).
+from tunnel_throughput import HOST, Procs, RportPair, wait_until  # noqa: E402
+
 CLIENT_ID = "proxy-bench"
 
 
@@ -220,130 +217,16 @@ def client_worker_main(url: str, connections: int, warmup: float, seconds: float
 # Processes and setup
 # =================================================================================================
 
-class Procs:
-    """Every child process, each in its own process group, killed by group at the end."""
-
-    def __init__(self) -> None:
-        self.items: list[subprocess.Popen[Any]] = []
-
-    def start(self, args: list[str], log_path: Path | None = None, **kw: Any) -> subprocess.Popen[Any]:
-        out = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL
-        kw.setdefault("stdin", subprocess.DEVNULL)
-        kw.setdefault("stdout", out)
-        kw.setdefault("stderr", subprocess.STDOUT if log_path is not None else subprocess.DEVNULL)
-        proc = subprocess.Popen(args, start_new_session=True, **kw)
-        if log_path is not None:
-            out.close()
-        self.items.append(proc)
-        return proc
-
-    @staticmethod
-    def stop(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if proc.poll() is not None:
-                break
-            try:
-                os.killpg(proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                break
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                continue
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None and not stream.closed:
-                stream.close()
-
-    def stop_all(self) -> None:
-        for proc in reversed(self.items):
-            try:
-                self.stop(proc)
-            except Exception as exc:  # keep cleaning up
-                print(f"warning: could not stop pid {proc.pid}: {exc}", file=sys.stderr)
-        self.items.clear()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = SETUP_TIMEOUT,
-               proc: subprocess.Popen[Any] | None = None, log: Path | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
-            raise RuntimeError(f"{what}: process exited with status {proc.returncode}\n{tail}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-
-
 def start_target(procs: Procs, body: int, cert: Path | None = None, key: Path | None = None) -> int:
     args = [sys.executable, __file__, "--target-server", "--body", str(body)]
     if cert and key:
         args += ["--cert", str(cert), "--key", str(key)]
-    proc = procs.start(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
+    proc = procs.start("target", args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
     if not line.startswith("PORT "):
         raise RuntimeError(f"the target did not start: {line!r}")
     return int(line.split()[1])
-
-
-class Rport:
-    def __init__(self, procs: Procs, tmp: Path, cert: Path, key: Path) -> None:
-        d = tmp / "rport"
-        d.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RPORT_", "RPORTD_"))}
-        agent_port, api_port = free_port(), free_port()
-        data_dir = d / "rportd-data"
-        conf = d / "rportd.conf"
-        conf.write_text("\n".join([
-            "[server]", f'address = "{HOST}:{agent_port}"', f'auth = "{AGENT_AUTH}"',
-            f'data_dir = "{data_dir}"', 'key_seed = "proxy-requests-bench"',
-            f'tunnel_proxy_cert_file = "{cert}"', f'tunnel_proxy_key_file = "{key}"',
-            "[api]", f'address = "{HOST}:{api_port}"', f'auth = "{API_USER}:{API_PASSWORD}"',
-            "[logging]", 'log_level = "warning"', ""]))
-        server_log = d / "rportd.log"
-        self.server = procs.start([sys.executable, "-m", "rport.core.cli", "-c", str(conf)], server_log, env=env)
-        self.api_base = f"http://{HOST}:{api_port}/api/v1"
-        fp_file = data_dir / "rportd-fingerprint.txt"
-        wait_until("rportd's API", lambda: fp_file.exists() and self.api("GET", "/status")[0] == 200,
-                   proc=self.server, log=server_log)
-        agent_log = d / "rport.log"
-        self.agent = procs.start([
-            sys.executable, "-m", "rport.agent.cli", "--data-dir", str(d / "agent-data"),
-            "--log-level", "warning", "--id", CLIENT_ID, "--auth", AGENT_AUTH,
-            "--fingerprint", fp_file.read_text().strip(), f"{HOST}:{agent_port}"], agent_log, env=env)
-
-        def connected() -> bool:
-            status, body = self.api("GET", f"/clients/{CLIENT_ID}")
-            return status == 200 and body["data"].get("connection_state") == "connected"
-        wait_until("the agent to connect", connected, proc=self.agent, log=agent_log)
-
-    def api(self, method: str, path: str) -> tuple[int, Any]:
-        import base64
-        req = urllib.request.Request(self.api_base + path, method=method, headers={
-            "Authorization": "Basic " + base64.b64encode(f"{API_USER}:{API_PASSWORD}".encode()).decode()})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
-        except (urllib.error.URLError, OSError):
-            return 0, None
-
-    def tunnel(self, query: str) -> dict[str, Any]:
-        status, body = self.api("PUT", f"/clients/{CLIENT_ID}/tunnels?{query}")
-        if status != 200:
-            raise RuntimeError(f"PUT tunnels?{query}: {status} {body}")
-        return body["data"]
 
 
 def http_ok(url: str, ca: Path | None) -> bool:
@@ -473,7 +356,9 @@ def main() -> int:
             urls["direct-tls"] = f"https://localhost:{tls_target}/"
         rport = None
         if {"tunnel", "proxy"} & set(routes):
-            rport = Rport(procs, tmp, cert_file, key_file)
+            rport = RportPair(procs, tmp, client_id=CLIENT_ID, key_seed="proxy-requests-bench",
+                              server_lines=(f'tunnel_proxy_cert_file = "{cert_file}"',
+                                            f'tunnel_proxy_key_file = "{key_file}"'))
             pids = [rport.server.pid, rport.agent.pid]
             cpu["tunnel"] = cpu["proxy"] = pids
             proxied = rport.tunnel(f"remote={target}&http_proxy=1&scheme=http&skip-idle-timeout=1")

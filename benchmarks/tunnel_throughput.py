@@ -379,19 +379,23 @@ class SshRoute(Route):
         return {"ssh": [self.ssh.pid], "sshd": pids}
 
 
-class RportRoute(Route):
-    name = "rport"
+class RportPair:
+    """A real ``rportd`` (``python -m rport.core.cli``, log_level warning) and a real agent
+    (``python -m rport.agent.cli``) connected to it, with the API at hand. ``server_lines`` are
+    extra ``[server]`` settings (TOML lines). Also used by proxy_requests.py."""
 
-    def __init__(self, procs: Procs, tmp: Path, target_port: int) -> None:
+    def __init__(self, procs: Procs, tmp: Path, *, client_id: str = CLIENT_ID,
+                 key_seed: str = "tunnel-throughput-bench", server_lines: tuple[str, ...] = ()) -> None:
         d = tmp / "rport"
         d.mkdir()
+        self.client_id = client_id
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RPORT_", "RPORTD_"))}
         agent_port, api_port = free_port(), free_port()
         data_dir = d / "rportd-data"
         conf = d / "rportd.conf"
         conf.write_text("\n".join([
             "[server]", f'address = "{HOST}:{agent_port}"', f'auth = "{AGENT_AUTH}"',
-            f'data_dir = "{data_dir}"', 'key_seed = "tunnel-throughput-bench"',
+            f'data_dir = "{data_dir}"', f'key_seed = "{key_seed}"', *server_lines,
             "[api]", f'address = "{HOST}:{api_port}"', f'auth = "{API_USER}:{API_PASSWORD}"',
             "[logging]", 'log_level = "warning"', ""]))
         server_log = d / "rportd.log"
@@ -401,24 +405,18 @@ class RportRoute(Route):
         fp_file = data_dir / "rportd-fingerprint.txt"
         wait_until("rportd's API", lambda: fp_file.exists() and self.api("GET", "/status")[0] == 200,
                    alive=exited(self.server, server_log))
+        self.server_log = server_log
         fingerprint = fp_file.read_text().strip()
         agent_log = d / "rport.log"
         self.agent = procs.start("rport", [
             sys.executable, "-m", "rport.agent.cli", "--data-dir", str(d / "agent-data"),
-            "--log-level", "warning", "--id", CLIENT_ID, "--auth", AGENT_AUTH,
+            "--log-level", "warning", "--id", client_id, "--auth", AGENT_AUTH,
             "--fingerprint", fingerprint, f"{HOST}:{agent_port}"], agent_log, env=env)
 
         def connected() -> bool:
-            status, body = self.api("GET", f"/clients/{CLIENT_ID}")
+            status, body = self.api("GET", f"/clients/{client_id}")
             return status == 200 and body["data"].get("connection_state") == "connected"
         wait_until("the agent to connect", connected, alive=exited(self.agent, agent_log))
-        status, body = self.api(
-            "PUT", f"/clients/{CLIENT_ID}/tunnels?remote={target_port}&skip-idle-timeout=1")
-        if status != 200:
-            raise RuntimeError(f"tunnel creation failed: HTTP {status} {body}")
-        self.port = int(body["data"]["lport"])
-        wait_until("the tunnel to forward", lambda: echo_ok(self.port),
-                   alive=exited(self.server, server_log))
 
     def api(self, method: str, path: str) -> tuple[int, Any]:
         token = base64.b64encode(f"{API_USER}:{API_PASSWORD}".encode()).decode()
@@ -434,6 +432,24 @@ class RportRoute(Route):
                 return exc.code, None
         except (OSError, ValueError):
             return 0, None
+
+    def tunnel(self, query: str) -> dict[str, Any]:
+        """``PUT /clients/<id>/tunnels?<query>``; the tunnel's fields."""
+        status, body = self.api("PUT", f"/clients/{self.client_id}/tunnels?{query}")
+        if status != 200:
+            raise RuntimeError(f"tunnel creation failed: PUT tunnels?{query}: HTTP {status} {body}")
+        return body["data"]
+
+
+class RportRoute(Route):
+    name = "rport"
+
+    def __init__(self, procs: Procs, tmp: Path, target_port: int) -> None:
+        self.pair = RportPair(procs, tmp)
+        self.server, self.agent = self.pair.server, self.pair.agent
+        self.port = int(self.pair.tunnel(f"remote={target_port}&skip-idle-timeout=1")["lport"])
+        wait_until("the tunnel to forward", lambda: echo_ok(self.port),
+                   alive=exited(self.server, self.pair.server_log))
 
     def cpu_pids(self) -> dict[str, list[int]]:
         return {"rportd": [self.server.pid], "agent": [self.agent.pid]}

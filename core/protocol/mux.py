@@ -251,10 +251,7 @@ class MuxStream(Stream):
         sink = self._sink
         if sink is not None:
             sink.stream_data(payload)
-            self._unacked += n
-            if (self._unacked >= self._half_window and not self._credit_held
-                    and self._reset is None):
-                self._return_credit()
+            self._consumed(n)
         else:
             self._recv.append(payload)
             self._wake_reader()
@@ -446,7 +443,7 @@ class MuxSession(Session):
                 raise ProtocolViolation(f"frame of {len(message)} bytes is shorter than its header")
             code, ident = HEADER.unpack_from(message)
             if code == T.DATA:  # the hot path
-                stream = self._streams.get(ident) or self._stream_for(ident)
+                stream = self._stream_for(ident)
                 if stream is not None:
                     stream._feed(message[HEADER.size:])
             else:

@@ -36,9 +36,6 @@ log = logging.getLogger("rport.link")
 
 SUBPROTOCOL = "rport-py"
 
-FRAME_OVERHEAD = 64
-"""Bytes a frame adds to its payload (header), rounded up generously for max_message."""
-
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
@@ -148,10 +145,6 @@ class WebSocketLink(asyncio.Protocol):
         if self._reading_paused and not self._lost.done():
             self._reading_paused = False
             self._transport.resume_reading()
-
-    @property
-    def closed(self) -> bool:
-        return self._lost.done() or self._close_sent
 
     @property
     def reason(self) -> str:

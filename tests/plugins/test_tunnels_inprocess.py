@@ -8,7 +8,6 @@ TCP echo target, and the real API over HTTP; only the timing is in the test's ha
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,8 @@ from rport.agent.config import load_agent_config
 from rport.core.config import load_server_config
 from rport.core.events import ClientConnected
 from rport.core.server import create_server
+
+from ..targets import EchoServer, connect, recv_exactly
 
 TIMEOUT = 20.0
 
@@ -27,24 +28,10 @@ async def until(predicate, what: str, timeout: float = TIMEOUT) -> None:  # type
             await asyncio.sleep(0.02)
 
 
-class Echo(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)  # type: ignore[attr-defined]
-
-
 def echo_through(port: int) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with connect(port) as sock:
         sock.sendall(b"still here")
-        got = b""
-        while len(got) < 10:
-            chunk = sock.recv(100)
-            if not chunk:
-                break
-            got += chunk
-        return got
+        return recv_exactly(sock, 10)
 
 
 def test_late_client_connected_keeps_tunnels_of_the_same_connection(tmp_path: Path) -> None:
@@ -54,9 +41,8 @@ def test_late_client_connected_keeps_tunnels_of_the_same_connection(tmp_path: Pa
     connection are replaced."""
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        echo = await loop.create_server(Echo, "127.0.0.1", 0)
-        echo_port = echo.sockets[0].getsockname()[1]
+        echo = EchoServer()
+        echo_port = echo.port
         config = load_server_config(overrides={
             "server": {"address": "127.0.0.1:0", "auth": "c1:pw", "data_dir": str(tmp_path / "rportd")},
             "api": {"address": "127.0.0.1:0", "auth": "admin:foobaz"},
