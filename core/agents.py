@@ -187,7 +187,8 @@ class AgentEndpoint:
             id=client_id, name=hello.name, facts=hello.facts, tags=hello.tags, labels=hello.labels,
             version=hello.version, address=address, auth_id=hello.auth_id,
             session_id=hello.session_id or str(uuid.uuid4()), connected_at=time.time(),
-            plugin_data=hello.plugins)
+            plugin_data=hello.plugins,
+            allowed_user_groups=existing.allowed_user_groups if existing is not None else None)
         for plugin, reason in await call_each(server.hook.rport_agent_accepting, server=server,
                                               client=client, hello=hello):
             if isinstance(reason, str):

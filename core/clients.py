@@ -60,6 +60,9 @@ class Client:
     disconnected_at: float | None = None
     plugin_data: dict[str, Any] = attrs.field(factory=dict)
     """What each agent plugin sent in the hello, by plugin name (e.g. the agent's remotes)."""
+    allowed_user_groups: list[str] | None = None
+    """User groups whose (non-admin) users may see and use this client; set by an
+    administrator (``POST /clients/{id}/acl``), kept across reconnections."""
     session: Session | None = attrs.field(default=None, repr=False)
 
     @property
@@ -81,7 +84,8 @@ class Client:
             "connection_state": "connected" if self.connected else "disconnected",
             "disconnected_at": rfc3339(self.disconnected_at),
             "last_heartbeat_at": None,
-            "allowed_user_groups": None,
+            "allowed_user_groups": (None if self.allowed_user_groups is None
+                                    else list(self.allowed_user_groups)),
             "groups": [],
             "updates_status": None,
             "ext_ip_addresses": None,
@@ -94,6 +98,7 @@ class Client:
             "labels": self.labels, "version": self.version, "address": self.address,
             "auth_id": self.auth_id, "session_id": self.session_id,
             "connected_at": self.connected_at, "plugin_data": self.plugin_data,
+            "allowed_user_groups": self.allowed_user_groups,
         }
 
     @classmethod

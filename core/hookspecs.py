@@ -123,6 +123,13 @@ def rport_client_document(server: Any, client: Any, doc: dict) -> Any:
 
 
 @hookspec
+def rport_client_user_groups(server: Any, client: Any) -> Any:
+    """User groups whose non-admin users may see and use ``client``, besides its own
+    ``allowed_user_groups``: an iterable of group names, or None. Must not block: called for
+    every client a non-admin lists. Result rule: the union of every plugin's answer."""
+
+
+@hookspec
 def rport_status_document(server: Any, doc: dict) -> Any:
     """Add this plugin's fields to ``GET /status`` (e.g. ``used_ports``), in place. Must not
     block. Result rule: ignored."""

@@ -6,6 +6,13 @@ everything they do. Anything else under ``rport.core`` is private and may change
 
 from __future__ import annotations
 
+from .access import (
+    access_denied,
+    can_access_client,
+    check_client_access,
+    client_user_groups,
+    visible_clients,
+)
 from .api.query import ResourceSpec, apply_list_query, matches, parse_list_query
 from .api.routing import data_response, read_body, read_json
 from .clients import Client, ClientRegistry
@@ -28,7 +35,8 @@ from .session import (
 from .users import ADMINISTRATORS, User, require_admin
 
 __all__ = [
-    "ADMINISTRATORS", "ApiError", "Client", "ClientConnected", "ClientDisconnected",
+    "ADMINISTRATORS", "ApiError", "access_denied", "can_access_client", "check_client_access",
+    "client_user_groups", "visible_clients", "Client", "ClientConnected", "ClientDisconnected",
     "ClientRegistry", "ClientRemoved", "ConfigError", "Duration", "ErrorItem", "EventBus", "Handlers", "HostPort",
     "PluginError", "ProtocolViolation", "RemoteError", "ResourceSpec", "Session", "SessionClosed",
     "SessionError", "SocketPipe", "Stream", "StreamRefused", "StreamSink", "User", "apply_list_query", "bad_request", "call_each",

@@ -137,7 +137,11 @@ def test_example_plugin_loads_lists_and_serves(
     with httpx.Client(base_url=server.api_url + "/api/v1", auth=("bob", "bob-pw"),
                       timeout=10) as bob:
         assert_error(bob.get("/plugins"), 403, "ERR_CODE_FORBIDDEN")
-        # The route itself is for every authenticated user (as GET /clients is).
+        # The route is for every user who may use the client: the core checks any route with
+        # {client_id}, so the plugin's route is closed to bob until his group is allowed.
+        assert_error(bob.get("/clients/disk-1/disk-usage"), 403, "ERR_CODE_CLIENT_ACCESS_DENIED")
+        acl = server.api.post("/clients/disk-1/acl", json={"allowed_user_groups": ["Users"]})
+        assert acl.status_code == 204, acl.text
         assert bob.get("/clients/disk-1/disk-usage").status_code == 200
 
     # The route asks the agent, which measures its default (first) path...

@@ -8,13 +8,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .. import __version__
+from ..access import parse_allowed_user_groups, visible_clients
 from ..clients import Client
 from ..errors import ApiError
 from ..plugins import call_each_sync
 from ..users import require_admin
 from .openapi import openapi_document
 from .query import ResourceSpec, apply_list_query, parse_list_query
-from .routing import data_response
+from .routing import data_response, read_json
 
 if TYPE_CHECKING:
     from ..server import RportServer
@@ -74,7 +75,7 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
     async def list_clients(request: Request) -> Response:
         """List connected and disconnected clients, with sort, filter, fields and paging."""
         query = parse_list_query(request.query_params, CLIENTS)
-        docs = [client_document(server, c) for c in server.clients]
+        docs = [client_document(server, c) for c in visible_clients(server, request.state.user)]
         rows, count = apply_list_query(docs, query, CLIENTS)
         return data_response(rows, count=count)
 
@@ -95,6 +96,17 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
         await server.remove_client(client.id, f"deleted by {request.state.user.username}")
         return Response(status_code=204)
 
+    async def set_acl(request: Request) -> Response:
+        """Set the user groups whose users may see and use a client (administrators)."""
+        require_admin(request)
+        client = get_client(server, request.path_params["client_id"])
+        groups = parse_allowed_user_groups(
+            await read_json(request, server.config.api.max_request_bytes))
+        client.allowed_user_groups = groups
+        await server.store.save_client(client.id, client.to_record(),
+                                       None if client.connected else client.disconnected_at)
+        return Response(status_code=204)
+
     async def plugins(request: Request) -> Response:
         """The loaded plugins with their versions and where they come from (administrators)."""
         require_admin(request)
@@ -110,5 +122,6 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
     register("/clients", list_clients, name="clients", list_params=True)
     register("/clients/{client_id}", get_one, name="client", params=("fields[clients]",))
     register("/clients/{client_id}", delete_client, ["DELETE"], name="client_delete")
+    register("/clients/{client_id}/acl", set_acl, ["POST"], name="client_acl")
     register("/plugins", plugins, name="plugins")
     register("/openapi.json", openapi, name="openapi")

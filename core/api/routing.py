@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..access import check_client_access
 from ..errors import ApiError
 from ..plugins import call_until
 from ..users import User
@@ -78,12 +79,17 @@ LIST_PREFIXES = ("filter[", "fields[", "page[")
 
 def _wrap(server: "RportServer", spec: RouteSpec) -> Endpoint:
     allowed = set(spec.params)
+    checks_client = "{client_id}" in spec.path
 
     async def endpoint(request: Request) -> Response:
         try:
             if not spec.public:
                 request.state.user = await authenticate(server, request)
                 check_scopes(request.state.user, request.method, spec.path)
+                if checks_client:  # a client's route: only for users who may use the client
+                    client = server.clients.get(request.path_params.get("client_id", ""))
+                    if client is not None:
+                        check_client_access(server, request.state.user, [client])
             if not spec.list_params:
                 for key in request.query_params:
                     if key not in allowed:

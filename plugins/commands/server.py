@@ -16,6 +16,7 @@ from rport.core.plugin import (
     RemoteError,
     ResourceSpec,
     apply_list_query,
+    check_client_access,
     data_response,
     hookimpl,
     parse_list_query,
@@ -154,7 +155,9 @@ def rport_register_routes(server: Any, register: Any) -> None:
     async def run_multi(request: Request) -> Response:
         """Run a command on many clients (client_ids, group_ids, tags or labels)."""
         body = await read_json(request, max_body)
-        multi = await service(server).run_multi(body, request.state.user.username)
+        user = request.state.user
+        multi = await service(server).run_multi(
+            body, user.username, check=lambda clients: check_client_access(server, user, clients))
         return data_response({"jid": multi["jid"]})
 
     async def list_multi(request: Request) -> Response:

@@ -9,7 +9,7 @@ import logging
 import re
 import time
 import uuid
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from rport.core.plugin import ApiError, Client, RemoteError, SessionClosed
 
@@ -181,9 +181,14 @@ class CommandService:
 
     # -- many clients -----------------------------------------------------------------------------
 
-    async def run_multi(self, body: Any, user: str) -> dict[str, Any]:
+    async def run_multi(self, body: Any, user: str,
+                        check: Callable[[list[Client]], None] | None = None) -> dict[str, Any]:
+        """Start a multi-client job; ``check`` may refuse the resolved clients (it raises
+        :class:`ApiError`, e.g. the caller's 403 for clients it may not use) before anything runs."""
         spec = validate_command(body, MULTI_KEYS, self.default_timeout)
         clients = await self._targets(body)
+        if check is not None:
+            check(clients)
         concurrent = bool(body.get("execute_concurrently", False))
         multi = {
             "jid": str(uuid.uuid4()), "started_at": _now(), "created_by": user,

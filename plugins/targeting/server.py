@@ -17,6 +17,7 @@ from rport.core.plugin import (
     parse_list_query,
     read_json,
     require_admin,
+    visible_clients,
 )
 
 from .service import Targeting
@@ -60,8 +61,11 @@ def rport_register_routes(server: Any, register: Any) -> None:
     async def list_groups(request: Request) -> Response:
         """List client groups with their current clients (sort, filter, fields, page)."""
         query = parse_list_query(request.query_params, GROUPS)
-        docs = targeting(server).documents()
-        if not request.state.user.is_admin:  # as RPort: non-admins do not see empty groups
+        user = request.state.user
+        if user.is_admin:
+            docs = targeting(server).documents()
+        else:  # as RPort: only the clients they may see, and no group without one of those
+            docs = targeting(server).documents(clients=visible_clients(server, user))
             docs = [doc for doc in docs if doc["client_ids"]]
         rows, count = apply_list_query(docs, query, GROUPS)
         return data_response(rows, count=count)
@@ -77,7 +81,9 @@ def rport_register_routes(server: Any, register: Any) -> None:
         """One client group with its current clients."""
         query = parse_list_query(request.query_params.multi_items(), GROUPS)
         service = targeting(server)
-        doc = service.document(service.get(request.path_params["group_id"]))
+        user = request.state.user
+        doc = service.document(service.get(request.path_params["group_id"]),
+                               None if user.is_admin else visible_clients(server, user))
         if query.fields is not None:
             doc = {k: v for k, v in doc.items() if k in query.fields}
         return data_response(doc)
@@ -98,7 +104,9 @@ def rport_register_routes(server: Any, register: Any) -> None:
     async def client_tags(request: Request) -> Response:
         """Every tag of the known clients with the ids of the clients that have it."""
         query = parse_list_query(request.query_params, TAGS)
-        rows, count = apply_list_query(targeting(server).client_tags(), query, TAGS)
+        user = request.state.user
+        tags = targeting(server).client_tags(None if user.is_admin else visible_clients(server, user))
+        rows, count = apply_list_query(tags, query, TAGS)
         return data_response(rows, count=count)
 
     register("/client-groups", list_groups, name="groups", list_params=True)
@@ -108,6 +116,13 @@ def rport_register_routes(server: Any, register: Any) -> None:
     register("/client-groups/{group_id}", put_group, ["PUT"], name="group_put")
     register("/client-groups/{group_id}", delete_group, ["DELETE"], name="group_delete")
     register("/client-tags", client_tags, name="client_tags", list_params=True)
+
+
+@hookimpl
+def rport_client_user_groups(server: Any, client: Any) -> Any:
+    """The users of a client group's ``allowed_user_groups`` see the group's clients."""
+    service = server.state.get(NAME)
+    return service.user_groups_of(client) if service is not None else None
 
 
 @hookimpl

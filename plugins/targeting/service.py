@@ -92,9 +92,11 @@ class Targeting:
 
     # -- documents ----------------------------------------------------------------------------
 
-    def documents(self, groups: Iterable[ClientGroup] | None = None) -> list[dict[str, Any]]:
-        """RPort's group JSON, ``client_ids`` and counts computed from the current clients."""
-        snapshot = [(c, client_values(c)) for c in self.clients]
+    def documents(self, groups: Iterable[ClientGroup] | None = None,
+                  clients: Iterable[Client] | None = None) -> list[dict[str, Any]]:
+        """RPort's group JSON, ``client_ids`` and counts computed from the current clients (or
+        from ``clients``: those the caller may see)."""
+        snapshot = [(c, client_values(c)) for c in (self.clients if clients is None else clients)]
         docs = []
         for group in (self._groups.values() if groups is None else groups):
             found = sorted((c for c, values in snapshot if group.matches(c, values)),
@@ -110,18 +112,26 @@ class Targeting:
             })
         return docs
 
-    def document(self, group: ClientGroup) -> dict[str, Any]:
-        return self.documents([group])[0]
+    def document(self, group: ClientGroup, clients: Iterable[Client] | None = None) -> dict[str, Any]:
+        return self.documents([group], clients)[0]
 
     def groups_of(self, client: Client) -> list[str]:
         """The ids of the groups ``client`` belongs to, sorted (its ``groups`` field)."""
         values = client_values(client)
         return sorted(g.id for g in self._groups.values() if g.matches(client, values))
 
-    def client_tags(self) -> list[dict[str, Any]]:
-        """``[{tag, client_ids}]`` over every known client, by tag; ids sorted."""
+    def user_groups_of(self, client: Client) -> set[str]:
+        """The ``allowed_user_groups`` of the groups ``client`` belongs to: their users may see
+        the client."""
+        values = client_values(client)
+        return {user_group for g in self._groups.values() if g.allowed_user_groups
+                and g.matches(client, values) for user_group in g.allowed_user_groups}
+
+    def client_tags(self, clients: Iterable[Client] | None = None) -> list[dict[str, Any]]:
+        """``[{tag, client_ids}]`` over every known client (or ``clients``), by tag; ids
+        sorted."""
         by_tag: dict[str, set[str]] = {}
-        for client in self.clients:
+        for client in (self.clients if clients is None else clients):
             for tag in client.tags:
                 by_tag.setdefault(tag, set()).add(client.id)
         return [{"tag": tag, "client_ids": sorted(ids)} for tag, ids in sorted(by_tag.items())]

@@ -272,13 +272,15 @@ def test_writes_need_an_administrator(make_server: Callable[..., Server],
     make_agent(server, "l1", args=["--tag", "Linux"])
     admin = server.api
     assert admin is not None
-    assert admin.post("/client-groups", json={"id": "linux", "params": {"tag": ["Linux"]}}).status_code == 201
+    # bob's group "Users" may see the members of "linux" (RPort's allowed_user_groups)
+    assert admin.post("/client-groups", json={"id": "linux", "params": {"tag": ["Linux"]},
+                                              "allowed_user_groups": ["Users"]}).status_code == 201
     assert admin.post("/client-groups", json={"id": "empty", "params": {"tag": ["none"]}}).status_code == 201
     with httpx.Client(base_url=server.api_url + "/api/v1", auth=("bob", "pass1234"), timeout=10) as bob:
         assert_errors(bob.post("/client-groups", json={"id": "x"}), 403, FORBIDDEN)
         assert_errors(bob.put("/client-groups/linux", json={"id": "linux"}), 403, FORBIDDEN)
         assert_errors(bob.delete("/client-groups/linux"), 403, FORBIDDEN)
-        # Non-administrators read groups, but (as in RPort) not the empty ones in the list.
+        # Non-administrators read groups, but (as in RPort) not those without a client they see.
         listed = bob.get("/client-groups").json()
         assert [g["id"] for g in listed["data"]] == ["linux"] and listed["meta"] == {"count": 1}
         assert bob.get("/client-groups/linux").json()["data"]["client_ids"] == ["l1"]
