@@ -187,8 +187,7 @@ class AgentEndpoint:
             id=client_id, name=hello.name, facts=hello.facts, tags=hello.tags, labels=hello.labels,
             version=hello.version, address=address, auth_id=hello.auth_id,
             session_id=hello.session_id or str(uuid.uuid4()), connected_at=time.time(),
-            plugin_data=hello.plugins,
-            allowed_user_groups=existing.allowed_user_groups if existing is not None else None)
+            plugin_data=hello.plugins)
         for plugin, reason in await call_each(server.hook.rport_agent_accepting, server=server,
                                               client=client, hello=hello):
             if isinstance(reason, str):
@@ -206,6 +205,8 @@ class AgentEndpoint:
         if (previous := server.clients.get(client.id)) is not None and previous.connected:
             await transport.close("client is already connected")  # lost a race with a twin
             return
+        if previous is not None:  # what an administrator set stays with the client id
+            client.allowed_user_groups = previous.allowed_user_groups
         server.clients.put(client)
         try:
             transport.write(encode_json(T.WELCOME, 0, {

@@ -99,9 +99,11 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
     async def set_acl(request: Request) -> Response:
         """Set the user groups whose users may see and use a client (administrators)."""
         require_admin(request)
-        client = get_client(server, request.path_params["client_id"])
+        get_client(server, request.path_params["client_id"])  # a 404 before reading the body
         groups = parse_allowed_user_groups(
             await read_json(request, server.config.api.max_request_bytes))
+        # Looked up again after the await: a reconnection may have replaced the Client object.
+        client = get_client(server, request.path_params["client_id"])
         client.allowed_user_groups = groups
         await server.store.save_client(client.id, client.to_record(),
                                        None if client.connected else client.disconnected_at)
