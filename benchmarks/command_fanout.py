@@ -45,7 +45,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +53,7 @@ from typing import Any
 # Shared with the connect benchmark (same folder: run as `python benchmarks/command_fanout.py`).
 import agents_connect  # noqa: E402
 from agents_connect import (  # noqa: E402,F401
+    Poller,
     ServerProc,
     _emit,
     fmt,
@@ -141,53 +141,6 @@ class Worker(agents_connect.Worker):
             return t.user + t.system + t.children_user + t.children_system
         except psutil.Error:
             return float("nan")
-
-
-class StatusPoller(threading.Thread):
-    """GET /api/v1/status every 20 ms on its own keep-alive connection; latencies per phase."""
-
-    def __init__(self, api_port: int) -> None:
-        super().__init__(daemon=True)
-        import httpx
-        self.client = httpx.Client(base_url=f"http://{HOST}:{api_port}/api/v1",
-                                   auth=(API_USER, API_PASSWORD), timeout=10.0)
-        self.phase = "start"
-        self.samples: dict[str, list[float]] = {}
-        self.errors: dict[str, int] = {}
-        self.connected = -1
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        import httpx
-        next_at = time.monotonic()
-        while not self._halt.is_set():
-            phase = self.phase
-            t0 = time.monotonic()
-            try:
-                resp = self.client.get("/status")
-                latency = time.monotonic() - t0
-                if resp.status_code != 200:
-                    raise httpx.HTTPError(f"HTTP {resp.status_code}")
-                self.connected = resp.json()["data"]["clients_connected"]
-            except (httpx.HTTPError, ValueError, KeyError):
-                self.errors[phase] = self.errors.get(phase, 0) + 1
-            else:
-                if phase == self.phase:
-                    self.samples.setdefault(phase, []).append(latency)
-            next_at = max(next_at + POLL_INTERVAL, time.monotonic())
-            self._halt.wait(max(0.0, next_at - time.monotonic()))
-
-    def wait_connected(self, n: int, deadline: float) -> float | None:
-        while time.monotonic() < deadline:
-            if self.connected >= n:
-                return time.monotonic()
-            time.sleep(0.005)
-        return None
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(10)
-        self.client.close()
 
 
 class Profiler:
@@ -302,7 +255,7 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
           flush=True)
     fingerprint = (data_dir / "rportd-fingerprint.txt").read_text().strip()
 
-    poller = StatusPoller(server.api_port)
+    poller = Poller(server.api_port, server.pid)
     poller.start()
     cleanup.insert(0, poller.stop)
 
