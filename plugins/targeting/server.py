@@ -62,10 +62,10 @@ def rport_register_routes(server: Any, register: Any) -> None:
         """List client groups with their current clients (sort, filter, fields, page)."""
         query = parse_list_query(request.query_params, GROUPS)
         user = request.state.user
-        if user.is_admin:
-            docs = targeting(server).documents()
-        else:  # as RPort: only the clients they may see, and no group without one of those
-            docs = targeting(server).documents(clients=visible_clients(server, user))
+        # as RPort: members among the clients the caller may see; for non-admins, no group
+        # without one of those
+        docs = targeting(server).documents(clients=visible_clients(server, user))
+        if not user.is_admin:
             docs = [doc for doc in docs if doc["client_ids"]]
         rows, count = apply_list_query(docs, query, GROUPS)
         return data_response(rows, count=count)
@@ -81,9 +81,8 @@ def rport_register_routes(server: Any, register: Any) -> None:
         """One client group with its current clients."""
         query = parse_list_query(request.query_params.multi_items(), GROUPS)
         service = targeting(server)
-        user = request.state.user
         doc = service.document(service.get(request.path_params["group_id"]),
-                               None if user.is_admin else visible_clients(server, user))
+                               visible_clients(server, request.state.user))
         if query.fields is not None:
             doc = {k: v for k, v in doc.items() if k in query.fields}
         return data_response(doc)
@@ -104,8 +103,7 @@ def rport_register_routes(server: Any, register: Any) -> None:
     async def client_tags(request: Request) -> Response:
         """Every tag of the known clients with the ids of the clients that have it."""
         query = parse_list_query(request.query_params, TAGS)
-        user = request.state.user
-        tags = targeting(server).client_tags(None if user.is_admin else visible_clients(server, user))
+        tags = targeting(server).client_tags(visible_clients(server, request.state.user))
         rows, count = apply_list_query(tags, query, TAGS)
         return data_response(rows, count=count)
 

@@ -71,10 +71,9 @@ def rport_register_routes(server: Any, register: Any) -> None:
 
     async def list_all(request: Request) -> Response:
         """Every tunnel of the connected clients (those the caller may see), with its client_id."""
-        user = request.state.user
-        visible = None if user.is_admin else {c.id for c in visible_clients(server, user)}
+        visible = {c.id for c in visible_clients(server, request.state.user)}
         rows = [{**t.to_json(), "client_id": t.client_id} for t in service(server).all()
-                if visible is None or t.client_id in visible]
+                if t.client_id in visible]
         return data_response(rows, count=len(rows))
 
     register("/clients/{client_id}/tunnels", create, ["PUT"], name="create", params=PUT_PARAMS)
