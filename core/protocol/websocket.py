@@ -45,21 +45,6 @@ _CLOSE = struct.Struct("!H")
 _FIN_BINARY = 0x80 | OP_BINARY
 
 
-class _ReadBuffer:
-    """The buffer every link of the process reads into (see ``WebSocketLink.get_buffer``):
-    what a read leaves over is copied out at once, so one buffer serves all links, and memory
-    per link stays what its incomplete frame needs."""
-
-    size = 256 * 1024  # what uvloop's TLS layer reads at most per call
-
-    def __init__(self) -> None:
-        self.view = memoryview(bytearray(self.size))
-        self.in_use = False
-
-
-_scratch = _ReadBuffer()
-
-
 class TransportClosed(Exception):
     """The link is gone; ``str()`` says why."""
 
@@ -111,7 +96,7 @@ def server_process_response(settings: LinkSettings) -> Callable[[Any, Any, Any],
     return process_response
 
 
-class WebSocketLink(asyncio.BufferedProtocol):
+class WebSocketLink(asyncio.Protocol):
     """One end of the link. ``client`` is the agent's end (it masks what it sends)."""
 
     def __init__(self, ws: Any, settings: LinkSettings, *, client: bool) -> None:
@@ -122,7 +107,6 @@ class WebSocketLink(asyncio.BufferedProtocol):
         self._client = client
         self._max = settings.max_message
         self._buf = bytearray()  # an incomplete frame
-        self._rview: memoryview | None = None  # the buffer handed to the transport to read into
         self._fragments: list[bytes] = []
         self._fragments_size = 0
         self._receiver: Callable[[Any], None] | None = None
@@ -190,53 +174,27 @@ class WebSocketLink(asyncio.BufferedProtocol):
             self._transport.resume_reading()
         return message
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        # uvloop's (and asyncio's) TLS transport decrypts straight into this buffer. As a plain
-        # Protocol we would be handed a new ``bytes`` per read, which the TLS layer allocates at
-        # 256 KiB and then shrinks: glibc serves that with mmap/mremap/munmap and a page fault
-        # per read, more kernel time per message than the rest of our user-space work.
-        if _scratch.in_use:  # reentered from a receiver (not expected): a buffer of our own
-            self._rview = memoryview(bytearray(max(sizehint, 4096)))
-        else:
-            self._rview = _scratch.view
-        return self._rview
-
-    def buffer_updated(self, nbytes: int) -> None:
-        view, self._rview = self._rview, None
-        assert view is not None
-        shared = view is _scratch.view
-        if shared:
-            _scratch.in_use = True
-        try:
-            self._received(view, nbytes)
-        finally:
-            if shared:
-                _scratch.in_use = False
-
-    def _received(self, view: memoryview, size: int) -> None:
-        """``view[:size]`` has arrived; the buffer is reused afterwards, so nothing may keep a
-        view of it: payloads are copied out, an incomplete frame into ``_buf``."""
+    def data_received(self, data: bytes) -> None:
         # Fast path: exactly one whole binary message (what an interactive exchange sends).
         if (not self._buf and not self._fragments and self._receiver is not None
-                and not self._close_sent and size > 2 and view[0] == _FIN_BINARY):
-            b1 = view[1]
-            length, head = b1 & 0x7F, 2
-            if length == 126:
-                length, head = (view[2] << 8) | view[3], 4
-            if length < 127 or head == 4:
-                if self._client:
-                    if not b1 & 0x80 and size == head + length and length <= self._max:
-                        payload = view[head:size].tobytes()
-                        self._receiver(payload if length < 4096 else memoryview(payload))
+                and not self._close_sent):
+            size = len(data)
+            if size > 2 and data[0] == _FIN_BINARY:
+                b1 = data[1]
+                length, head = b1 & 0x7F, 2
+                if length == 126:
+                    length, head = (data[2] << 8) | data[3], 4
+                if length < 127 or head == 4:
+                    if self._client:
+                        if not b1 & 0x80 and size == head + length and length <= self._max:
+                            self._receiver(data[head:] if length < 4096 else memoryview(data)[head:])
+                            return
+                    elif b1 & 0x80 and size == head + 4 + length and length <= self._max:
+                        self._receiver(apply_mask(data[head + 4:], data[head:head + 4]))
                         return
-                elif b1 & 0x80 and size == head + 4 + length and length <= self._max:
-                    self._receiver(apply_mask(view[head + 4:size], view[head:head + 4]))
-                    return
         if self._buf:
-            self._buf += view[:size]
-            data: Any = self._buf
-        else:
-            data = view[:size]
+            self._buf += data
+            data = self._buf
         try:
             end = self._parse(data)
         except ProtocolViolation as exc:
@@ -248,13 +206,16 @@ class WebSocketLink(asyncio.BufferedProtocol):
             return
         if data is self._buf:
             del self._buf[:end]
-        elif end < size:
-            self._buf = bytearray(data[end:])
+        elif end < len(data):
+            self._buf = bytearray(memoryview(data)[end:])
 
     def _parse(self, data: Any) -> int:
-        """Handle every complete frame in ``data`` (the read buffer or our reassembly buffer,
-        both reused: payloads are copied out); returns where the incomplete rest starts."""
+        """Handle every complete frame in ``data``; returns where the incomplete rest starts.
+
+        Large payloads of an immutable ``bytes`` chunk are passed on as memoryviews of it (no
+        copy); those of our reassembly buffer are copied out, as it is reused."""
         pos, size, view = 0, len(data), memoryview(data)
+        immutable = type(data) is bytes
         try:
             while size - pos >= 2 and self._close_rcvd is None and not self._gone:
                 b0, b1 = data[pos], data[pos + 1]
@@ -287,17 +248,18 @@ class WebSocketLink(asyncio.BufferedProtocol):
                     break
                 if masked:
                     payload: Any = apply_mask(view[head:end], view[head - 4:head])
+                elif immutable and length >= 4096:
+                    payload = view[head:end]
                 else:
-                    payload = view[head:end].tobytes()
-                if length >= 4096:
-                    payload = memoryview(payload)  # sliced further without a copy
+                    payload = bytes(view[head:end])
                 pos = end
                 if opcode == OP_BINARY and b0 & 0x80 and not self._fragments:
                     self._deliver(payload)
                 else:
                     self._frame(b0 & 0x80, opcode, payload)
         finally:
-            view.release()  # the reassembly buffer is resized next
+            if not immutable:
+                view.release()  # the buffer is resized next
         return pos
 
     def _frame(self, fin: int, opcode: int, payload: bytes) -> None:

@@ -1,11 +1,10 @@
-"""How ``WebSocketLink`` takes what the TLS transport decrypts into its read buffer.
+"""How ``WebSocketLink`` puts messages together from what the TLS transport reads.
 
-The link is a ``BufferedProtocol``: the transport decrypts into one buffer shared by every link
-of the process, which is reused after each read. These tests feed a link's byte stream through
-``get_buffer``/``buffer_updated`` exactly as uvloop's TLS transport does, cut at every possible
-place, and check that every message comes out whole and is never changed by a later read (nothing
-may keep a view of the shared buffer). The transport under the link is a stand-in that records
-what the link writes; the end-to-end behaviour over real TLS is in test_link.py and test_mux.py.
+These tests feed a link's byte stream to ``data_received`` as the transport does, cut at every
+possible place, and check that every message comes out whole, and that a message handed on (as
+bytes, or a memoryview of them for large ones) is not changed by later reads, which go through
+the link's reassembly buffer. The transport under the link is a stand-in that records what the
+link writes; the end-to-end behaviour over real TLS is in test_link.py and test_mux.py.
 """
 
 from __future__ import annotations
@@ -81,10 +80,7 @@ def make_link(*, client: bool) -> tuple[WebSocketLink, list[bytes], RecordingTra
 
 def feed(link: WebSocketLink, data: bytes) -> None:
     """Hand ``data`` to the link as one read of the transport."""
-    buf = link.get_buffer(len(data) + 256)
-    assert len(buf) >= len(data)
-    buf[:len(data)] = data
-    link.buffer_updated(len(data))
+    link.data_received(data)
 
 
 def as_bytes(messages: list[Any]) -> list[bytes]:
@@ -117,41 +113,17 @@ def test_messages_whole_whatever_the_cut(client: bool) -> None:
 
 
 def test_received_messages_survive_later_reads() -> None:
-    """A message handed on (even a large one, passed as a memoryview) keeps its bytes after the
-    shared buffer is filled again by another read, of this link or another."""
+    """Messages completed in the reassembly buffer (a frame cut across reads) are copied out:
+    the buffer is reused by the next read."""
     async def main() -> None:
         link, received, _ = make_link(client=True)
-        other, other_received, _ = make_link(client=True)
         big, small = os.urandom(100_000), os.urandom(64)
-        feed(link, frame(big))
-        feed(link, frame(small))
-        feed(other, frame(b"\0" * 200_000))  # overwrites the whole shared buffer
-        assert bytes(received[0]) == big and bytes(received[1]) == small
-        assert bytes(other_received[0]) == b"\0" * 200_000
-
-    asyncio.run(main())
-
-
-def test_read_from_within_a_receiver_gets_its_own_buffer() -> None:
-    """If a receiver made another link read synchronously (no transport does this today), that
-    read must not land in the buffer the first link is still parsing."""
-    async def main() -> None:
-        first, inner = os.urandom(64), os.urandom(200)  # inner covers both frames
-        second_frame = os.urandom(64)
-        other, other_received, _ = make_link(client=True)
-        transport = RecordingTransport()
-        link = WebSocketLink(SimpleNamespace(transport=transport), SETTINGS, client=True)
-        received: list[bytes] = []
-
-        def receiver(message: Any) -> None:
-            received.append(bytes(message))
-            if len(received) == 1:
-                feed(other, frame(inner))
-
-        link.set_receiver(receiver)
-        feed(link, frame(first) + frame(second_frame))  # two frames in one read: slow path
-        assert received == [first, second_frame]
-        assert as_bytes(other_received) == [inner]
+        stream = frame(big) + frame(small) + frame(b"\0" * 200_000)
+        for cut in (10, 50_000, 100_020, 100_070, 250_000):
+            feed(link, stream[:cut])
+            stream = stream[cut:]
+        feed(link, stream)
+        assert as_bytes(received) == [big, small, b"\0" * 200_000]
 
     asyncio.run(main())
 
