@@ -21,6 +21,12 @@ Everything runs on 127.0.0.1, in one run:
   - ``rport``: a real ``rportd`` (``python -m rport.core.cli``, log_level warning) and a real
     agent (``python -m rport.agent.cli``), and a tunnel created through the API:
     ``PUT /api/v1/clients/<id>/tunnels?remote=<target port>&skip-idle-timeout=1``;
+  - ``py-relay`` (only when asked for with ``--routes``): a floor, not a design. Two processes
+    of this script (``--py-relay``) on uvloop, with TLS between them made by rportd's own
+    contexts, that copy bytes from one transport to the other and do nothing else: no framing,
+    no multiplexing (a TLS connection per tunnelled connection, so its new connections pay a
+    TLS handshake), no flow control but the transports' own. What the interpreter, uvloop and
+    TLS cost a Python relay before any protocol: the least our route could cost;
 
 * four **measurements** per route, by a client of blocking sockets (threads for parallel
   streams), wall time:
@@ -165,6 +171,97 @@ def target_server_main() -> int:
     while True:
         conn, _ = lsock.accept()
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+
+# =================================================================================================
+# The py-relay route's processes: the least a Python relay does (see the module's docstring)
+# =================================================================================================
+
+def py_relay_main(listen_tls: bool, target_port: int, identity_dir: str) -> int:
+    import asyncio
+
+    import uvloop
+    from rport.core.keys import (
+        client_ssl_context,
+        load_or_create_server_identity,
+        server_ssl_context,
+    )
+
+    server_ctx = (server_ssl_context(load_or_create_server_identity(Path(identity_dir)))
+                  if listen_tls else None)
+    client_ctx = None if listen_tls else client_ssl_context()  # the first relay speaks TLS out
+
+    class Half(asyncio.Protocol):
+        """One side of a relayed connection; ``peer`` is the other side."""
+
+        def __init__(self, peer: Half | None = None) -> None:
+            self.transport: Any = None
+            self.peer = peer
+            self.early = bytearray()  # read before the other side is connected (one read)
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.peer is not None:  # the outgoing side: the incoming one may go on
+                self.peer.peer = self
+                if self.peer.early:
+                    transport.write(bytes(self.peer.early))
+                self.peer.transport.resume_reading()
+
+        def data_received(self, data: bytes) -> None:
+            if self.peer is None or self.peer.transport is None:
+                self.early += data
+                self.transport.pause_reading()
+            else:
+                self.peer.transport.write(data)
+
+        def eof_received(self) -> bool:
+            peer = self.peer.transport if self.peer else None
+            if peer is not None and peer.can_write_eof():
+                peer.write_eof()
+                return True
+            if peer is not None:
+                peer.close()  # TLS cannot half-close
+            return False
+
+        def pause_writing(self) -> None:
+            if self.peer is not None and self.peer.transport is not None:
+                self.peer.transport.pause_reading()
+
+        def resume_writing(self) -> None:
+            if self.peer is not None and self.peer.transport is not None:
+                self.peer.transport.resume_reading()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.peer is not None and self.peer.transport is not None:
+                self.peer.transport.close()
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+
+        def incoming() -> Half:
+            half = Half()
+
+            async def connect() -> None:
+                try:
+                    await loop.create_connection(lambda: Half(half), HOST, target_port,
+                                                 ssl=client_ctx,
+                                                 server_hostname="" if client_ctx else None)
+                except OSError:
+                    if half.transport is not None:
+                        half.transport.abort()
+
+            loop.create_task(connect())
+            return half
+
+        server = await loop.create_server(incoming, HOST, 0, ssl=server_ctx, backlog=1024)
+        print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
+        await loop.run_in_executor(None, sys.stdin.read)  # the parent went away: exit
+
+    uvloop.run(serve())
+    return 0
 
 
 # =================================================================================================
@@ -455,6 +552,32 @@ class RportRoute(Route):
         return {"rportd": [self.server.pid], "agent": [self.agent.pid]}
 
 
+class PyRelayRoute(Route):
+    name = "py-relay"
+
+    def __init__(self, procs: Procs, tmp: Path, target_port: int) -> None:
+        identity = tmp / "py-relay"
+        identity.mkdir()
+        self.relays = []
+        port = target_port
+        for listen_tls in (True, False):  # the far relay first: the near one connects to it
+            proc = procs.start(f"py-relay {'tls' if listen_tls else 'tcp'}",
+                               [sys.executable, os.path.abspath(__file__), "--py-relay",
+                                "tls" if listen_tls else "tcp", str(port), str(identity)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
+            assert proc.stdout is not None
+            line = proc.stdout.readline().decode().split()
+            if len(line) != 2 or line[0] != "PORT":
+                raise RuntimeError(f"a py-relay process did not start: {line!r}")
+            port = int(line[1])
+            self.relays.append(proc)
+        self.port = port
+        wait_until("the py-relay to forward", lambda: echo_ok(self.port))
+
+    def cpu_pids(self) -> dict[str, list[int]]:
+        return {"near": [self.relays[1].pid], "far": [self.relays[0].pid]}
+
+
 # =================================================================================================
 # Measurements (blocking sockets; wall time)
 # =================================================================================================
@@ -701,7 +824,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1,
                         help="run every measurement N times (interleaved) and report the median run")
     parser.add_argument("--routes", default="direct,ssh,rport",
-                        help="comma-separated subset of direct,ssh,rport")
+                        help="comma-separated subset of direct,ssh,rport,py-relay")
     parser.add_argument("--measure", default=",".join(MEASUREMENTS),
                         help="comma-separated subset of " + ",".join(MEASUREMENTS))
     parser.add_argument("--profile", type=Path, metavar="DIR",
@@ -710,12 +833,15 @@ def main() -> int:
                         help="what to run while profiling (default single)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     parser.add_argument("--target-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--py-relay", nargs=3, metavar=("IN", "PORT", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.target_server:
         return target_server_main()
+    if args.py_relay:
+        return py_relay_main(args.py_relay[0] == "tls", int(args.py_relay[1]), args.py_relay[2])
 
     wanted = [r.strip() for r in args.routes.split(",") if r.strip()]
-    unknown = set(wanted) - {"direct", "ssh", "rport"}
+    unknown = set(wanted) - {"direct", "ssh", "rport", "py-relay"}
     if unknown:
         parser.error(f"unknown route(s): {', '.join(sorted(unknown))}")
 
@@ -753,6 +879,8 @@ def run(args: argparse.Namespace, wanted: list[str], procs: Procs, tmp: Path) ->
                 route: Route = Direct(target_port)
             elif name == "ssh":
                 route = SshRoute(procs, tmp, target_port)
+            elif name == "py-relay":
+                route = PyRelayRoute(procs, tmp, target_port)
             else:
                 route = RportRoute(procs, tmp, target_port)
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
