@@ -147,21 +147,9 @@ async def serve_fleet(configs: Callable[[], list[Any]]) -> int:
 # Parent: server process, workers, API poller, report.
 # =================================================================================================
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    return json.dumps(str(value))
-
-
 def write_toml(path: Path, data: dict[str, dict[str, Any]]) -> None:
-    lines = []
-    for section, values in data.items():
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
-        lines.append("")
-    path.write_text("\n".join(lines))
+    import tomlkit  # the project's TOML library (a dependency of rport)
+    path.write_text(tomlkit.dumps(data))
 
 
 def listening_ports(pid: int) -> list[tuple[int, int]]:

@@ -7,7 +7,6 @@ killed at the end of its test (the fixtures in conftest.py own them).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import httpx
+import tomlkit
 
 PY = sys.executable
 _API_RE = re.compile(r"API listening on (https?)://(\S+):(\d+)")
@@ -37,25 +37,27 @@ def wait_for(predicate: Callable[[], Any], timeout: float = DEFAULT_TIMEOUT, wha
         time.sleep(interval)
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
+def _toml_ready(value: Any) -> Any:
+    """Values tomlkit can write: paths and other objects as their text."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+        return [_toml_ready(v) for v in value]
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-    return json.dumps(str(value))
+        return {str(k): _toml_ready(v) for k, v in value.items()}
+    return str(value)
 
 
 def write_toml(path: Path, data: dict[str, dict[str, Any]]) -> Path:
-    lines = []
+    """Write ``{section: {key: value}}`` as a TOML file (tomlkit, the project's TOML library);
+    a dotted section name (``plugins.idle``) is a nested table, as in a TOML header."""
+    doc: dict[str, Any] = {}
     for section, values in data.items():
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
-        lines.append("")
-    path.write_text("\n".join(lines))
+        node = doc
+        for part in section.split("."):
+            node = node.setdefault(part, {})
+        node.update(_toml_ready(values))
+    path.write_text(tomlkit.dumps(doc))
     return path
 
 
