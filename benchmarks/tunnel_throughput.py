@@ -327,6 +327,18 @@ class Procs:
         self.items.clear()
 
 
+def start_self(procs: Procs, name: str, args: list[str]) -> tuple[subprocess.Popen[Any], int]:
+    """Start this script in one of its server modes; returns the process and the port it
+    listens on (its first line, ``PORT <n>``). Its stdin stays open: it exits when we do."""
+    proc = procs.start(name, [sys.executable, os.path.abspath(__file__), *args],
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode().split()
+    if len(line) != 2 or line[0] != "PORT":
+        raise RuntimeError(f"the {name} did not start: {line!r}")
+    return proc, int(line[1])
+
+
 def load_average() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -561,15 +573,9 @@ class PyRelayRoute(Route):
         self.relays = []
         port = target_port
         for listen_tls in (True, False):  # the far relay first: the near one connects to it
-            proc = procs.start(f"py-relay {'tls' if listen_tls else 'tcp'}",
-                               [sys.executable, os.path.abspath(__file__), "--py-relay",
-                                "tls" if listen_tls else "tcp", str(port), str(identity)],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
-            assert proc.stdout is not None
-            line = proc.stdout.readline().decode().split()
-            if len(line) != 2 or line[0] != "PORT":
-                raise RuntimeError(f"a py-relay process did not start: {line!r}")
-            port = int(line[1])
+            mode = "tls" if listen_tls else "tcp"
+            proc, port = start_self(procs, f"py-relay {mode}",
+                                    ["--py-relay", mode, str(port), str(identity)])
             self.relays.append(proc)
         self.port = port
         wait_until("the py-relay to forward", lambda: echo_ok(self.port))
@@ -862,13 +868,7 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace, wanted: list[str], procs: Procs, tmp: Path) -> int:
-    target = procs.start("target", [sys.executable, os.path.abspath(__file__), "--target-server"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
-    assert target.stdout is not None
-    line = target.stdout.readline().decode().split()
-    if len(line) != 2 or line[0] != "PORT":
-        raise RuntimeError(f"the target did not start: {line!r}")
-    target_port = int(line[1])
+    _, target_port = start_self(procs, "target", ["--target-server"])
 
     routes: list[Route] = []
     notes: list[str] = []

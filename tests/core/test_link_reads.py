@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from rport.core.protocol.websocket import LinkSettings, WebSocketLink
 
+from .test_link import client_frame
+
 SETTINGS = LinkSettings(max_message=1 << 20, ping_interval=None, ping_timeout=None)
 
 
@@ -53,21 +55,9 @@ class RecordingTransport:
         return default
 
 
-def frame(payload: bytes, *, opcode: int = 0x2, fin: bool = True, mask: bytes | None = None) -> bytes:
-    """One RFC 6455 frame, masked when ``mask`` is given (what the agent sends)."""
-    b0 = (0x80 if fin else 0) | opcode
-    mask_bit = 0x80 if mask is not None else 0
-    n = len(payload)
-    if n < 126:
-        head = bytes((b0, mask_bit | n))
-    elif n < 65536:
-        head = struct.pack("!BBH", b0, mask_bit | 126, n)
-    else:
-        head = struct.pack("!BBQ", b0, mask_bit | 127, n)
-    if mask is None:
-        return head + payload
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return head + mask + masked
+def frame(payload: bytes, *, opcode: int = 0x2, masked: bool = False) -> bytes:
+    """One RFC 6455 frame; ``masked`` as the agent sends them (what the server reads)."""
+    return client_frame(opcode, payload, masked=masked)
 
 
 def make_link(*, client: bool) -> tuple[WebSocketLink, list[bytes], RecordingTransport]:
@@ -93,8 +83,7 @@ MESSAGES = [b"x" * 64, b"", os.urandom(125), os.urandom(126), os.urandom(5000), 
 @pytest.mark.parametrize("client", [True, False], ids=["agent-end", "server-end"])
 def test_messages_whole_whatever_the_cut(client: bool) -> None:
     async def main() -> None:
-        mask = None if client else b"\x11\x22\x33\x44"  # the server reads masked frames
-        stream = b"".join(frame(m, mask=mask) for m in MESSAGES)
+        stream = b"".join(frame(m, masked=not client) for m in MESSAGES)
         # every cut into two reads in the small frames, and a spread of cuts in the large ones
         cuts = list(range(1, 400)) + list(range(400, len(stream), 997))
         for cut in cuts:
