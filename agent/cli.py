@@ -120,6 +120,9 @@ async def _run(agent: Any) -> int:
     except asyncio.CancelledError:
         log.info("stopped")
         return 0
+    except ConfigError as exc:  # found by a plugin as it started: the configuration's fault
+        log.error("%s", exc.render())
+        return 2
     except PluginError as exc:
         log.error("%s", exc)
         return 1

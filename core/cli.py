@@ -99,8 +99,11 @@ async def _run(server: Any) -> int:
         await server.serve_forever()
     except asyncio.CancelledError:
         return 0
-    except (ConfigError, PluginError) as exc:
-        log.error("%s", exc.render() if isinstance(exc, ConfigError) else exc)
+    except ConfigError as exc:  # found by a plugin as it started: the configuration's fault
+        log.error("%s", exc.render())
+        return 2
+    except PluginError as exc:  # e.g. the address is in use
+        log.error("%s", exc)
         return 1
     return 0
 

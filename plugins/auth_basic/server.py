@@ -9,7 +9,7 @@ import binascii
 import logging
 from typing import Any
 
-from rport.core.plugin import ApiError, PluginError, User, hookimpl
+from rport.core.plugin import ApiError, ConfigError, User, hookimpl
 
 from .credentials import (
     CredentialsError,
@@ -40,7 +40,7 @@ def rport_server_startup(server: Any) -> None:
         agents = load_agent_credentials(cfg.server.auth, cfg.server.auth_file)
         api = load_api_users(cfg.api.auth, cfg.api.auth_file)
     except CredentialsError as exc:
-        raise PluginError(str(exc)) from None
+        raise ConfigError([str(exc)]) from None
     if agents is None:
         path = server.data_dir / "rportd-agent-auth"
         name, password, _ = generated_pair(path, "rport")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rport.core.plugin import ClientDisconnected, PluginError, User, hookimpl
+from rport.core.plugin import ClientDisconnected, ConfigError, User, hookimpl
 
 from . import auth
 from .clientsauth import STATIC
@@ -33,8 +33,8 @@ def rport_config_class() -> type:
 async def rport_server_startup(server: Any) -> None:
     basic = server.state.get(BASIC)
     if basic is None:
-        raise PluginError("auth_jwt needs the auth_basic plugin (API users and agent credentials); "
-                          "enable auth_basic or disable auth_jwt as well")
+        raise ConfigError(["auth_jwt needs the auth_basic plugin (API users and agent credentials); "
+                           "enable auth_basic or disable auth_jwt as well"])
     service = AuthJwt(server, basic, server.plugin_config(NAME))
     await service.start()
     server.state[NAME] = service

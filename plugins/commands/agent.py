@@ -12,7 +12,6 @@ from typing import Any
 
 from rport.agent.plugin import (
     ConfigError,
-    PluginError,
     RemoteError,
     SessionClosed,
     StreamRefused,
@@ -103,10 +102,8 @@ def rport_agent_startup(agent: Any) -> None:
         cfg = structure_config(agent.config.extra_sections.get(SECTION, {}), RemoteCommandsConfig,
                                prefix=SECTION)
         policy = CommandPolicy.build(cfg.allow, cfg.deny, cfg.order)
-    except ConfigError as exc:
-        raise PluginError("; ".join(exc.problems)) from None
     except PolicyError as exc:
-        raise PluginError(str(exc)) from None
+        raise ConfigError([str(exc)]) from None
     outbox = _Outbox(agent)
     runner = Runner(agent.data_dir, cfg.send_back_limit, on_output=outbox.output,
                     on_result=outbox.result)

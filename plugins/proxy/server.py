@@ -8,7 +8,7 @@ import logging
 import ssl
 from typing import Any
 
-from rport.core.plugin import PluginError, hookimpl
+from rport.core.plugin import ConfigError, hookimpl
 
 from .listener import ProxyListener
 from .reverse import ReverseProxy
@@ -45,12 +45,12 @@ def rport_server_startup(server: Any) -> None:
     if not cert and not key:
         return
     if not (cert and key):
-        raise PluginError("server.tunnel_proxy_cert_file and tunnel_proxy_key_file must be set together")
+        raise ConfigError(["server.tunnel_proxy_cert_file and tunnel_proxy_key_file must be set together"])
     try:
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise PluginError(f"server.tunnel_proxy_cert_file/key_file: cannot load {cert} / {key}: "
-                          f"{exc}") from None
+        raise ConfigError([f"server.tunnel_proxy_cert_file/key_file: cannot load {cert} / {key}: "
+                           f"{exc}"]) from None
     server.state["tunnels.proxy"] = ProxyFactory(server, cert, key)
 
 

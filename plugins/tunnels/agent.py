@@ -7,7 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
-from rport.agent.plugin import PluginError, SocketPipe, StreamRefused, hookimpl
+from rport.agent.plugin import ConfigError, SocketPipe, StreamRefused, hookimpl
 
 from .policy import TunnelPolicy
 from .remote import RemoteError, decode_remote, join_host_port
@@ -34,7 +34,7 @@ def rport_agent_startup(agent: Any) -> None:
         policy = TunnelPolicy(client.tunnel_allowed)
         remotes = [decode_remote(r) for r in client.remotes]
     except (ValueError, RemoteError) as exc:
-        raise PluginError(f"client.remotes / tunnel_allowed: {exc}") from None
+        raise ConfigError([f"client.remotes / tunnel_allowed: {exc}"]) from None
     agent.state[NAME] = policy
     agent.state[NAME + ".remotes"] = remotes
 

@@ -13,7 +13,7 @@ from rport.core.plugin import (
     ClientConnected,
     ClientDisconnected,
     ClientRemoved,
-    PluginError,
+    ConfigError,
     data_response,
     hookimpl,
     visible_clients,
@@ -39,7 +39,7 @@ async def rport_server_startup(server: Any) -> None:
     try:
         svc = TunnelService(server)
     except ValueError as exc:
-        raise PluginError(str(exc)) from None
+        raise ConfigError([str(exc)]) from None
     await svc.load()
     server.state[NAME] = svc
 

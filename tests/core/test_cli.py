@@ -220,3 +220,80 @@ def test_plugins_command(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("auth_basic")]
     assert len(lines) == 1 and "(disabled in configuration)" in lines[0]
+
+
+# Mistakes that only a plugin finds as it starts are configuration errors all the same: exit
+# status 2, which the systemd units in docs/operations.md do not restart on
+# (RestartPreventExitStatus=2). A failure while starting, such as a port in use, is 1.
+SERVER_STARTUP_MISTAKES = {
+    "used_ports reversed": ({"server": {"used_ports": ["20000-10000"]}},
+                            'server.used_ports: invalid port range "20000-10000"'),
+    "proxy cert without key": ({"server": {"tunnel_proxy_cert_file": "/nope.crt"}},
+                               "must be set together"),
+    "proxy cert unreadable": ({"server": {"tunnel_proxy_cert_file": "/nope.crt",
+                                          "tunnel_proxy_key_file": "/nope.key"}},
+                              "cannot load /nope.crt / /nope.key"),
+    "auth_jwt without auth_basic": ({"plugins": {"disabled": ["auth_basic"]}},
+                                    "auth_jwt needs the auth_basic plugin"),
+    "bad agent credentials": ({"server": {"auth": "no-colon"}}, "must be"),
+}
+
+
+@pytest.mark.parametrize("case", list(SERVER_STARTUP_MISTAKES))
+def test_server_configuration_mistakes_found_at_startup_exit_2(tmp_path: Path, case: str) -> None:
+    extra, message = SERVER_STARTUP_MISTAKES[case]
+    data: dict = {"server": {"data_dir": str(tmp_path / "data"), "address": "127.0.0.1:0",
+                             "auth": "a:b"},
+                  "api": {"address": "127.0.0.1:0", "auth": "admin:x"}}
+    for section, values in extra.items():
+        data.setdefault(section, {}).update(values)
+    conf = write_toml(tmp_path / "rportd.conf", data)
+    result = run("rportd", "-c", str(conf), home=tmp_path)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert result.returncode == 2, output
+    assert "invalid configuration" in output and message in output, output
+
+
+@pytest.mark.parametrize("client", [
+    {"tunnel_allowed": ["not-an-address/99"]},
+    {"remotes": ["0:0:0:0:0"]},
+])
+def test_agent_configuration_mistakes_found_at_startup_exit_2(tmp_path: Path,
+                                                               client: dict) -> None:
+    conf = write_toml(tmp_path / "rport.conf", {
+        "client": {"server": "127.0.0.1:1", "auth": "a:b", "data_dir": str(tmp_path / "d"),
+                   **client},
+        "connection": {"max_retry_count": 0}})
+    result = run("rport", "-c", str(conf), home=tmp_path)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert result.returncode == 2, output
+    assert "client.remotes / tunnel_allowed: " in output, output
+
+
+def test_agent_remote_commands_mistake_exits_2(tmp_path: Path) -> None:
+    conf = write_toml(tmp_path / "rport.conf", {
+        "client": {"server": "127.0.0.1:1", "auth": "a:b", "data_dir": str(tmp_path / "d")},
+        "connection": {"max_retry_count": 0},
+        "remote-commands": {"order": ["allow", "allow"]}})
+    result = run("rport", "-c", str(conf), home=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "remote-commands.order: must be ['allow', 'deny'] or ['deny', 'allow']" in output
+
+
+def test_server_port_in_use_exits_1(tmp_path: Path) -> None:
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        conf = write_toml(tmp_path / "rportd.conf", {
+            "server": {"data_dir": str(tmp_path / "data"), "address": f"127.0.0.1:{port}",
+                       "auth": "a:b"},
+            "api": {"address": "127.0.0.1:0", "auth": "admin:x"}})
+        result = run("rportd", "-c", str(conf), home=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert f"cannot listen on 127.0.0.1:{port}" in output, output
