@@ -164,6 +164,13 @@ class RportServer:
             self._api_server.should_exit = True
         if self._acceptor is not None:
             await self._acceptor.close()
+        # Our own closing handshake with every agent, so that both sides log why: the agent
+        # "peer closed the connection (1000: server stopping)", we "server stopping". (The
+        # WebSocket server's close below would write its 1001 past our link, which would then
+        # take the agent's echo of it for the agent's doing.)
+        sessions = [c.session for c in self.clients.connected() if c.session is not None]
+        await asyncio.gather(*(s.close("server stopping") for s in sessions),
+                             return_exceptions=True)
         if self._ws_server is not None:
             self._ws_server.close(close_connections=True)
             with contextlib.suppress(Exception):

@@ -49,6 +49,9 @@ def test_server_restart_keeps_clients_and_agents_reconnect(server: Server,
 
     server.stop()
     stayer.proc.wait_log(r"disconnected from ")
+    # Both sides say why: the server closed the link itself, before its WebSocket server's close.
+    assert "client stayer disconnected: server stopping" in server.log()
+    assert "peer closed the connection (1000: server stopping)" in stayer.log(), stayer.log()
     server.start()
 
     # The running agent comes back by itself; the stopped one is restored from SQLite.
