@@ -34,6 +34,8 @@ class Rule:
 
 def parse_rule(text: str) -> Rule:
     entry = text.strip()
+    if not entry:  # not "any destination": that is what an empty *list* means
+        raise ValueError(f"empty value not allowed: {text!r}")
     host, port = entry, None
     if entry.startswith("["):
         host, sep, rest = entry[1:].partition("]")
@@ -63,7 +65,7 @@ class TunnelPolicy:
         except ValueError:
             try:
                 infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except OSError:
+            except (OSError, UnicodeError):  # UnicodeError: not a valid host name
                 return False
             addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
         return bool(addresses) and all(any(r.matches(a, port) for r in self.rules) for a in addresses)

@@ -257,6 +257,7 @@ def test_server_configuration_mistakes_found_at_startup_exit_2(tmp_path: Path, c
 
 @pytest.mark.parametrize("client", [
     {"tunnel_allowed": ["not-an-address/99"]},
+    {"tunnel_allowed": ["", "127.0.0.1:22"]},  # not "anything": an error (RPort's too)
     {"remotes": ["0:0:0:0:0"]},
 ])
 def test_agent_configuration_mistakes_found_at_startup_exit_2(tmp_path: Path,
