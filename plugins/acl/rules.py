@@ -31,10 +31,11 @@ class Acl:
 
 def parse_acl(text: str) -> Acl:
     networks = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
+    for item in text.split(","):
+        # As RPort: every item an address or network, written without spaces or a zone (%eth0).
         try:
+            if not item or item != item.strip() or "%" in item:
+                raise ValueError(item)
             network = ipaddress.ip_network(item, strict=False)
         except ValueError:
             raise AclError(f"invalid IP addr: {item}") from None

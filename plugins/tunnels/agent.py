@@ -39,6 +39,12 @@ def rport_agent_startup(agent: Any) -> None:
     agent.state[NAME + ".remotes"] = remotes
 
 
+def dial_error(exc: BaseException) -> str:
+    if isinstance(exc, UnicodeError):  # the IDNA codec refuses the name (e.g. a label too long)
+        return "invalid host name"
+    return getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+
+
 @hookimpl
 def rport_agent_hello(agent: Any) -> Any:
     remotes = agent.state.get(NAME + ".remotes", [])
@@ -59,8 +65,8 @@ def rport_register_handlers(agent: Any, register: Any) -> None:
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):  # no extra task, unlike wait_for
                 await asyncio.get_running_loop().create_connection(lambda: pipe, host, port)
-        except (OSError, TimeoutError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+        except (OSError, TimeoutError, UnicodeError) as exc:  # UnicodeError: an invalid name
+            reason = dial_error(exc)
             log.info("tunnel connection to %s failed: %s", remote, reason)
             raise StreamRefused(f"connection to {remote} failed: {reason}") from None
         try:
@@ -78,8 +84,8 @@ def rport_register_handlers(agent: Any, register: Any) -> None:
         timeout = float((body or {}).get("timeout", 2.0))
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        except (OSError, TimeoutError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+        except (OSError, TimeoutError, UnicodeError) as exc:  # UnicodeError: an invalid name
+            reason = dial_error(exc)
             return {"open": False, "error": f"dial tcp {join_host_port(host, port)}: {reason}"}
         writer.close()
         return {"open": True, "error": ""}

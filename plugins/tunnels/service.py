@@ -4,6 +4,7 @@ tunnels when an agent reconnects (RPort §4.11), and persistence in the server's
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import re
@@ -24,13 +25,29 @@ PROXY_SCHEMES = ("http", "https")  # RPort also proxies vnc/rdp through Guacamol
 PUT_PARAMS = ("local", "remote", "scheme", "acl", "idle-timeout-minutes", "skip-idle-timeout",
               "auto-close", "check_port", "http_proxy", "host_header", "auth_user",
               "auth_password", "name", "protocol")
-_GO_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
+_GO_DURATION = re.compile(r"^([-+]?)(0|(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+)$")
 _SCHEMA = """CREATE TABLE IF NOT EXISTS tunnels (
     client_id TEXT NOT NULL, id TEXT NOT NULL, spec TEXT NOT NULL, PRIMARY KEY (client_id, id))"""
 
 
 def bad(title: str, code: str = "", detail: str = "", status: int = 400) -> ApiError:
     return ApiError(status, title, code=code, detail=detail)
+
+
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> ApiError:
+    """RPort's 409 for a listener that cannot start (an address this machine does not have...)."""
+    reason = (exc.strerror or str(exc)).lower()
+    return bad(f"unable to start tunnel: listen tcp {host_port(host, port)}: bind: {reason}",
+               "ERR_CODE_TUNNEL_START", status=409)
+
+
+def _named(tunnel: Tunnel) -> str:
+    """"tunnel 3", or "tunnel" for one of an agent's remotes not opened yet (no id)."""
+    return f"tunnel {tunnel.id}" if tunnel.id else "tunnel"
 
 
 def parse_bool(params: Mapping[str, str], name: str, default: bool = False) -> bool:
@@ -45,11 +62,15 @@ def parse_bool(params: Mapping[str, str], name: str, default: bool = False) -> b
 
 
 def parse_go_duration(text: str) -> float:
+    """Seconds, as Go's time.ParseDuration reads ``text`` (a sign, "0" alone, units)."""
     from rport.core.plugin import parse_duration
 
-    if not _GO_DURATION.match(text.strip()):
+    match = _GO_DURATION.match(text.strip())
+    if not match:
         raise ValueError(text)
-    return parse_duration(text)
+    sign, body = match.group(1), match.group(2)
+    seconds = 0.0 if body == "0" else float(parse_duration(body))
+    return -seconds if sign == "-" else seconds
 
 
 class TunnelService:
@@ -60,6 +81,9 @@ class TunnelService:
         self.check_port_timeout = cfg.check_port_timeout
         self.tunnels: dict[str, dict[str, Tunnel]] = {}  # client id -> tunnel id -> tunnel
         self.saved: dict[str, list[dict[str, Any]]] = {}  # client id -> specs kept for reconnects
+        # client id -> the last tunnel id given: ids are not reused while rportd runs, so a
+        # script holding the id of a closed tunnel cannot delete the next one by mistake
+        self._last_id: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     # -- store -------------------------------------------------------------------------------------
@@ -177,7 +201,7 @@ class TunnelService:
             except ValueError:
                 raise bad("invalid tunnel auto-close format", "ERR_CODE_INVALID_AUTO_CLOSE",
                           "use a duration such as 30m or 2h") from None
-            if auto_close <= 0:
+            if auto_close < 0:  # 0 is no auto-close, as in RPort
                 raise bad("tunnel auto-close should be more than 0", "ERR_CODE_INVALID_AUTO_CLOSE")
             if auto_close > AUTO_CLOSE_MAX:
                 raise bad("tunnel auto-close should not be more than 744h0m0s",
@@ -213,7 +237,8 @@ class TunnelService:
                     raise bad(f"Tunnel to port {tunnel.rport} already exists.",
                               "ERR_CODE_TUNNEL_TO_PORT_EXIST", f"tunnel {other.id}")
             # 13. check_port: the agent dials the remote
-            if parse_bool(params, "check_port", True):
+            # (check_port= with no value is the default, as in RPort, where only 0 skips it)
+            if not params.get("check_port", "").strip() or parse_bool(params, "check_port", True):
                 try:
                     answer = await session.request("check_port", {
                         "remote": tunnel.remote, "timeout": self.check_port_timeout},
@@ -231,8 +256,8 @@ class TunnelService:
             self._assign_raw_port(tunnel)
             await self._start(tunnel)
             await self._persist(client.id)
-        log.info("tunnel %s of %s opened by %s: %s:%d -> %s", tunnel.id, client.id, owner,
-                 tunnel.lhost, tunnel.lport, tunnel.remote)
+        log.info("tunnel %s of %s opened by %s: %s -> %s", tunnel.id, client.id, owner,
+                 host_port(tunnel.lhost, tunnel.lport), tunnel.remote)
         return tunnel
 
     async def parse_acl(self, acl: str | None) -> Any:
@@ -249,13 +274,20 @@ class TunnelService:
         taken = self.taken_ports()
         if given:
             port = tunnel.lport
-            if port in taken or not port_free(tunnel.lhost, port):
+            try:
+                free = port not in taken and port_free(tunnel.lhost, port)
+            except OSError as exc:
+                raise cannot_listen(tunnel.lhost, port, exc) from None
+            if not free:
                 raise bad(f"Port {port} already in use.", "ERR_CODE_LOCAL_PORT_IN_USE")
             if port not in self.pool:
                 raise bad(f"Local port {port} is not among allowed ports.", "ERR_CODE_PORT_NOT_ALLOWED",
                           "see used_ports and excluded_ports in [server]")
             return
-        port = self.pool.pick(tunnel.lhost, taken)
+        try:
+            port = self.pool.pick(tunnel.lhost, taken)
+        except OSError as exc:
+            raise cannot_listen(tunnel.lhost, 0, exc) from None
         if port is None:
             raise bad("no ports available", "ERR_CODE_NO_PORTS", "every allowed port is in use",
                       status=500)
@@ -276,12 +308,17 @@ class TunnelService:
         if not tunnel.id:
             used = {int(t.id) for t in existing.values() if t.id.isdigit()}
             used |= {int(s["id"]) for s in self.saved.get(tunnel.client_id, []) if str(s["id"]).isdigit()}
-            tunnel.id = str(max(used, default=0) + 1)
+            new_id = max(used, default=0) + 1
+            new_id = max(new_id, self._last_id.get(tunnel.client_id, 0) + 1)
+            self._last_id[tunnel.client_id] = new_id
+            tunnel.id = str(new_id)
         client_id = tunnel.client_id
         tunnel.session = self.server.clients.session(client_id)
         try:
             await tunnel.start(lambda: self.server.clients.session(client_id))
         except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise cannot_listen(tunnel.lhost, tunnel.lport, exc) from None
             raise bad(f"Local port {tunnel.lport} already in use.", "ERR_CODE_LOCAL_PORT_IN_USE",
                       exc.strerror or str(exc), status=409) from None
         if tunnel.http_proxy:
@@ -387,13 +424,13 @@ class TunnelService:
             except SessionClosed:
                 return
             if not allowed:
-                log.warning("tunnel %s of %s to %s not restored: not allowed by the client's "
-                            "tunnel_allowed", tunnel.id, client.id, tunnel.remote)
+                log.warning("%s of %s to %s not restored: not allowed by the client's "
+                            "tunnel_allowed", _named(tunnel), client.id, tunnel.remote)
                 return
         try:
             tunnel.acl_check = await self.parse_acl(tunnel.acl)
         except ApiError as exc:
-            log.error("tunnel %s of %s not restored: %s", tunnel.id, client.id, exc)
+            log.error("%s of %s to %s not restored: %s", _named(tunnel), client.id, tunnel.remote, exc)
             return
         if not (tunnel.lport_random or not tunnel.lport) and tunnel.lport not in self.pool:
             # The same rule as the API's: an agent cannot open server ports outside the pool.
@@ -409,8 +446,9 @@ class TunnelService:
         except ApiError as exc:
             log.error("tunnel of %s to %s not restored: %s", client.id, tunnel.remote, exc)
             return
-        log.info("tunnel %s of %s restored: %s:%d -> %s", tunnel.id, client.id, tunnel.lhost,
-                 tunnel.lport, tunnel.remote)
+        log.info("tunnel %s of %s %s: %s -> %s", tunnel.id, client.id,
+                 "restored" if spec.get("id") else "opened", host_port(tunnel.lhost, tunnel.lport),
+                 tunnel.remote)
 
     async def forget_client(self, client_id: str) -> None:
         self.saved.pop(client_id, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from typing import Any, Callable
 
@@ -89,6 +90,18 @@ class Tunnel:
 
         host, port = ("127.0.0.1", self.raw_port) if self.http_proxy else (self.lhost, self.lport)
         loop = asyncio.get_running_loop()
+        if host == "::":  # every address, IPv4 too, as Go listens on [::] (asyncio would not)
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port))
+                sock.listen(512)
+            except OSError:
+                sock.close()
+                raise
+            self._server = await loop.create_server(factory, sock=sock)
+            return
         self._server = await loop.create_server(factory, host, port, reuse_address=True,
                                                 backlog=512)
 

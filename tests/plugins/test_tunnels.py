@@ -294,14 +294,20 @@ BAD_PUTS = [
                  "invalid tunnel auto-close format", id="auto-close-bad-format"),
     pytest.param({"remote": ECHO, "auto-close": "10"}, 400, "ERR_CODE_INVALID_AUTO_CLOSE",
                  "invalid tunnel auto-close format", id="auto-close-no-unit"),
-    pytest.param({"remote": ECHO, "auto-close": "0s"}, 400, "ERR_CODE_INVALID_AUTO_CLOSE",
-                 "tunnel auto-close should be more than 0", id="auto-close-zero"),
+    pytest.param({"remote": ECHO, "auto-close": "-5m"}, 400, "ERR_CODE_INVALID_AUTO_CLOSE",
+                 "tunnel auto-close should be more than 0", id="auto-close-negative"),
     pytest.param({"remote": ECHO, "auto-close": "745h"}, 400, "ERR_CODE_INVALID_AUTO_CLOSE",
                  "tunnel auto-close should not be more than 744h0m0s", id="auto-close-too-large"),
     pytest.param({"remote": ECHO, "acl": "foo"}, 400, "ERR_CODE_INVALID_ACL", "Invalid ACL: invalid IP addr: foo",
                  id="acl-not-an-address"),
     pytest.param({"remote": ECHO, "acl": "127.0.0.1,300.1.1.1"}, 400, "ERR_CODE_INVALID_ACL",
                  "Invalid ACL: invalid IP addr: 300.1.1.1", id="acl-second-item-bad"),
+    pytest.param({"remote": ECHO, "acl": "127.0.0.1,,127.0.0.2"}, 400, "ERR_CODE_INVALID_ACL",
+                 "Invalid ACL: invalid IP addr: ", id="acl-empty-item"),
+    pytest.param({"remote": ECHO, "acl": " 127.0.0.1"}, 400, "ERR_CODE_INVALID_ACL",
+                 "Invalid ACL: invalid IP addr:  127.0.0.1", id="acl-space"),
+    pytest.param({"remote": ECHO, "acl": "fe80::1%eth0"}, 400, "ERR_CODE_INVALID_ACL",
+                 "Invalid ACL: invalid IP addr: fe80::1%eth0", id="acl-zone"),
     pytest.param({"remote": ECHO, "acl": "0.0.0.0/0"}, 400, "ERR_CODE_INVALID_ACL",
                  re.compile(r"Invalid ACL: 0\.0\.0\.0/0 would allow access to everyone.*"), id="acl-everyone"),
     pytest.param({"remote": ECHO, "acl": "::/0"}, 400, "ERR_CODE_INVALID_ACL",
@@ -362,6 +368,44 @@ def test_put_local_port_in_use(env: Env) -> None:
     assert tunnel_ids(env.server, env.id) == {tunnel["id"]}
 
 
+def test_put_local_address_this_machine_does_not_have(env: Env) -> None:
+    """RPort's 409 `unable to start tunnel: ...`, not a 500, and the server goes on."""
+    port = free_port()
+    item = assert_error(put(env.server, env.id, local=f"192.0.2.1:{port}", remote=env.echo.port),
+                        409, "ERR_CODE_TUNNEL_START",
+                        re.compile(rf"unable to start tunnel: listen tcp 192\.0\.2\.1:{port}: bind: .+"))
+    assert "assign" in item["title"], item  # cannot assign requested address
+    assert_error(put(env.server, env.id, local="192.0.2.1:0", remote=env.echo.port), 400,
+                 "ERR_CODE_INVALID_LOCAL", "Invalid port: 192.0.2.1:0.")
+    assert tunnels_of(env.server, env.id) == []
+    tunnel = created(put(env.server, env.id, remote=env.echo.port))
+    assert echo_roundtrip(int(tunnel["lport"])) == b"ping through the tunnel"
+
+
+def test_listener_on_every_ipv6_address_takes_ipv4_too(env: Env) -> None:
+    if not ipv6_loopback():
+        pytest.skip("no IPv6 loopback on this machine")
+    port = free_port()
+    tunnel = created(put(env.server, env.id, local=f"[::]:{port}", remote=env.echo.port))
+    assert tunnel["lhost"] == "::"
+    assert echo_roundtrip(port, host="127.0.0.1") == b"ping through the tunnel"
+    assert echo_roundtrip(port, host="::1") == b"ping through the tunnel"
+
+
+def test_tunnel_ids_are_not_reused(env: Env) -> None:
+    """A script holding the id of a deleted tunnel must not delete the next one by mistake."""
+    first = created(put(env.server, env.id, remote=env.echo.port))
+    delete(env.server, env.id, first["id"])
+    second = created(put(env.server, env.id, remote=env.echo.port))
+    assert int(second["id"]) > int(first["id"])
+
+
+@pytest.mark.parametrize("value", ["0", "0s"])
+def test_auto_close_zero_is_no_deadline(env: Env, value: str) -> None:
+    tunnel = created(put(env.server, env.id, remote=env.echo.port, auto_close=value))
+    assert tunnel["auto_close"] == 0
+
+
 def test_put_check_port(env: Env) -> None:
     port = closed_port()
     assert_error(put(env.server, env.id, remote=port), 400, "ERR_CODE_REMOTE_PORT_NOT_OPEN",
@@ -369,6 +413,13 @@ def test_put_check_port(env: Env) -> None:
     assert tunnels_of(env.server, env.id) == []
     assert_error(put(env.server, env.id, remote=port, check_port=1), 400, "ERR_CODE_REMOTE_PORT_NOT_OPEN",
                  f"Port {port} is not in listening state.")
+    # check_port with no value is the default (RPort skips the check only for 0)
+    assert_error(put(env.server, env.id, remote=port, check_port=""), 400,
+                 "ERR_CODE_REMOTE_PORT_NOT_OPEN", f"Port {port} is not in listening state.")
+    # a name the resolver cannot even encode is a closed port with a clear reason, not a 409
+    assert_error(put(env.server, env.id, remote=f"{'a' * 300}:{port}"), 400,
+                 "ERR_CODE_REMOTE_PORT_NOT_OPEN", f"Port {port} is not in listening state.",
+                 re.compile(r"invalid host name"))
     # check_port=0: created anyway
     tunnel = created(put(env.server, env.id, remote=port, check_port=0))
     assert tunnel["rport"] == str(port) and tunnel["lport_random"] is True
