@@ -166,6 +166,7 @@ class WebTarget:
             Route("/upload", self._upload, methods=["POST", "PUT"]),
             Route("/big", self._big),
             Route("/gated", self._gated),
+            Route("/held", self._held),
             Route("/index.html", lambda r: HTMLResponse(INDEX_HTML)),
             Route("/small", lambda r: PlainTextResponse("x" * 100)),
             WebSocketRoute("/ws", self._ws),
@@ -276,6 +277,14 @@ class WebTarget:
                 await asyncio.sleep(0.01)
             yield b"second\n" if self.gate.is_set() else b"gate never opened\n"
         return StreamingResponse(body(), media_type="text/plain")
+
+    async def _held(self, request: Request) -> Response:
+        """Answers only once the gate opens (at most 30 s): a request still waiting on the
+        target, before any byte of its response."""
+        deadline = time.monotonic() + 30
+        while not self.gate.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return PlainTextResponse("held")
 
     async def _big(self, request: Request) -> Response:
         mb = int(request.query_params.get("mb", "1"))

@@ -51,7 +51,20 @@ class ProxyListener:
         return cls(app, server, task)
 
     async def close(self) -> None:
-        self._server.should_exit = True
+        """Stop at once: the tunnel is going (DELETE, idle reaping, its agent gone), so nothing
+        waits for the proxy's clients. A graceful shutdown would wait for each TLS client's
+        close_notify and for requests still waiting on the target, then cancel them with an
+        error logged and a 500 sent: instead their connections are aborted and the requests
+        end quietly (``ReverseProxy.closing``)."""
+        server = self._server
+        self.app.closing = True
+        server.should_exit = True
+        for connection in list(server.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abort()
+        for task in list(server.server_state.tasks):
+            task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._task, 10)
         await self.app.aclose()

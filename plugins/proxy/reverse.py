@@ -52,6 +52,7 @@ class ReverseProxy:
         self.acl = acl
         self.auth = (auth_user, auth_password) if auth_user else None
         self.touch = on_activity
+        self.closing = False  # set by ProxyListener.close: requests still running end quietly
         self.client = self._new_client()
         self._inflight = 0
         self._last_used = 0.0
@@ -83,6 +84,19 @@ class ReverseProxy:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             return
+        try:
+            await self._serve(scope, receive, send)
+        except asyncio.CancelledError:
+            if not self.closing:
+                raise
+            # The tunnel is closing (ProxyListener.close): the client's connection is already
+            # aborted; ending here keeps the server from logging an error and sending a 500.
+        except (httpx.HTTPError, OSError) as exc:
+            if not self.closing:
+                raise
+            log.debug("proxy on %s: request ended as the tunnel closed: %s", self.upstream, exc)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         source = (scope.get("client") or ("?", 0))[0]
         if self.acl is not None and not self.acl.allows(source):
             log.info("proxy on %s: request from %s refused by the ACL", self.upstream, source)

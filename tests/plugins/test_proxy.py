@@ -728,6 +728,64 @@ def test_delete_closes_the_proxy_at_once(penv: ProxyEnv) -> None:
     assert listeners(penv.server.proc.pid) == before
 
 
+def test_forced_delete_with_requests_in_flight(penv: ProxyEnv) -> None:
+    """Requests still waiting on the target, one before its response and one in the middle of
+    it, end with their connections cut, at once: no 500 sent for the proxy's own shutdown, no
+    error or traceback in the server's log, and DELETE does not wait for them."""
+    assert penv.server.proc is not None
+    target = penv.http
+    target.gate.clear()
+    tunnel = penv.proxied()
+    lport = int(tunnel["lport"])
+    log_before = len(penv.server.log())
+    outcomes: dict[str, Any] = {}
+
+    def held() -> None:
+        with https_client(penv.pki, lport) as client:
+            try:
+                outcomes["held"] = client.get("/held").status_code
+            except httpx.TransportError as exc:
+                outcomes["held"] = exc
+    thread = threading.Thread(target=held, daemon=True)
+    thread.start()
+    with https_client(penv.pki, lport) as client, client.stream("GET", "/gated") as resp:
+        parts = resp.iter_bytes()
+        assert next(parts) == b"first\n"
+        wait_for(lambda: any(r["path"] == "/held" for r in target.requests), 20,
+                 "the held request to reach the target")
+        started = time.monotonic()
+        assert delete(penv.server, penv.id, tunnel["id"], force=1).status_code == 204
+        took = time.monotonic() - started
+        with pytest.raises(httpx.TransportError):
+            b"".join(parts)
+    thread.join(20)
+    target.gate.set()
+    assert isinstance(outcomes.get("held"), httpx.TransportError), outcomes  # not a 500
+    assert refuses(lport)
+    new_log = penv.server.log()[log_before:]
+    for bad in ("Traceback", "ERROR", "Exception in ASGI application"):
+        assert bad not in new_log, new_log
+    assert took < 2, f"DELETE took {took:.2f}s"  # the proxy did not wait for its clients
+
+
+def test_delete_with_idle_keep_alive_clients_is_quiet(penv: ProxyEnv, brief_target: WebTarget) -> None:
+    """A client that keeps its TLS connection open after its requests is not waited for (a
+    graceful TLS shutdown would wait for its close_notify)."""
+    assert penv.server.proc is not None
+    tunnel = penv.proxied(brief_target)
+    lport = int(tunnel["lport"])
+    log_before = len(penv.server.log())
+    with https_client(penv.pki, lport) as client:
+        assert client.get("/landed").text == "landed"
+        started = time.monotonic()
+        assert delete(penv.server, penv.id, tunnel["id"], force=1).status_code == 204
+        took = time.monotonic() - started
+        assert refuses(lport)
+    new_log = penv.server.log()[log_before:]
+    assert "ERROR" not in new_log and "Traceback" not in new_log, new_log
+    assert took < 2, f"DELETE took {took:.2f}s"
+
+
 def test_delete_after_the_client_is_done(penv: ProxyEnv, brief_target: WebTarget) -> None:
     """Once the user's requests are over, the client has closed its connection and the target
     its idle one, the tunnel has no active connection: DELETE without force succeeds (the
