@@ -28,5 +28,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def build_app(server: "RportServer") -> Starlette:
-    return Starlette(routes=server.routes.starlette_routes(server),
-                     exception_handlers={HTTPException: _http_error})
+    app = Starlette(routes=server.routes.starlette_routes(server),
+                    exception_handlers={HTTPException: _http_error})
+    # /tunnels/ is not /tunnels: a 404 in our error shape, as RPort answers, rather than
+    # Starlette's unauthenticated 307 to the other spelling.
+    app.router.redirect_slashes = False
+    return app

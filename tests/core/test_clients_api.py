@@ -218,6 +218,11 @@ def test_unknown_route_and_wrong_method(fleet: Server) -> None:
     assert "GET" in resp.headers["allow"]
     assert_errors(api.put("/clients/alpha", json={}), 405, "method not allowed")
     assert_errors(api.delete("/clients"), 405, "method not allowed")
+    # A trailing slash is another path: a 404, not a redirect to the path without it.
+    for path in ("/clients/", "/status/", "/tunnels/"):
+        resp = api.get(path, follow_redirects=False)
+        errors = assert_errors(resp, 404, "not found")
+        assert errors[0]["detail"] == f"GET /api/v1{path}"
 
 
 def test_delete_lifecycle(server: Server, make_agent: Callable[..., Agent]) -> None:
