@@ -248,7 +248,9 @@ class RportServer:
         config = uvicorn.Config(
             build_app(self), log_config=None, access_log=False, lifespan="off",
             ssl_certfile=api.cert_file or None, ssl_keyfile=api.key_file or None,
-            server_header=False, h11_max_incomplete_event_size=16384)
+            server_header=False, h11_max_incomplete_event_size=16384,
+            proxy_headers=False)  # the peer address is the socket's: X-Forwarded-For would let any
+        # caller pick the address its failed logins are counted (and banned) under
         self._api_server = _UvicornServer(config)
         task = asyncio.create_task(self._api_server.serve(sockets=[sock]), name="api")
         self._tasks.append(task)
