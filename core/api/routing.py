@@ -198,12 +198,45 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return bytes(body)
 
 
+MAX_JSON_DEPTH = 64  # no body of this API nests deeper than a few levels
+
+
+def _json_problem(value: Any) -> str:
+    """Why a decoded body cannot be used, or "": nesting past MAX_JSON_DEPTH, or a string with
+    a lone surrogate (``"\\ud800"`` is valid JSON but no text: it cannot be stored, logged or
+    sent on as UTF-8). Iterative, so any depth json.loads accepted is safe to walk."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff)"
+        elif isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                return f"nested deeper than {MAX_JSON_DEPTH} levels"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return ""
+
+
 async def read_json(request: Request, max_bytes: int) -> Any:
     """The request's JSON body, with RPort's errors for a missing, oversized or invalid one."""
     body = await read_body(request, max_bytes)
     if not body.strip():
         raise ApiError(400, "Missing body with json data.", code="ERR_CODE_MISSING_BODY")
     try:
-        return json.loads(body)
+        value = json.loads(body.decode("utf-8"))  # UTF-8 only, as RPort (no UTF-16 guessing)
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON",
+                       detail=f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except RecursionError:
+        raise ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON",
+                       detail=f"nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError as exc:
         raise ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON", detail=str(exc)) from None
+    problem = _json_problem(value)
+    if problem:
+        raise ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON", detail=problem)
+    return value

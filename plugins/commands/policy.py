@@ -47,8 +47,8 @@ class CommandPolicy:
             if allowed_by is None:
                 return "it matches no allow pattern (order allow,deny; full paths are required)"
             if denied_by is not None:
-                return f"it matches the deny pattern {denied_by!r} (order allow,deny)"
+                return f"it matches the deny pattern '{denied_by}' (order allow,deny)"
             return None
         if allowed_by is None and denied_by is not None:
-            return f"it matches the deny pattern {denied_by!r} and no allow pattern (order deny,allow)"
+            return f"it matches the deny pattern '{denied_by}' and no allow pattern (order deny,allow)"
         return None

@@ -21,6 +21,7 @@ from rport.core.plugin import (
     hookimpl,
     parse_list_query,
     read_json,
+    visible_clients,
 )
 
 from .jobs import JOB_FIELDS
@@ -157,7 +158,8 @@ def rport_register_routes(server: Any, register: Any) -> None:
         body = await read_json(request, max_body)
         user = request.state.user
         multi = await service(server).run_multi(
-            body, user.username, check=lambda clients: check_client_access(server, user, clients))
+            body, user.username, check=lambda clients: check_client_access(server, user, clients),
+            matchable=None if user.is_admin else visible_clients(server, user))
         return data_response({"jid": multi["jid"]})
 
     async def list_multi(request: Request) -> Response:

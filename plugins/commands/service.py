@@ -38,7 +38,9 @@ def validate_command(body: Any, allowed: set[str], default_timeout: int) -> dict
         raise ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON",
                        detail=f'json: unknown field "{unknown[0]}"')
     command = body.get("command")
-    if not isinstance(command, str) or not command.strip():
+    if command is not None and not isinstance(command, str):
+        raise _invalid_json("command must be a string")
+    if not command or not command.strip():
         raise ApiError(400, "Command cannot be empty.", code="ERR_CODE_EMPTY_COMMAND")
     interpreter = body.get("interpreter") or ""
     if not isinstance(interpreter, str) or (interpreter and not _INTERPRETER.match(interpreter)):
@@ -46,15 +48,34 @@ def validate_command(body: Any, allowed: set[str], default_timeout: int) -> dict
                        detail="an interpreter name (bash, python3, ...) or an absolute path")
     cwd = body.get("cwd") or ""
     timeout = body.get("timeout_sec") or 0
-    if not isinstance(cwd, str) or not isinstance(body.get("is_sudo", False), bool):
-        raise ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON",
-                       detail="cwd must be a string and is_sudo a boolean")
-    if isinstance(timeout, bool) or not isinstance(timeout, int):
-        raise ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON",
-                       detail="timeout_sec must be a whole number of seconds")
+    is_sudo = _flag(body, "is_sudo", False)
+    if not isinstance(cwd, str):
+        raise _invalid_json("cwd must be a string")
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not -INT64 <= timeout < INT64:
+        raise _invalid_json("timeout_sec must be a whole number of seconds (64-bit)")
+    for name, text in (("command", command), ("cwd", cwd), ("interpreter", interpreter)):
+        if "\0" in text:  # the OS would cut the text there: not what was asked to run
+            raise _invalid_json(f"{name} must not contain a NUL character")
     return {"command": command, "interpreter": interpreter or "/bin/sh", "cwd": cwd,
-            "is_sudo": bool(body.get("is_sudo", False)),
-            "timeout_sec": timeout if timeout > 0 else default_timeout}
+            "is_sudo": is_sudo, "timeout_sec": timeout if timeout > 0 else default_timeout}
+
+
+INT64 = 1 << 63
+
+
+def _invalid_json(detail: str) -> ApiError:
+    return ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON", detail=detail)
+
+
+def _flag(body: Mapping[str, Any], name: str, default: bool) -> bool:
+    """A boolean field: true or false, or null/absent for the default (as Go decodes it); a
+    string such as "false" is refused rather than read as true."""
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _invalid_json(f"{name} must be true or false")
+    return value
 
 
 class CommandService:
@@ -182,20 +203,23 @@ class CommandService:
     # -- many clients -----------------------------------------------------------------------------
 
     async def run_multi(self, body: Any, user: str,
-                        check: Callable[[list[Client]], None] | None = None) -> dict[str, Any]:
+                        check: Callable[[list[Client]], None] | None = None,
+                        matchable: list[Client] | None = None) -> dict[str, Any]:
         """Start a multi-client job; ``check`` may refuse the resolved clients (it raises
-        :class:`ApiError`, e.g. the caller's 403 for clients it may not use) before anything runs."""
+        :class:`ApiError`, e.g. the caller's 403 for clients it may not use) before anything runs.
+        Tags, labels and groups select among ``matchable`` (default: every client)."""
         spec = validate_command(body, MULTI_KEYS, self.default_timeout)
-        clients = await self._targets(body)
+        clients = await self._targets(body, matchable)
         if check is not None:
             check(clients)
-        concurrent = bool(body.get("execute_concurrently", False))
+        concurrent = _flag(body, "execute_concurrently", False)
+        abort_on_error = _flag(body, "abort_on_error", True)
         multi = {
             "jid": str(uuid.uuid4()), "started_at": _now(), "created_by": user,
             "schedule_id": None, "client_ids": body.get("client_ids"),
             "group_ids": body.get("group_ids"), "tags": body.get("tags"),
             "labels": body.get("labels"), "concurrent": concurrent,
-            "abort_on_err": bool(body.get("abort_on_error", True)) and not concurrent,
+            "abort_on_err": abort_on_error and not concurrent,
             "is_script": False, **spec,
         }
         await self.jobs.save_multi(multi)
@@ -204,10 +228,11 @@ class CommandService:
         task.add_done_callback(self._tasks.discard)
         return multi
 
-    async def _targets(self, body: Mapping[str, Any]) -> list[Client]:
+    async def _targets(self, body: Mapping[str, Any],
+                       matchable: list[Client] | None = None) -> list[Client]:
         targeting = self.server.state.get("targeting")
         if targeting is not None:
-            return await targeting.resolve(body)
+            return await targeting.resolve(body, matchable)
         if any(body.get(k) for k in ("group_ids", "tags", "labels")):
             raise ApiError(400, "Targeting by group_ids, tags or labels is not available.",
                            code="ERR_CODE_TARGETING_DISABLED",

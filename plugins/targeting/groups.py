@@ -234,6 +234,11 @@ def _parse_params(raw: Any, problems: list[str]) -> dict[str, Param]:
         elif value is None:
             continue
         elif _is_str_list(value):
+            if key == "labels":
+                bad = [p for p in value if ":" not in p or not p.partition(":")[0].strip()]
+                if bad:  # as POST /commands: a label pattern names its key
+                    problems.append(f'params "labels": {quote(bad[0])} is not "key: value"')
+                    continue
             params[key] = tuple(value)
         else:
             problems.append(f"params {quote(key)} must be a list of strings")

@@ -58,6 +58,9 @@ def _object(body: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = body[key]
     if not isinstance(value, dict):
         raise _invalid(f'"{key}" must be an object {{"operator": "AND"|"OR", "{key}": [...]}}')
+    unknown = sorted(set(value) - {"operator", key})
+    if unknown:
+        raise _invalid(f'json: unknown field "{unknown[0]}" in "{key}"')
     return value
 
 
@@ -102,7 +105,8 @@ def _at_least_one(found: list[Client]) -> list[Client]:
 
 
 def resolve_targets(body: Mapping[str, Any], clients: Iterable[Client],
-                    groups: Mapping[str, ClientGroup]) -> list[Client]:
+                    groups: Mapping[str, ClientGroup],
+                    matchable: Iterable[Client] | None = None) -> list[Client]:
     """The clients ``body`` targets, in order; raises :class:`ApiError` with RPort's messages:
 
     - 400 ``Missing targeting parameters.`` (none of the four keys);
@@ -112,6 +116,11 @@ def resolve_targets(body: Mapping[str, Any], clients: Iterable[Client],
     - 400 ``no active clients belong to the selected group(s)`` (groups only, all empty);
     - 400 ``at least 1 client should be specified`` (nothing selected);
     - 400 ``Invalid JSON data.`` for a key of the wrong type.
+
+    ``matchable`` (default: ``clients``) are the clients tags, labels and groups may select: a
+    non-admin's visible ones, so that guessing a tag never reveals a hidden client; a group
+    with none of them is unknown to that caller. ``client_ids`` are looked up among ``clients``
+    (the caller named them; the route then refuses hidden ones with its 403).
     """
     given = [key for key in TARGET_KEYS if body.get(key) is not None]
     if not given:
@@ -121,13 +130,14 @@ def resolve_targets(body: Mapping[str, Any], clients: Iterable[Client],
         raise _bad("Multiple targeting parameters.", "ERR_CODE_MULTIPLE_TARGETS",
                    f"{', '.join(given)} given together: {TARGETING_RULE}")
     clients = list(clients)
+    pool = clients if matchable is None else list(matchable)
 
     if given == ["tags"]:
         spec = _object(body, "tags")
         if spec.get("tags") is None or spec.get("tags") == []:
             raise _bad("No tags specified.", "ERR_CODE_NO_TAGS", "please specify tags in the tags list")
         tags = _str_list(spec, "tags", "tags.")
-        return _at_least_one(by_tags(clients, tags, _operator(spec, "tags")))
+        return _at_least_one(by_tags(pool, tags, _operator(spec, "tags")))
 
     if given == ["labels"]:
         spec = _object(body, "labels")
@@ -135,17 +145,17 @@ def resolve_targets(body: Mapping[str, Any], clients: Iterable[Client],
             raise _bad("No labels specified.", "ERR_CODE_NO_LABELS",
                        "please specify labels in the labels list")
         labels = [parse_label(text) for text in _str_list(spec, "labels", "labels.")]
-        return _at_least_one(by_labels(clients, labels, _operator(spec, "labels")))
+        return _at_least_one(by_labels(pool, labels, _operator(spec, "labels")))
 
     client_ids = _str_list(body, "client_ids") if "client_ids" in given else []
     group_ids = _str_list(body, "group_ids") if "group_ids" in given else []
     chosen = []
     for group_id in group_ids:
         group = groups.get(group_id)
-        if group is None:
+        if group is None or (matchable is not None and not group_members(pool, [group])):
             raise _bad(f"Unknown group with id={quote(group_id)}.", "ERR_CODE_UNKNOWN_GROUP")
         chosen.append(group)
-    in_groups = group_members(clients, chosen) if chosen else []
+    in_groups = group_members(pool, chosen) if chosen else []
     by_id = {c.id: c for c in clients}
     ordered: dict[str, Client] = {}
     for client_id in client_ids:

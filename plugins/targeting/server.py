@@ -20,7 +20,7 @@ from rport.core.plugin import (
     visible_clients,
 )
 
-from .service import Targeting
+from .service import Targeting, not_found
 from .store import GroupStore
 
 NAME = "targeting"
@@ -81,8 +81,13 @@ def rport_register_routes(server: Any, register: Any) -> None:
         """One client group with its current clients."""
         query = parse_list_query(request.query_params.multi_items(), GROUPS)
         service = targeting(server)
-        doc = service.document(service.get(request.path_params["group_id"]),
-                               visible_clients(server, request.state.user))
+        group_id = request.path_params["group_id"]
+        user = request.state.user
+        doc = service.document(service.get(group_id), visible_clients(server, user))
+        if not user.is_admin and not doc["client_ids"]:
+            # as in the list: a group without a client the caller may see does not exist for
+            # them (its params would name clients hidden from them)
+            raise not_found(group_id)
         if query.fields is not None:
             doc = {k: v for k, v in doc.items() if k in query.fields}
         return data_response(doc)

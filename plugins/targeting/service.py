@@ -138,7 +138,9 @@ class Targeting:
 
     # -- targets ------------------------------------------------------------------------------
 
-    async def resolve(self, body: Mapping[str, Any]) -> list[Client]:
+    async def resolve(self, body: Mapping[str, Any],
+                      matchable: Iterable[Client] | None = None) -> list[Client]:
         """The clients a multi-client request targets (see :func:`.select.resolve_targets`);
-        raises :class:`ApiError` with RPort's messages."""
-        return resolve_targets(body, self.clients, self._groups)
+        raises :class:`ApiError` with RPort's messages. Tags, labels and groups select among
+        ``matchable`` (a non-admin's visible clients), ``client_ids`` among every client."""
+        return resolve_targets(body, self.clients, self._groups, matchable)

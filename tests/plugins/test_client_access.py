@@ -205,10 +205,11 @@ def test_commands_only_on_visible_clients(fleet: Fleet) -> None:
     db1_jobs = admin.get("/clients/db1/commands").json()["meta"]["count"]
     assert_error(alice.post("/commands", json={"command": "/usr/bin/true", "client_ids": ["web1", "db1"]}),
                  403, DENIED_CODE, denied("db1"))
-    # resolved from a tag too: still refused, and nothing was created either time
-    assert_error(alice.post("/commands", json={"command": "/usr/bin/true",
-                                               "tags": {"operator": "OR", "tags": ["Web", "DB"]}}),
-                 403, DENIED_CODE, denied("db1"))
+    # Tags (labels, groups) select only among the clients alice may see: a tag that only a
+    # hidden client has selects nothing, and no answer names the hidden client to her.
+    resp = alice.post("/commands", json={"command": "/usr/bin/true", "tags": {"tags": ["DB"]}})
+    assert_error(resp, 400, "ERR_CODE_NO_TARGETS", "at least 1 client should be specified")
+    assert "db1" not in resp.text
     after = admin.get("/commands").json()
     assert after["meta"]["count"] == before["meta"]["count"]
     assert [r["jid"] for r in after["data"]] == [r["jid"] for r in before["data"]]
@@ -230,6 +231,14 @@ def test_commands_only_on_visible_clients(fleet: Fleet) -> None:
     assert job["client_id"] == "web1" and job["status"] == "successful", job
     assert job["result"]["stdout"] == "alice-was-here\n"
     assert jid in [r["jid"] for r in admin.get("/commands").json()["data"]]
+
+    # a tag both have runs on the one she may use only
+    resp = alice.post("/commands", json={"command": "/usr/bin/true",
+                                         "tags": {"operator": "OR", "tags": ["Web", "DB"]}})
+    assert resp.status_code == 200, resp.text
+    jid = resp.json()["data"]["jid"]
+    multi = wait_for(finished, 30, f"multi-job {jid} to finish", interval=0.05)
+    assert [j["client_id"] for j in multi["jobs"]] == ["web1"]
 
 
 def test_access_through_a_client_group(fleet: Fleet) -> None:
@@ -264,6 +273,13 @@ def test_access_through_a_client_group(fleet: Fleet) -> None:
     # alice (Ops, web1 only) sees the other side
     resp = fleet.alice.get("/client-groups")
     assert sorted(g["id"] for g in resp.json()["data"]) == ["everything", "webs"], resp.text
+    # a group without a client she may see is not there for her, alone either (its params
+    # name db1), nor as a target
+    resp = fleet.alice.get("/client-groups/dbs")
+    assert resp.status_code == 404 and "db1" not in resp.text, resp.text
+    resp = fleet.alice.post("/commands", json={"command": "/usr/bin/true", "group_ids": ["dbs"]})
+    assert resp.status_code == 400 and "db1" not in resp.text, resp.text
+    assert resp.json()["errors"][0]["title"] == 'Unknown group with id="dbs".'
 
     resp = bob.get("/client-tags")
     assert resp.status_code == 200, resp.text

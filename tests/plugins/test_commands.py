@@ -431,6 +431,47 @@ def test_request_validation(api: httpx.Client, fleet: Server) -> None:
     assert_error(api.get("/clients/std/commands/x/stream"), 404, 'Job[id="x"] not found.')
 
 
+def test_request_bodies_that_are_json_but_unusable(api: httpx.Client) -> None:
+    """Valid JSON that cannot be used is RPort's 400, never a 500 (and never stored): a lone
+    surrogate, nesting deeper than any body of this API, another encoding than UTF-8, values of
+    the wrong type (a string "false" is not false), NUL characters, a 64-bit overflow."""
+    json_headers = {"Content-Type": "application/json"}
+    bodies = {
+        "surrogate": b'{"command": "\\ud800"}',
+        "surrogate-key": b'{"command": "/usr/bin/date", "\\ud800": 1}',
+        "deep": b'{"command": "/usr/bin/date", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        "utf-16": '{"command": "/usr/bin/date"}'.encode("utf-16"),
+    }
+    for name, raw in bodies.items():
+        for path in ("/clients/std/commands", "/commands", "/client-groups"):
+            item = assert_error(api.post(path, content=raw, headers=json_headers), 400,
+                                "Invalid JSON data.")
+            assert item["code"] == "ERR_CODE_INVALID_JSON", (name, path, item)
+    for body, detail in [
+        ({"command": 123}, "command must be a string"),
+        ({"command": "/usr/bin/date", "is_sudo": "false"}, "is_sudo must be true or false"),
+        ({"command": "/usr/bin/date\u0000"}, "command must not contain a NUL character"),
+        ({"command": "/bin/pwd", "cwd": "/tmp\u0000x"}, "cwd must not contain a NUL character"),
+        ({"command": "/usr/bin/date", "timeout_sec": 10 ** 20},
+         "timeout_sec must be a whole number of seconds (64-bit)"),
+    ]:
+        assert_error(api.post("/clients/std/commands", json=body), 400, "Invalid JSON data.", detail)
+    many = {"command": "/usr/bin/date", "client_ids": ["std"]}
+    for extra, detail in [
+        ({"execute_concurrently": "false"}, "execute_concurrently must be true or false"),
+        ({"abort_on_error": 1}, "abort_on_error must be true or false"),
+    ]:
+        assert_error(api.post("/commands", json={**many, **extra}), 400, "Invalid JSON data.", detail)
+    assert_error(api.post("/commands", json={"command": "/usr/bin/date",
+                                             "tags": {"tags": ["x"], "extra": 1}}),
+                 400, "Invalid JSON data.", 'json: unknown field "extra" in "tags"')
+    # null is the default, as Go decodes it
+    job = run_done(api, "std", command="/usr/bin/true", is_sudo=None, cwd=None, timeout_sec=None)
+    assert job["status"] == "successful" and job["is_sudo"] is False, job
+    # the server is fine, and lists what it has
+    assert api.get("/clients/std/commands", params={"fields[jobs]": "jid,command,error"}).status_code == 200
+
+
 def test_default_timeout(api: httpx.Client) -> None:
     job = run_done(api, "std", command="/usr/bin/true", timeout_sec=0)
     assert job["timeout_sec"] == 60 and job["status"] == "successful"

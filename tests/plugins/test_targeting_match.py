@@ -236,6 +236,9 @@ def test_valid_ids(gid: str) -> None:
     ({"id": "g", "params": {"color": ["red"]}},
      invalid('unsupported params key "color"; supported keys: ' + ", ".join(PARAM_KEYS))),
     ({"id": "g", "params": {"name": "web"}}, invalid('params "name" must be a list of strings')),
+    # a label pattern names its key, as in POST /commands (else the group matches nothing)
+    ({"id": "g", "params": {"labels": ["zone"]}}, invalid('params "labels": "zone" is not "key: value"')),
+    ({"id": "g", "params": {"labels": [": EU"]}}, invalid('params "labels": ": EU" is not "key: value"')),
     ({"id": "g", "params": ["name"]}, invalid('"params" must be an object')),
     ({"id": "g", "description": 1}, invalid('"description" must be a string')),
     ({"id": "g", "allowed_user_groups": "x"}, invalid('"allowed_user_groups" must be a list of strings')),
