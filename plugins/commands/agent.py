@@ -36,6 +36,7 @@ class _Outbox:
         self.agent = agent
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(512)
         self.undelivered: collections.deque[dict[str, Any]] = collections.deque(maxlen=10_000)
+        self.pending: set[str] = set()  # jids whose result is queued or undelivered
         self.connected = asyncio.Event()
         self._flushing = asyncio.Lock()
         self.task = asyncio.create_task(self._run())
@@ -49,6 +50,7 @@ class _Outbox:
                 pass  # live followers miss this chunk; the result keeps it
 
     async def result(self, result: dict[str, Any]) -> None:
+        self.pending.add(str(result.get("jid")))
         await self.queue.put(("cmd_result", result))
 
     async def _run(self) -> None:
@@ -74,6 +76,8 @@ class _Outbox:
                 except (RemoteError, StreamRefused) as exc:
                     log.error("the server rejected the result of job %s: %s", body.get("jid"), exc)
                 self.undelivered.popleft()
+                if not any(b.get("jid") == body.get("jid") for b in self.undelivered):
+                    self.pending.discard(str(body.get("jid")))
 
     async def _send_result(self, body: dict[str, Any]) -> None:
         """A result can hold up to send_back_limit bytes of each output: it goes over a
@@ -133,8 +137,15 @@ def rport_register_handlers(agent: Any, register: Any) -> None:
         _, _, runner, _ = agent.state[NAME]
         return {"cancelled": runner.cancel(str((body or {}).get("jid", "")))}
 
+    async def cmd_jobs(session: Any, body: Any) -> Any:
+        """The jobs this agent process still knows: running, or with a result to deliver. The
+        server fails the others it thinks are running (this process never saw them finish)."""
+        _, _, runner, outbox = agent.state[NAME]
+        return {"jids": sorted(set(runner.running) | outbox.pending)}
+
     register.request("run_cmd", run_cmd)
     register.request("cancel_cmd", cancel_cmd)
+    register.request("cmd_jobs", cmd_jobs)
 
 
 @hookimpl

@@ -124,8 +124,12 @@ class Runner:
                    asyncio.create_task(self._pump(jid, proc.stderr, err))]
         timeout = float(job.get("timeout_sec") or 60)
         status, error = "", ""
+        waiting = asyncio.gather(proc.wait(), *readers)
+        # shielded, so it outlives a cancelled wait (agent shutdown): its outcome is read here,
+        # or asyncio would log "exception was never retrieved" with a traceback
+        waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            await asyncio.wait_for(asyncio.shield(asyncio.gather(proc.wait(), *readers)), timeout)
+            await asyncio.wait_for(asyncio.shield(waiting), timeout)
         except TimeoutError:
             status = "unknown"
             error = f"timeout of {timeout:g}s reached: the command is still running (pid {proc.pid})"

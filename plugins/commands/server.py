@@ -13,6 +13,7 @@ from starlette.responses import Response, StreamingResponse
 
 from rport.core.plugin import (
     ApiError,
+    ClientConnected,
     RemoteError,
     ResourceSpec,
     apply_list_query,
@@ -51,6 +52,16 @@ async def rport_server_startup(server: Any) -> None:
 async def rport_server_shutdown(server: Any) -> None:
     if NAME in server.state:
         await service(server).close()
+
+
+@hookimpl
+def rport_register_subscribers(server: Any, register: Any) -> None:
+    async def connected(event: ClientConnected) -> None:
+        client = server.clients.get(event.client_id)
+        if client is not None and client.session is event.session:
+            await service(server).reconcile(client)
+
+    register(ClientConnected, connected)
 
 
 @hookimpl

@@ -87,6 +87,8 @@ class CommandService:
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._active: dict[str, dict[str, Any]] = {}
         """Jobs not final yet: the one record that the API call and the agent's result update."""
+        self._sent_on: dict[str, Any] = {}
+        """The session each active job's run_cmd went out on (see :meth:`reconcile`)."""
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def open(self) -> None:
@@ -115,6 +117,7 @@ class CommandService:
         else:
             self._waiters[job["jid"]] = asyncio.get_running_loop().create_future()
             self._active[job["jid"]] = job
+            self._sent_on[job["jid"]] = session
             await self.jobs.save(job)  # before the agent can answer with a result
             try:
                 answer = await session.request("run_cmd", {
@@ -144,6 +147,7 @@ class CommandService:
         """A refused single-client command leaves no job (as RPort)."""
         self._waiters.pop(jid, None)
         self._active.pop(jid, None)
+        self._sent_on.pop(jid, None)
         await self.jobs.delete(jid)
 
     # -- results from agents ----------------------------------------------------------------------
@@ -172,6 +176,7 @@ class CommandService:
 
     def _resolve(self, job: dict[str, Any]) -> None:
         self._active.pop(job["jid"], None)
+        self._sent_on.pop(job["jid"], None)
         self.live.publish(job["jid"], {"event": "status", "data": job}, final=True)
         fut = self._waiters.pop(job["jid"], None)
         if fut is not None and not fut.done():
@@ -185,6 +190,34 @@ class CommandService:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
             return None
+
+    async def reconcile(self, client: Client) -> None:
+        """After an agent connected: the jobs still ``running`` here that the agent does not
+        know (it was restarted, or killed, while they ran) can never get a result: they fail,
+        saying so, instead of staying ``running`` for ever (and a sequential job waiting on
+        one goes on at once)."""
+        session = client.session
+        if session is None:
+            return
+        try:
+            answer = await session.request("cmd_jobs", None)
+        except RemoteError:
+            return  # an agent without the request (or commands disabled): nothing to compare
+        except (SessionClosed, TimeoutError):
+            return
+        known = set((answer or {}).get("jids") or [])
+        for job in await self.jobs.of_client(client.id):
+            if job["status"] != "running" or job["jid"] in known:
+                continue
+            if self._sent_on.get(job["jid"]) is session:
+                continue  # started on this very connection: its run_cmd may still be on its way
+            job = self._active.get(job["jid"], job)
+            job.update(status="failed", finished_at=_now(),
+                       error="the agent was restarted while the command ran: its result is lost")
+            await self.jobs.save(job)
+            self._resolve(job)
+            log.warning("job %s on %s failed: the agent no longer knows it (restarted while the "
+                        "command ran)", job["jid"], client.id)
 
     async def cancel(self, client_id: str, jid: str) -> dict[str, Any]:
         job = await self.jobs.get(jid)

@@ -807,6 +807,44 @@ def test_stream_live_output(fleet: Server, tmp_path: Path) -> None:
 # -- 7. persistence and reconnects ----------------------------------------------------------------
 
 
+def test_job_of_a_restarted_agent_fails_instead_of_running_for_ever(make_server: Any, make_agent: Any,
+                                                                     tmp_path: Path) -> None:
+    """An agent killed while its command runs comes back as a new process that never heard of
+    the job: the server fails it at the reconnection, saying why, and a sequential multi-client
+    job waiting on it goes on at once; a job of the new process is not touched."""
+    server: Server = make_server("lost")
+    config = {"remote-commands": {"allow": [".*"], "deny": []}}
+    agent = make_agent(server, "k1", config=config)
+    make_agent(server, "k2", config=config)
+    api = server.api
+    assert api is not None
+    go = tmp_path / "go"
+    waiting = f"while [ ! -e {go} ]; do /usr/bin/sleep 0.05; done"
+    lost = run(api, "k1", command=waiting, timeout_sec=120)
+    resp = api.post("/commands", json={"command": "/usr/bin/echo next", "client_ids": ["k1", "k2"],
+                                       "timeout_sec": 120, "abort_on_error": False})
+    assert resp.status_code == 200, resp.text
+    mjid = resp.json()["data"]["jid"]
+    wait_for(lambda: len(api.get(f"/commands/{mjid}").json()["data"]["jobs"]) == 1, 20,
+             "the sequential job to start on k1")
+    agent.proc.kill()
+    server.wait_disconnected("k1")
+    make_agent(server, "k1", config=config)
+    job = wait_job(api, "k1", lost)
+    assert job["status"] == "failed", job
+    assert job["error"] == "the agent was restarted while the command ran: its result is lost"
+    assert job["finished_at"]
+    multi = wait_multi(api, mjid, 2)
+    assert [j["client_id"] for j in multi["jobs"]] == ["k1", "k2"]
+    assert multi["jobs"][0]["status"] == "failed" and multi["jobs"][1]["status"] == "successful"
+    assert_error(api.post(f"/clients/k1/commands/{lost}/cancel"), 409, "job is not running")
+    # the new agent process's own job is not failed by the next reconnection
+    fresh = run(api, "k1", command=waiting, timeout_sec=120)
+    go.touch()
+    assert wait_job(api, "k1", fresh)["status"] == "successful"
+    assert "job " + lost + " on k1 failed: the agent no longer knows it" in server.log()
+
+
 def test_server_restart_with_jobs_running(make_server: Any, make_agent: Any, tmp_path: Path) -> None:
     """Job 1 ends while the server is down (the agent delivers its result after reconnecting),
     job 2 ends after the restart; finished jobs and the job list survive the restart."""
