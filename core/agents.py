@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -85,12 +86,19 @@ def parse_hello(obj: dict[str, Any]) -> Hello:
                "client.id": client.get("id", ""), "client.session_id": client.get("session_id", ""),
                "client.name": client.get("name", ""), "version": obj.get("version", "")}
     for key, value in strings.items():
-        if not isinstance(value, str) or len(value) > MAX_ID * 4:
+        if not isinstance(value, str):
             raise Refusal(f"invalid hello: {key} must be a string")
+        if len(value) > MAX_ID * 4:
+            raise Refusal(f"invalid hello: {key} longer than {MAX_ID * 4} characters")
     if not strings["auth.id"]:
         raise Refusal("invalid hello: auth.id must not be empty")
     if len(strings["client.id"]) > MAX_ID:
         raise Refusal(f"invalid hello: client id longer than {MAX_ID} characters")
+    bad = next((ch for ch in strings["client.id"] if ch in "/?#" or not ch.isprintable()), None)
+    if bad is not None:
+        # the id is a path segment of the API (/clients/{id}) and a word of the server's log
+        raise Refusal(f"invalid hello: client id {strings['client.id']!r} has the character "
+                      f"{bad!r}; use letters, digits and punctuation other than / ? #")
     tags, labels = client.get("tags", []), client.get("labels", {})
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise Refusal("invalid hello: client.tags must be a list of strings")
@@ -165,7 +173,7 @@ class AgentEndpoint:
         wait = server.agent_throttle.blocked_for(*keys)
         if wait > 0:
             raise Refusal(f"too many failed logins for id {hello.auth_id!r} or from {address}; "
-                          f"try again in {wait:.0f}s", retry_after=wait)
+                          f"try again in {math.ceil(wait)}s", retry_after=wait)
         verdicts = await call_each(server.hook.rport_authenticate_agent, server=server,
                                    auth_id=hello.auth_id, password=hello.password, address=address)
         answers = [result for _, result in verdicts if result is not None]

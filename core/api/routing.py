@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 import attrs
@@ -150,8 +151,8 @@ async def authenticate(server: "RportServer", request: Request) -> User:
     keys = [f"api-address:{address}"]
     blocked = server.api_throttle.blocked_for(*keys)
     if blocked > 0:
-        raise _unauthorized(f"too many failed logins from {address}; try again in {blocked:.0f}s",
-                            **{"Retry-After": str(int(blocked) + 1)})
+        raise _unauthorized(f"too many failed logins from {address}; try again in {math.ceil(blocked)}s",
+                            **{"Retry-After": str(math.ceil(blocked))})
     presented = "authorization" in request.headers
     try:
         user = await call_until(server.hook.rport_authenticate_api,

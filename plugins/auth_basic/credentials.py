@@ -132,7 +132,15 @@ def load_agent_credentials(auth: str, auth_file: str) -> CredentialTable | None:
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                              for k, v in data.items()):
         raise CredentialsError(f'server.auth_file: {auth_file} must be a JSON object {{"id": "password"}}')
+    _no_empty_password({k: v for k, v in data.items()}, f"server.auth_file: {auth_file}")
     return CredentialTable({k: Entry(v) for k, v in data.items()}, "File", threads=AGENT_THREADS)
+
+
+def _no_empty_password(passwords: dict[str, str], where: str) -> None:
+    """An empty password would let anyone in with the name alone: a mistake, not a choice."""
+    empty = sorted(name for name, password in passwords.items() if not password)
+    if empty:
+        raise CredentialsError(f"{where}: {empty[0]!r} has an empty password")
 
 
 def load_api_users(auth: str, auth_file: str) -> CredentialTable | None:
@@ -159,6 +167,7 @@ def load_api_users(auth: str, auth_file: str) -> CredentialTable | None:
     else:
         raise CredentialsError(f"api.auth_file: {auth_file} must be a JSON list of users "
                                '[{"username", "password", "groups"}]')
+    _no_empty_password({k: e.secret for k, e in entries.items()}, f"api.auth_file: {auth_file}")
     return CredentialTable(entries, "File")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 from rport.core.plugin import ApiError, User
@@ -58,8 +59,8 @@ def banned(throttle: Any, username: str, address: str | None = None) -> ApiError
     if wait <= 0:
         return None
     where = f" or from {address}" if address else ""
-    return unauthorized(f"too many failed logins for user {username!r}{where}; try again in {wait:.0f}s",
-                        **{"Retry-After": str(int(wait) + 1)})
+    return unauthorized(f"too many failed logins for user {username!r}{where}; try again in {math.ceil(wait)}s",
+                        **{"Retry-After": str(math.ceil(wait))})
 
 
 async def authenticate(service: "AuthJwt", throttle: Any, request: Any) -> User | None:

@@ -272,6 +272,10 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
             raise invalid("Invalid or missing ID.", f"Min size is {MIN_LENGTH}.")
         if ":" in cid or cid != cid.strip():
             raise invalid("Invalid or missing ID.", 'The ID must not contain ":" or surrounding spaces.')
+        if any(ch in "/?#" or not ch.isprintable() for ch in cid):
+            # the id is a path segment of GET/DELETE /clients-auth/{id}: it must be reachable
+            raise invalid("Invalid or missing ID.",
+                          "The ID must not contain /, ?, # or control characters.")
         if not isinstance(password, str) or len(password) < MIN_LENGTH:
             raise invalid("Invalid or missing password.", f"Min size is {MIN_LENGTH}.")
         writable()
@@ -292,10 +296,10 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
         cid = request.path_params["client_auth_id"]
         force = _parse_bool(request.query_params.get("force", ""), "force")
         svc = service()
+        writable()  # first, as RPort: a read-only source refuses every write (405)
         if svc.clients_auth.get(cid) is None:
             raise ApiError(404, f'Client Auth with ID="{cid}" not found.',
                            code="ERR_CODE_CLIENT_AUTH_NOT_FOUND")
-        writable()
         bound = [c for c in server.clients if c.auth_id == cid]
         if bound and not force:
             raise ApiError(409, "Client Auth expected to have no active or disconnected bound "

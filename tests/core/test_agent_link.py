@@ -13,6 +13,7 @@ import signal
 import socket
 from typing import Any, Callable
 
+import pytest
 from rport.core.confload import HostPort
 from rport.core.keys import client_ssl_context
 from rport.core.protocol import SUPPORTED_PROTOCOLS
@@ -143,6 +144,24 @@ def test_duplicate_id_refused(server: Server, make_agent: MakeAgent) -> None:
     assert first.proc.alive()
     st = status(server)
     assert (st["clients_connected"], st["clients_disconnected"]) == (1, 0)
+
+
+@pytest.mark.parametrize("client_id, shown", [("a/b", "'/'"), ("two\nlines", "'\\n'"),
+                                              ("what?", "'?'")])
+def test_client_id_that_is_no_path_segment_is_refused(server: Server, make_agent: MakeAgent,
+                                                        client_id: str, shown: str) -> None:
+    """An id the API could not address (/clients/{id}) or that would split a log line."""
+    agent = make_agent(server, client_id, wait=False)
+    agent.proc.wait_log(r"the server refused this agent: invalid hello: client id .* has the character "
+                        + re.escape(shown))
+    assert status(server)["clients_connected"] == 0
+    agent.stop()
+
+
+def test_long_name_is_refused_with_its_reason(server: Server, make_agent: MakeAgent) -> None:
+    agent = make_agent(server, "longname", args=["--name", "N" * 1025], wait=False)
+    agent.proc.wait_log(r"invalid hello: client\.name longer than 1024 characters")
+    agent.stop()
 
 
 def test_killed_agent_is_noticed(server: Server, make_agent: MakeAgent) -> None:

@@ -91,7 +91,8 @@ def test_repeated_failures_ban_the_address(make_server: Callable[..., Server]) -
             item = assert_unauthorized(resp)
             assert "too many failed logins from 127.0.0.1" in item["detail"]
             retry_after = int(resp.headers["retry-after"])
-            assert 3000 < retry_after <= 3601
+            assert 3000 < retry_after <= 3600
+            assert f"try again in {retry_after}s" in item["detail"]  # the same figure
     assert "10.9.9." not in server.log()  # failures are logged under the socket's address
     assert server.proc.alive()
 
@@ -172,7 +173,10 @@ def test_openapi_document_matches_routes(server: Server) -> None:
             url = "/".join("dummy" if seg.startswith("{") else seg for seg in url.split("/"))
             resp = api.request(method, url)
             assert not _generic_not_found(resp), (method, path, resp.text)
-            assert resp.status_code != 405, (method, path)
+            # (a 405 of the route itself, e.g. clients-auth writes on a read-only source, is
+            # not the router's "method not allowed")
+            assert (resp.status_code != 405
+                    or resp.json()["errors"][0]["code"] != "ERR_CODE_METHOD_NOT_ALLOWED"), (method, path)
             assert resp.status_code < 500, (method, path, resp.text)
             if path == "/api/v1/clients/{client_id}":
                 assert resp.status_code == 404, (method, path, resp.text)

@@ -284,6 +284,26 @@ def test_agent_remote_commands_mistake_exits_2(tmp_path: Path) -> None:
     assert "remote-commands.order: must be ['allow', 'deny'] or ['deny', 'allow']" in output
 
 
+@pytest.mark.parametrize("key, content", [
+    ("api", '[{"username": "admin", "password": "x", "groups": ["Administrators"]},'
+            ' {"username": "guest", "password": ""}]'),
+    ("server", '{"agent1": "secret", "agent2": ""}'),
+])
+def test_empty_password_in_an_auth_file_exits_2(tmp_path: Path, key: str, content: str) -> None:
+    """An empty password would let anyone in with the name alone."""
+    auth_file = tmp_path / "auth.json"
+    auth_file.write_text(content)
+    data: dict = {"server": {"data_dir": str(tmp_path / "data"), "address": "127.0.0.1:0",
+                             "auth": "a:b"},
+                  "api": {"address": "127.0.0.1:0", "auth": "admin:x"}}
+    del data[key]["auth"]
+    data[key]["auth_file"] = str(auth_file)
+    result = run("rportd", "-c", str(write_toml(tmp_path / "rportd.conf", data)), home=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "has an empty password" in output, output
+
+
 def test_server_port_in_use_exits_1(tmp_path: Path) -> None:
     import socket
     with socket.socket() as busy:

@@ -386,6 +386,9 @@ def test_clients_auth_in_the_auth_file_with_a_real_agent(make_server: Any, make_
         for body, title in [({"password": "pw-long"}, "Invalid or missing ID."),
                             ({"id": "ab", "password": "pw-long"}, "Invalid or missing ID."),
                             ({"id": "new:x", "password": "pw-long"}, "Invalid or missing ID."),
+                            # an id DELETE /clients-auth/{id} could not reach
+                            ({"id": "agent/9", "password": "pw-long"}, "Invalid or missing ID."),
+                            ({"id": "new\nline", "password": "pw-long"}, "Invalid or missing ID."),
                             ({"id": "newagent"}, "Invalid or missing password."),
                             ({"id": "newagent", "password": "pw"}, "Invalid or missing password.")]:
             assert_error(api.post("/clients-auth", json=body), 400, "ERR_CODE_INVALID_REQUEST", title)
@@ -473,7 +476,8 @@ def test_clients_auth_with_a_single_static_credential_is_read_only(env: Env) -> 
     assert (status["clients_auth_source"], status["clients_auth_mode"]) == ("Static Credentials", "Read Only")
     assert api.get("/clients-auth").json()["data"] == [{"id": "user1", "password": "1234"}]
     for resp in (api.post("/clients-auth", json={"id": "another", "password": "pw-another"}),
-                 api.delete("/clients-auth/user1", params={"force": 1})):
+                 api.delete("/clients-auth/user1", params={"force": 1}),
+                 api.delete("/clients-auth/no-such-id")):  # read-only first, as RPort
         assert_error(resp, 405, "ERR_CODE_CLIENT_AUTH_SINGLE", "Client authentication is enabled only for a single user.")
     assert env.server.client(CLIENT)["connection_state"] == "connected"
 
