@@ -67,15 +67,13 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
 
     def lifetime_of(request: Request) -> float:
         cfg = service().config
-        raw = request.query_params.get("token-lifetime", "").strip()
-        if not raw:
+        raw = request.query_params.get("token-lifetime", "")
+        if raw == "":
             return float(cfg.token_lifetime)
-        try:
-            value = int(raw)
-        except ValueError:
-            raise invalid(f"invalid token-lifetime: {raw!r}", "a number of seconds") from None
-        if value < 0:
+        digits = raw[1:] if raw.startswith("+") else raw
+        if not digits.isascii() or not digits.isdigit():  # as Go's Atoi: ASCII digits, no blanks
             raise invalid(f"invalid token-lifetime: {raw!r}", "a number of seconds")
+        value = int(digits)
         if value > cfg.max_token_lifetime:
             raise invalid(f"requested token lifetime exceeds max allowed {int(cfg.max_token_lifetime)}")
         return float(value) if value else float(cfg.token_lifetime)

@@ -184,7 +184,9 @@ def test_login_both_ways_and_bearer_on_every_plugins_routes(env: Env) -> None:
                      400, title="Invalid JSON data.")
         assert_error(api.get("/login", auth=ADMIN, params={"token-lifetime": 7776001}), 400,
                      title="requested token lifetime exceeds max allowed 7776000")
-        assert_error(api.get("/login", auth=ADMIN, params={"token-lifetime": "soon"}), 400)
+        for bad in ("soon", "-1", " 5", "\u0663"):  # ASCII digits only, as Go's Atoi
+            assert_error(api.get("/login", auth=ADMIN, params={"token-lifetime": bad}), 400)
+        assert api.get("/login", auth=ADMIN, params={"token-lifetime": "+60"}).status_code == 200
         assert api.get("/login", auth=ADMIN, params={"token-lifetime": 7776000}).status_code == 200
         assert api.get("/login", auth=ADMIN, params={"token-lifetime": 0}).status_code == 200
 
