@@ -25,6 +25,12 @@ class ClientConnected:
     client_id: str
     session: Session = attrs.field(repr=False, eq=False)
 
+    def live_client(self, server: Any) -> Any:
+        """The client, if it is still on this event's session: subscribers run after the
+        event, by which time the agent may have disconnected or reconnected (a new event)."""
+        client = server.clients.get(self.client_id)
+        return client if client is not None and client.session is self.session else None
+
 
 @attrs.frozen
 class ClientDisconnected:

@@ -57,8 +57,8 @@ async def rport_server_shutdown(server: Any) -> None:
 @hookimpl
 def rport_register_subscribers(server: Any, register: Any) -> None:
     async def connected(event: ClientConnected) -> None:
-        client = server.clients.get(event.client_id)
-        if client is not None and client.session is event.session:
+        client = event.live_client(server)
+        if client is not None:
             await service(server).reconcile(client)
 
     register(ClientConnected, connected)

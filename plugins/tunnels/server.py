@@ -85,8 +85,8 @@ def rport_register_routes(server: Any, register: Any) -> None:
 @hookimpl
 def rport_register_subscribers(server: Any, register: Any) -> None:
     async def connected(event: ClientConnected) -> None:
-        client = server.clients.get(event.client_id)
-        if client is not None and client.session is event.session:
+        client = event.live_client(server)
+        if client is not None:
             await service(server).client_connected(client)
 
     async def disconnected(event: ClientDisconnected) -> None:
