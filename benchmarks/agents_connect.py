@@ -604,15 +604,37 @@ def fmt(value: Any, unit: str = "", digits: int = 2) -> str:
     return f"{value}{unit}"
 
 
-def report(r: dict[str, Any]) -> str:
-    rows: list[tuple[str, str, str, str]] = []
+class ReportTable:
+    """The report's rows (metric, value, target, value / target), rendered as aligned text;
+    command_fanout.py's report uses it too."""
 
-    def row(name: str, value: Any, unit: str, target: float | None = None, digits: int = 2) -> None:
+    HEAD = ("metric", "value", "target", "ratio")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def row(self, name: str, value: Any, unit: str = "", target: float | None = None,
+            digits: int = 2) -> None:
         if target is not None and isinstance(value, (int, float)) and value == value:
-            rows.append((name, fmt(value, unit, digits), f"{target:g}{unit}",
-                         f"{value / target:.2f}x"))
+            self.rows.append((name, fmt(value, unit, digits), f"{target:g}{unit}",
+                              f"{value / target:.2f}x"))
         else:
-            rows.append((name, fmt(value, unit, digits), "", ""))
+            self.rows.append((name, fmt(value, unit, digits), "", ""))
+
+    def render(self) -> str:
+        widths = [max(len(x[i]) for x in [*self.rows, self.HEAD]) for i in range(4)]
+        lines = ["  ".join(h.ljust(w) for h, w in zip(self.HEAD, widths)),
+                 "  ".join("-" * w for w in widths)]
+        for name, value, target, ratio in self.rows:
+            lines.append(f"{name.ljust(widths[0])}  {value.rjust(widths[1])}  "
+                         f"{target.rjust(widths[2])}  {ratio.rjust(widths[3])}")
+        lines.append("ratio = value / target (below 1.00x is within the target)")
+        return "\n".join(lines)
+
+
+def report(r: dict[str, Any]) -> str:
+    table = ReportTable()
+    row = table.row
 
     ac, ai = r.get("api_connect", {}), r.get("api_idle", {})
     row("agents (N)", r["agents"], "")
@@ -677,16 +699,7 @@ def report(r: dict[str, Any]) -> str:
             row("storm: error", r["storm_error"], "")
     if r.get("worker_errors"):
         row("worker errors", "; ".join(r["worker_errors"])[:200], "")
-    widths = [max(len(x[i]) for x in rows + [("metric", "value", "target", "ratio")])
-              for i in range(4)]
-    head = ("metric", "value", "target", "ratio")
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)),
-             "  ".join("-" * w for w in widths)]
-    for name, value, target, ratio in rows:
-        lines.append(f"{name.ljust(widths[0])}  {value.rjust(widths[1])}  "
-                     f"{target.rjust(widths[2])}  {ratio.rjust(widths[3])}")
-    lines.append("ratio = value / target (below 1.00x is within the target)")
-    return "\n".join(lines)
+    return table.render()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shutil
@@ -54,6 +53,7 @@ from typing import Any
 import agents_connect  # noqa: E402
 from agents_connect import (  # noqa: E402,F401
     Poller,
+    ReportTable,
     ServerProc,
     _emit,
     fmt,
@@ -343,15 +343,8 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
 
 
 def report(r: dict[str, Any]) -> str:
-    rows: list[tuple[str, str, str, str]] = []
-
-    def row(name: str, value: Any, unit: str = "", target: float | None = None,
-            digits: int = 2) -> None:
-        if target is not None and isinstance(value, (int, float)) and not math.isnan(value):
-            rows.append((name, fmt(value, unit, digits), f"{target:g}{unit}",
-                         f"{value / target:.2f}x"))
-        else:
-            rows.append((name, fmt(value, unit, digits), "", ""))
+    table = ReportTable()
+    row = table.row
 
     def api(a: dict[str, Any]) -> str:
         return "{} / {} / {}".format(fmt(a.get("p50_ms"), "", 1), fmt(a.get("p95_ms"), "", 1),
@@ -412,15 +405,7 @@ def report(r: dict[str, Any]) -> str:
         row("  rportd CPU time", x["server_cpu_s"], " s")
     if r.get("worker_errors"):
         row("worker errors", "; ".join(r["worker_errors"])[:200])
-    head = ("metric", "value", "target", "ratio")
-    widths = [max(len(x[i]) for x in rows + [head]) for i in range(4)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)),
-             "  ".join("-" * w for w in widths)]
-    for name, value, target, ratio in rows:
-        lines.append(f"{name.ljust(widths[0])}  {value.rjust(widths[1])}  "
-                     f"{target.rjust(widths[2])}  {ratio.rjust(widths[3])}")
-    lines.append("ratio = value / target (below 1.00x is within the target)")
-    return "\n".join(lines)
+    return table.render()
 
 
 def main(argv: list[str] | None = None) -> int:

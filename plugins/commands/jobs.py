@@ -75,6 +75,13 @@ class JobStore:
             "SELECT doc FROM jobs WHERE client_id=? ORDER BY created DESC", (client_id,)).fetchall())
         return [json.loads(r[0]) for r in rows]
 
+    async def running_of(self, client_id: str) -> list[dict[str, Any]]:
+        """The client's jobs still ``running``, without reading its whole history."""
+        rows = await self.store.run(lambda db: db.execute(
+            "SELECT doc FROM jobs WHERE client_id=? AND json_extract(doc, '$.status')='running'",
+            (client_id,)).fetchall())
+        return [json.loads(r[0]) for r in rows]
+
     async def of_multi(self, multi_jid: str) -> list[dict[str, Any]]:
         rows = await self.store.run(lambda db: db.execute(
             "SELECT doc FROM jobs WHERE multi_job_id=? ORDER BY created, rowid", (multi_jid,)).fetchall())

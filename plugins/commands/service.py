@@ -206,8 +206,8 @@ class CommandService:
         except (SessionClosed, TimeoutError):
             return
         known = set((answer or {}).get("jids") or [])
-        for job in await self.jobs.of_client(client.id):
-            if job["status"] != "running" or job["jid"] in known:
+        for job in await self.jobs.running_of(client.id):
+            if job["jid"] in known:
                 continue
             if self._sent_on.get(job["jid"]) is session:
                 continue  # started on this very connection: its run_cmd may still be on its way
