@@ -48,6 +48,10 @@ def rport_register_routes(server: Any, register: Any) -> Any:
     name and is prefixed ``<plugin>:``; ``params`` are the query parameters the route accepts
     (others are a 400) and ``list_params`` adds RPort's sort/filter/fields/page; ``public``
     routes skip authentication (the route must then check credentials itself).
+    ``register.page(path, endpoint, methods=["GET"], *, name="")`` serves a web page outside
+    the API (``path`` not under ``/api``, Starlette path syntax such as ``/x/{path:path}``):
+    public, the core authenticates nothing there; other methods are a 405 and paths nobody
+    serves the API's 404, in the error envelope.
     Result rule: ignored."""
 
 

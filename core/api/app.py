@@ -8,6 +8,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Router
+from starlette.types import ASGIApp
 
 from ..errors import ApiError
 from .routing import error_response
@@ -27,10 +29,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
                                    headers=exc.headers))
 
 
-def build_app(server: "RportServer") -> Starlette:
+def build_app(server: "RportServer") -> ASGIApp:
+    """The API under /api/v1 and, in front of it, the pages plugins serve elsewhere
+    (``register.page``); a path that nothing serves gets the API's 404."""
     app = Starlette(routes=server.routes.starlette_routes(server),
                     exception_handlers={HTTPException: _http_error})
     # /tunnels/ is not /tunnels: a 404 in our error shape, as RPort answers, rather than
     # Starlette's unauthenticated 307 to the other spelling.
     app.router.redirect_slashes = False
-    return app
+    pages = server.routes.starlette_pages()
+    if not pages:
+        return app
+    # Page paths never start with /api (register.page refuses them), so the API's requests
+    # always fall through to it, its 404s and 405s included.
+    return Router(routes=pages, default=app, redirect_slashes=False)

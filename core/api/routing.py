@@ -43,11 +43,22 @@ class RouteSpec:
     public: bool = False
 
 
+@attrs.frozen
+class PageSpec:
+    path: str  # outside /api, e.g. "/" or "/dashboard/{path:path}"
+    endpoint: Endpoint
+    methods: tuple[str, ...]
+    name: str  # "<plugin>:<name>"
+    owner: str
+
+
 class RouteTable:
-    """Routes registered by the core and plugins; a duplicate path+method or name fails."""
+    """Routes registered by the core and plugins; a duplicate path+method or name fails.
+    ``pages`` are plugins' web pages outside ``/api`` (``register.page``)."""
 
     def __init__(self) -> None:
         self.specs: list[RouteSpec] = []
+        self.pages: list[PageSpec] = []
 
     def registrar(self, owner: str) -> Callable[..., None]:
         def register(path: str, endpoint: Endpoint, methods: Iterable[str] = ("GET",), *,
@@ -60,6 +71,8 @@ class RouteTable:
                 name=f"{owner}:{name or endpoint.__name__}", owner=owner, params=tuple(params),
                 list_params=list_params, public=public,
                 summary=summary or (inspect.getdoc(endpoint) or "").split("\n")[0])
+            if any(page.name == spec.name for page in self.pages):
+                raise ValueError(f"route name {spec.name!r} registered twice")
             for other in self.specs:
                 if other.name == spec.name:
                     raise ValueError(f"route name {spec.name!r} registered twice")
@@ -68,6 +81,26 @@ class RouteTable:
                     raise ValueError(f"route {sorted(clash)[0]} {API_PREFIX}{path} registered by "
                                      f"both {other.owner!r} and {owner!r}")
             self.specs.append(spec)
+
+        def page(path: str, endpoint: Endpoint, methods: Iterable[str] = ("GET",), *,
+                 name: str = "") -> None:
+            if not path.startswith("/"):
+                raise ValueError(f"plugin {owner!r}: page path {path!r} must start with /")
+            if path == "/api" or path.startswith("/api/"):
+                raise ValueError(f"plugin {owner!r}: page path {path!r} is under /api, which "
+                                 "belongs to the API (register an API route instead)")
+            spec = PageSpec(path=path, endpoint=endpoint,
+                            methods=tuple(m.upper() for m in methods),
+                            name=f"{owner}:{name or endpoint.__name__}", owner=owner)
+            for other in [*self.specs, *self.pages]:
+                if other.name == spec.name:
+                    raise ValueError(f"route name {spec.name!r} registered twice")
+            for other in self.pages:
+                if other.path == spec.path:
+                    raise ValueError(f"page {path} registered by both {other.owner!r} and {owner!r}")
+            self.pages.append(spec)
+
+        register.page = page  # type: ignore[attr-defined]
         return register
 
     def starlette_routes(self, server: "RportServer") -> list[Route]:
@@ -75,7 +108,36 @@ class RouteTable:
                       name=spec.name) for spec in self.specs]
 
 
+    def starlette_pages(self) -> list[Route]:
+        return [Route(spec.path, _wrap_page(spec), name=spec.name) for spec in self.pages]
+
+
 LIST_PREFIXES = ("filter[", "fields[", "page[")
+
+
+def _wrap_page(spec: PageSpec) -> Endpoint:
+    """A plugin's page: public (the core authenticates nothing), other methods a 405 and an
+    unexpected exception a logged 500, both in the API's error envelope."""
+    methods = set(spec.methods) | ({"HEAD"} if "GET" in spec.methods else set())
+
+    async def endpoint(request: Request) -> Response:
+        if request.method not in methods:
+            return error_response(ApiError(
+                405, "method not allowed", code="ERR_CODE_METHOD_NOT_ALLOWED",
+                detail=f"{request.method} {request.url.path}",
+                headers={"Allow": ", ".join(sorted(methods))}))
+        try:
+            return await spec.endpoint(request)
+        except ApiError as exc:
+            return error_response(exc)
+        except Exception:
+            log.exception("page %s %s of plugin %r failed", request.method, request.url.path,
+                          spec.owner)
+            return error_response(ApiError(500, "internal server error", code="ERR_CODE_INTERNAL",
+                                           detail=f"the plugin {spec.owner!r} failed; see the server log"))
+
+    endpoint.__name__ = spec.name
+    return endpoint
 
 
 def _wrap(server: "RportServer", spec: RouteSpec) -> Endpoint:
