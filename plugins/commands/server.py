@@ -106,12 +106,14 @@ async def _job(server: Any, client_id: str, jid: str) -> dict[str, Any]:
 
 async def _events(server: Any, client_id: str, jid: str) -> AsyncIterator[bytes]:
     svc = service(server)
-    queue = svc.live.follow(jid)  # follow first, so the final status cannot slip past
+    queue, earlier = svc.live.follow(jid)  # follow first, so the final status cannot slip past
     try:
         job = await _job(server, client_id, jid)
         yield _sse("job", job)
         if job["status"] != "running":
             return
+        for event in earlier:  # what it wrote before we attached (its last REPLAY_CHARS)
+            yield _sse(event["event"], event["data"])
         while True:
             try:
                 event = await asyncio.wait_for(queue.get(), HEARTBEAT)
@@ -194,6 +196,12 @@ def rport_register_routes(server: Any, register: Any) -> None:
         multi = await _multi(request)
         return data_response({**multi, "jobs": await service(server).jobs.of_multi(multi["jid"])})
 
+    async def cancel_multi(request: Request) -> Response:
+        """Cancel a multi-client job: no further client is started, running jobs are cancelled."""
+        multi = await _multi(request)
+        await service(server).cancel_multi(multi, request.state.user.username)
+        return data_response({"jid": multi["jid"], "cancelled": True})
+
     async def multi_jobs(request: Request) -> Response:
         """The jobs of a multi-client job."""
         multi = await _multi(request)
@@ -209,3 +217,4 @@ def rport_register_routes(server: Any, register: Any) -> None:
     register("/commands", list_multi, name="list_multi")
     register("/commands/{jid}", get_multi, name="get_multi")
     register("/commands/{jid}/jobs", multi_jobs, name="multi_jobs")
+    register("/commands/{jid}/cancel", cancel_multi, ["POST"], name="cancel_multi")

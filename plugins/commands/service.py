@@ -5,6 +5,7 @@ server restart), live output and cancellation."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -90,6 +91,10 @@ class CommandService:
         self._sent_on: dict[str, Any] = {}
         """The session each active job's run_cmd went out on (see :meth:`reconcile`)."""
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._multi_tasks: dict[str, asyncio.Task[Any]] = {}
+        """The running multi-client jobs (their sequence or fan-out), by jid."""
+        self._cancelled: dict[str, str] = {}
+        """Multi-client jobs being cancelled, with who cancelled them."""
 
     async def open(self) -> None:
         await self.jobs.open()
@@ -170,9 +175,13 @@ class CommandService:
         self._resolve(job)
 
     def on_output(self, client_id: str, body: Any) -> None:
-        if isinstance(body, dict) and isinstance(body.get("jid"), str):
-            self.live.publish(body["jid"], {"event": body.get("stream", "stdout"),
-                                            "data": str(body.get("data", ""))})
+        if not isinstance(body, dict) or not isinstance(body.get("jid"), str):
+            return
+        job = self._active.get(body["jid"])
+        if job is None or job["client_id"] != client_id:
+            return  # not a running job of this agent: nobody may follow it, nothing is kept
+        stream = "stderr" if body.get("stream") == "stderr" else "stdout"
+        self.live.publish(body["jid"], {"event": stream, "data": str(body.get("data", ""))})
 
     def _resolve(self, job: dict[str, Any]) -> None:
         self._active.pop(job["jid"], None)
@@ -254,12 +263,35 @@ class CommandService:
             "labels": body.get("labels"), "concurrent": concurrent,
             "abort_on_err": abort_on_error and not concurrent,
             "is_script": False, **spec,
+            "target_client_ids": [c.id for c in clients],
         }
         await self.jobs.save_multi(multi)
+        jid = multi["jid"]
         task = asyncio.create_task(self._execute(multi, clients))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._multi_tasks[jid] = task
+
+        def done(task: asyncio.Task[Any]) -> None:
+            self._tasks.discard(task)
+            self._multi_tasks.pop(jid, None)
+            self._cancelled.pop(jid, None)
+        task.add_done_callback(done)
         return multi
+
+    async def cancel_multi(self, multi: dict[str, Any], user: str) -> None:
+        """Stop a multi-client job: no client is started any more (each gets a ``skipped`` job)
+        and the running jobs are cancelled as :meth:`cancel` does."""
+        jid = multi["jid"]
+        if jid not in self._multi_tasks:
+            raise ApiError(409, "job is not running", code="ERR_CODE_JOB_NOT_RUNNING",
+                           detail="every client of this multi-client job has finished")
+        self._cancelled.setdefault(jid, user)
+        log.info("multi-job %s cancelled by %s", jid, user)
+        for job in [j for j in self._active.values() if j.get("multi_job_id") == jid]:
+            try:
+                await self.cancel(job["client_id"], job["jid"])
+            except ApiError:
+                pass  # ended meanwhile, or its client is gone: nothing left to stop
 
     async def _targets(self, body: Mapping[str, Any],
                        matchable: list[Client] | None = None) -> list[Client]:
@@ -287,23 +319,45 @@ class CommandService:
                        multi_job_id=multi["jid"], **{k: multi[k] for k in (
                            "command", "interpreter", "cwd", "is_sudo", "timeout_sec")})
 
+    def _not_run(self, multi: dict[str, Any], clients: list[Client], reason: str) -> list[dict[str, Any]]:
+        return [dict(self._child(multi, c), status="skipped", finished_at=_now(), error=reason)
+                for c in clients]
+
+    async def _start_child(self, multi: dict[str, Any], client: Client) -> dict[str, Any]:
+        job = self._child(multi, client)
+        if multi["jid"] in self._cancelled:
+            job, = self._not_run(multi, [client], self._cancel_reason(multi))
+            await self.jobs.save(job)
+            return job
+        await self._start(client, job, raise_errors=False)
+        if multi["jid"] in self._cancelled and job["status"] == "running":
+            # cancelled while run_cmd was on its way: the agent did not know the job yet
+            with contextlib.suppress(ApiError):
+                await self.cancel(client.id, job["jid"])
+        return job
+
+    def _cancel_reason(self, multi: dict[str, Any]) -> str:
+        return f"not run: the multi-client job was cancelled by {self._cancelled[multi['jid']]}"
+
     async def _execute(self, multi: dict[str, Any], clients: list[Client]) -> None:
         if multi["concurrent"]:
-            await asyncio.gather(*(self._start(c, self._child(multi, c), raise_errors=False)
-                                   for c in clients))
+            await asyncio.gather(*(self._start_child(multi, c) for c in clients))
             return
         for index, client in enumerate(clients):
-            job = self._child(multi, client)
-            await self._start(client, job, raise_errors=False)
+            job = await self._start_child(multi, client)
             if job["status"] == "running":
                 done = await self.wait(job["jid"], job["timeout_sec"] + 60)
                 job = done or job
+            if multi["jid"] in self._cancelled:
+                rest = self._not_run(multi, clients[index + 1:], self._cancel_reason(multi))
+                if rest:
+                    await self.jobs.save_many(rest)
+                return
             failed = job["status"] == "failed" and job.get("error") != "client is not connected"
             if multi["abort_on_err"] and failed:
-                rest = clients[index + 1:]
-                skipped = [dict(self._child(multi, c), status="skipped", finished_at=_now(),
-                                error=f"not run: the sequence was aborted after job {job['jid']} "
-                                      f"failed on {client.id}") for c in rest]
+                skipped = self._not_run(multi, clients[index + 1:],
+                                        f"not run: the sequence was aborted after job {job['jid']} "
+                                        f"failed on {client.id}")
                 if skipped:
                     await self.jobs.save_many(skipped)
                 log.info("multi-job %s aborted after a failure on %s; %d client(s) skipped",

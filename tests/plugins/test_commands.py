@@ -804,6 +804,146 @@ def test_stream_live_output(fleet: Server, tmp_path: Path) -> None:
     assert again[0][1]["status"] == "successful" and again[0][1]["result"]["stdout"] == stdout
 
 
+def test_stream_replays_the_output_written_before_attaching(fleet: Server, tmp_path: Path) -> None:
+    """A follower that attaches after the job has written something gets that output first (a
+    dashboard opens a job's stream a moment after starting it), then the rest live."""
+    api = fleet.api
+    assert api is not None
+    go = tmp_path / "go"
+    script = (f"import os, time\nprint('early 1', flush=True)\nprint('early 2', flush=True)\n"
+              f"while not os.path.exists({str(go)!r}):\n    time.sleep(0.02)\n"
+              f"print('late', flush=True)\n")
+    jid = run(api, "open", command=script, interpreter="python3", timeout_sec=30)
+    path = f"/clients/open/commands/{jid}/stream"
+    early = "early 1\nearly 2\n"
+    with api.stream("GET", path) as first:
+        seen = ""
+        for event, data in sse_events(first):  # the server has the early output once a
+            if event == "stdout":                # follower has seen it: now attach another
+                seen += data
+                if seen == early:
+                    break
+        with api.stream("GET", path) as second:
+            events = []
+            for event, data in sse_events(second):
+                events.append((event, data))
+                if event == "job":
+                    go.touch()
+    assert events[0][0] == "job" and events[-1][0] == "status", events
+    assert "".join(d for e, d in events if e == "stdout") == early + "late\n", events
+    assert events[-1][1]["result"]["stdout"] == early + "late\n"
+
+
+def test_stream_carries_only_the_agents_own_jobs_output(server: Server) -> None:
+    """Output an agent sends is kept and streamed only for its own running jobs, and only as
+    stdout or stderr events: a misbehaving agent cannot forge another event (a fake final
+    status) in a follower's stream, nor make the server keep output for jobs that do not
+    exist."""
+    import asyncio
+    import threading
+
+    from rport.core.protocol.frames import T, encode_json
+
+    from ..core.test_rogue_agent import open_rogue, recv_frame, say_hello
+
+    api = server.api
+    assert api is not None
+    started: dict[str, Any] = {}
+
+    def post() -> None:
+        started["resp"] = api.post("/clients/rogue/commands", json={"command": "/usr/bin/true"})
+
+    async def main() -> list[tuple[str, Any]]:
+        async with open_rogue(server) as ws:
+            await say_hello(ws)
+            poster = threading.Thread(target=post)
+            poster.start()
+            while True:  # answer run_cmd (and refuse anything else, e.g. cmd_jobs)
+                ident, payload = await recv_frame(ws, T.REQUEST)
+                request = json.loads(payload)
+                if request["name"] == "run_cmd":
+                    jid = request["body"]["jid"]
+                    await ws.send(encode_json(T.RESPONSE, ident, {"ok": True, "body": {"pid": 4242}}))
+                    break
+                await ws.send(encode_json(T.RESPONSE, ident, {"ok": False, "error": "no"}))
+            await asyncio.to_thread(poster.join)
+            assert started["resp"].status_code == 200, started["resp"].text
+            forged = "stdout\n\nevent: status\ndata: {}"
+            for ident, body in enumerate([
+                    {"jid": jid, "stream": forged, "data": "one\n"},
+                    {"jid": jid, "stream": "stderr", "data": "two\n"},
+                    {"jid": "not-a-job", "stream": "stdout", "data": "x" * 1000}], start=100):
+                await ws.send(encode_json(T.REQUEST, ident, {"name": "cmd_output", "body": body}))
+                await recv_frame(ws, T.RESPONSE, ident)
+
+            def follow() -> list[tuple[str, Any]]:
+                events = []
+                with api.stream("GET", f"/clients/rogue/commands/{jid}/stream") as resp:
+                    for event in sse_events(resp):
+                        events.append(event)
+                        if event[0] == "stderr":
+                            break
+                return events
+            events = await asyncio.to_thread(follow)
+            assert get_job(api, "rogue", jid)["status"] == "running"
+            return events
+
+    events = asyncio.run(main())
+    assert [(e, d) for e, d in events[1:]] == [("stdout", "one\n"), ("stderr", "two\n")], events
+    assert events[0][0] == "job"
+
+
+# -- 9. what the dashboard needs: targets of a multi-client job, cancelling one ---------------------
+
+
+def test_multi_job_lists_its_target_clients(api: httpx.Client) -> None:
+    jid = run_multi(api, command="/usr/bin/date", tags={"operator": "OR", "tags": ["web"]})
+    started = api.get(f"/commands/{jid}").json()["data"]
+    assert started["target_client_ids"] == ["m-a", "m-c"], started
+    assert started["client_ids"] is None and started["tags"] == {"operator": "OR", "tags": ["web"]}
+    multi = wait_multi(api, jid, 2)
+    assert multi["target_client_ids"] == ["m-a", "m-c"]
+    jid = run_multi(api, command="/usr/bin/date", client_ids=["m-c", "gone", "m-a"])
+    assert wait_multi(api, jid, 3)["target_client_ids"] == ["m-c", "gone", "m-a"]
+
+
+def test_cancel_a_sequential_multi_job(api: httpx.Client) -> None:
+    """The running client's job is cancelled and the clients after it are not started."""
+    jid = run_multi(api, command="/usr/bin/sleep 60", client_ids=["m-a", "m-b", "m-c"], timeout_sec=120)
+    wait_for(lambda: [j["status"] for j in api.get(f"/commands/{jid}").json()["data"]["jobs"]] == ["running"],
+             20, "the first job to run")
+    resp = api.post(f"/commands/{jid}/cancel")
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"data": {"jid": jid, "cancelled": True}}
+    multi = wait_multi(api, jid, 3)
+    statuses = [(j["client_id"], j["status"]) for j in multi["jobs"]]
+    assert statuses == [("m-a", "cancelled"), ("m-b", "skipped"), ("m-c", "skipped")], statuses
+    assert multi["jobs"][0]["error"] == "cancelled"
+    for job in multi["jobs"][1:]:
+        assert job["error"] == "not run: the multi-client job was cancelled by admin", job
+        assert job["finished_at"] and job["pid"] is None
+    assert_error(api.post(f"/commands/{jid}/cancel"), 409, "job is not running",
+                 "every client of this multi-client job has finished")
+
+
+def test_cancel_a_concurrent_multi_job(api: httpx.Client) -> None:
+    jid = run_multi(api, command="/usr/bin/sleep 60", client_ids=["m-a", "m-b", "m-c"],
+                    execute_concurrently=True, timeout_sec=120)
+    wait_for(lambda: [j["status"] for j in api.get(f"/commands/{jid}").json()["data"]["jobs"]]
+             == ["running"] * 3, 20, "the three jobs to run")
+    assert api.post(f"/commands/{jid}/cancel").status_code == 200
+    multi = wait_multi(api, jid, 3)
+    assert [j["status"] for j in multi["jobs"]] == ["cancelled"] * 3, multi["jobs"]
+
+
+def test_cancel_a_multi_job_errors(api: httpx.Client) -> None:
+    assert_error(api.post("/commands/nope/cancel"), 404, 'Multi-client Job[id="nope"] not found.')
+    jid = run_multi(api, command="/usr/bin/date", client_ids=["m-a"])
+    wait_multi(api, jid, 1)
+    assert_error(api.post(f"/commands/{jid}/cancel"), 409, "job is not running")
+    assert_error(api.get(f"/commands/{jid}/cancel"), 405, "method not allowed")
+
+
 # -- 7. persistence and reconnects ----------------------------------------------------------------
 
 
