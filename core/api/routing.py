@@ -109,23 +109,34 @@ class RouteTable:
 
 
     def starlette_pages(self) -> list[Route]:
-        return [Route(spec.path, _wrap_page(spec), name=spec.name) for spec in self.pages]
+        return [Route(spec.path, _Page(spec), name=spec.name) for spec in self.pages]
 
 
 LIST_PREFIXES = ("filter[", "fields[", "page[")
 
 
-def _wrap_page(spec: PageSpec) -> Endpoint:
-    """A plugin's page: public (the core authenticates nothing), other methods a 405 and an
-    unexpected exception a logged 500, both in the API's error envelope."""
-    methods = set(spec.methods) | ({"HEAD"} if "GET" in spec.methods else set())
+class _Page:
+    """A plugin's page as an ASGI app, so that Starlette's Route sends it every method (with a
+    plain endpoint function it would answer other methods itself, in plain text): public (the
+    core authenticates nothing), other methods a 405 and an unexpected exception a logged 500,
+    both in the API's error envelope."""
 
-    async def endpoint(request: Request) -> Response:
-        if request.method not in methods:
+    def __init__(self, spec: PageSpec) -> None:
+        self.spec = spec
+        self.methods = set(spec.methods) | ({"HEAD"} if "GET" in spec.methods else set())
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        response = await self._respond(request)
+        await response(scope, receive, send)
+
+    async def _respond(self, request: Request) -> Response:
+        spec = self.spec
+        if request.method not in self.methods:
             return error_response(ApiError(
                 405, "method not allowed", code="ERR_CODE_METHOD_NOT_ALLOWED",
                 detail=f"{request.method} {request.url.path}",
-                headers={"Allow": ", ".join(sorted(methods))}))
+                headers={"Allow": ", ".join(sorted(self.methods))}))
         try:
             return await spec.endpoint(request)
         except ApiError as exc:
@@ -135,9 +146,6 @@ def _wrap_page(spec: PageSpec) -> Endpoint:
                           spec.owner)
             return error_response(ApiError(500, "internal server error", code="ERR_CODE_INTERNAL",
                                            detail=f"the plugin {spec.owner!r} failed; see the server log"))
-
-    endpoint.__name__ = spec.name
-    return endpoint
 
 
 def _wrap(server: "RportServer", spec: RouteSpec) -> Endpoint:
