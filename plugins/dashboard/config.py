@@ -16,4 +16,5 @@ class DashboardConfig:
     ``idle_pause``."""
     idle_pause: Duration = Duration(300)
     """Live updates stop after this long without a key press, click or scroll, so that an
-    unattended dashboard lets its login session expire (``token_lifetime`` later)."""
+    unattended dashboard lets its login session expire (``token_lifetime`` later); ``0``: never
+    (an open dashboard then keeps its session alive)."""

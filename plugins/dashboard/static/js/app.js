@@ -4,6 +4,7 @@ import { html } from "./html.js";
 import { AppContext } from "./context.js";
 import { api, describe, session, setUnauthorizedHandler } from "./api.js";
 import { usePoll } from "./live.js";
+import { selection } from "./selection.js";
 import { useRoute } from "./router.js";
 import { plural } from "./format.js";
 import { LoginPage } from "./pages/login.js";
@@ -20,6 +21,7 @@ export function App() {
   useEffect(() => {
     setUnauthorizedHandler((error) => {
       session.token = "";
+      selection.clear();
       setAuth({ phase: "login", message: `Your session has ended (${describe(error.errors[0])}). Please log in again.` });
     });
     if (auth.phase === "checking") {
@@ -44,6 +46,7 @@ export function App() {
       // the session may be gone already; forgetting the token is what matters
     }
     session.token = "";
+    selection.clear();
     setAuth({ phase: "login", message: "You have logged out." });
   };
 

@@ -9,7 +9,7 @@ import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 import { send } from "./api.js";
 import { REFRESH_MS, settings } from "./settings.js";
 
-const IDLE_MS = settings.idle_pause_seconds * 1000;
+const IDLE_MS = settings.idle_pause_seconds > 0 ? settings.idle_pause_seconds * 1000 : Infinity;
 let lastActivity = Date.now();
 const waiting = new Set();
 
