@@ -9,6 +9,7 @@ Screenshots of each page are saved as test artefacts (conftest.shot).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,23 @@ def test_the_session_expires_like_the_apis(make_server: Callable[..., Server], n
     expect(page.get_by_label("Password")).to_be_visible()
     assert session_token(page) == ""
     shot(page, "session-expired")
+
+
+def test_updates_pause_while_the_user_is_away_so_the_session_expires(
+        make_server: Callable[..., Server], new_page: Callable[..., Any]) -> None:
+    """An open dashboard stops asking the API after idle_pause without input; its session then
+    expires (token_lifetime), and the first input afterwards brings the login form back."""
+    server = make_server("idle", extra={"plugins.auth_jwt": {"token_lifetime": "2s"},
+                                        "plugins.dashboard": {"refresh_interval": "1s", "idle_pause": "1s"}})
+    page = new_page()
+    asked: list[float] = []
+    page.on("request", lambda r: asked.append(time.monotonic()) if "/api/v1/" in r.url else None)
+    login(page, server.api_url, "admin", "foobaz")
+    quiet = 3.0  # longer than token_lifetime: the session has expired once the page was this quiet
+    wait_for(lambda: asked and time.monotonic() - asked[-1] > quiet, 30, "the page to stop asking the API")
+    expect(page.get_by_test_id("username")).to_have_text("admin")  # nothing noticed yet
+    page.mouse.move(200, 200)  # the user is back: updates resume at once
+    expect(page.get_by_role("status")).to_contain_text("Your session has ended (unauthorized: token expired)")
 
 
 # -- 2. clients -----------------------------------------------------------------------------------
