@@ -18,7 +18,7 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from ...procs import PY, Proc, Server
+from ...procs import PY, Proc, Server, write_toml
 from .conftest import ROOT
 
 STATIC = ROOT / "plugins" / "dashboard" / "static"
@@ -177,9 +177,10 @@ def _can_build_wheels() -> bool:
 def test_the_wheel_ships_and_serves_the_dashboard(tmp_path: Path) -> None:
     """A wheel of the project (not an editable install) holds every file of the dashboard, and
     an rportd run from that wheel's files serves them."""
-    source = tmp_path / "src"
+    source = tmp_path / "src"  # a copy, so that the build leaves nothing in the checkout
+    source.mkdir()
     for name in ("pyproject.toml", "setup.py", "README.md"):
-        shutil.copy(ROOT / name, source / name if source.exists() else (source.mkdir() or source / name))
+        shutil.copy(ROOT / name, source / name)
     for folder in ("core", "agent", "plugins"):
         shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     result = subprocess.run([PY, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
@@ -197,8 +198,7 @@ def test_the_wheel_ships_and_serves_the_dashboard(tmp_path: Path) -> None:
     assert "dashboard = rport.plugins.dashboard.server" in entry_points
 
     site = tmp_path / "site"
-    server = Server(tmp_path / "server")
-    from ...procs import write_toml
+    server = Server(tmp_path / "server")  # only its configuration: started from the wheel below
     write_toml(server.conf_path, server.config)
     proc = Proc([PY, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import rport.core.cli as c; "
                  "assert c.__file__.startswith(sys.argv[1]), c.__file__; sys.argv[1:2] = []; c.main()",
