@@ -80,6 +80,7 @@ class Rportd:
         deadline = time.monotonic() + 60
         while not (m := _API_RE.search(self.log.read_text(errors="replace"))):
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
                 raise RuntimeError(f"rportd did not start:\n{self.log.read_text()[-2000:]}")
             time.sleep(0.05)
         self.base = f"http://{m.group(1)}:{m.group(2)}"
