@@ -2,9 +2,10 @@
 
 Handshake: after TLS (the agent has checked our key's fingerprint by then), the agent's first
 frame is a HELLO with the protocol versions it speaks, its credentials and its facts. We answer
-WELCOME (and the session starts) or REFUSED with the reason, then close. The agent must say hello
-within ``handshake_timeout``; failed logins are throttled per auth id and per address; bcrypt
-checks run in plugins off the event loop.
+WELCOME (and the session starts) or REFUSED with the reason, then close. The agent must have
+said hello within ``handshake_timeout`` of its TCP connection being accepted (the acceptor,
+:mod:`.accept`, holds that deadline and the caps on connections not admitted yet); failed logins
+are throttled per auth id and per address; bcrypt checks run in plugins off the event loop.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import attrs
 from websockets.asyncio.server import ServerConnection
 
 from . import __version__
+from .accept import Pending
 from .clients import Client, clean_facts
 from .events import ClientConnected, ClientDisconnected
 from .plugins import call_each
@@ -127,15 +129,23 @@ class AgentEndpoint:
     async def serve(self, ws: ServerConnection) -> None:
         address = ws.remote_address[0] if ws.remote_address else "?"
         transport: WebSocketLink = ws.rport_link  # taken over in the handshake (server.py)
+        pending: Pending | None = getattr(ws, "rport_pending", None)  # set by the acceptor
         try:
-            await self._serve(transport, address)
+            await self._serve(transport, address, pending)
         finally:
+            if pending is not None:
+                pending.done()
             await transport.close("server stopped")  # returns once the connection is gone
 
-    async def _serve(self, transport: WebSocketLink, address: str) -> None:
+    async def _serve(self, transport: WebSocketLink, address: str,
+                     pending: Pending | None) -> None:
         self.handshakes += 1
+        timeout = self.handshake_timeout
+        if pending is not None:
+            pending.reading_hello()
+            timeout = pending.remaining()
         try:
-            hello = await asyncio.wait_for(self._read_hello(transport), self.handshake_timeout)
+            hello = await asyncio.wait_for(self._read_hello(transport), timeout)
             client = await self._admit(hello, address)
         except TimeoutError:
             log.warning("agent from %s: no hello within %gs, disconnecting", address,
@@ -159,6 +169,8 @@ class AgentEndpoint:
             return
         finally:
             self.handshakes -= 1
+            if pending is not None:
+                pending.done()
         await self._run(client, hello, transport, address)
 
     async def _read_hello(self, transport: WebSocketLink) -> Hello:

@@ -226,8 +226,9 @@ class RportServer:
             logger=logging.getLogger("rport.websockets"), **settings.connection_options())
         factory = websockets_protocol_factory(self._ws_server)
         if factory is not None:
-            self._acceptor = BoundedAcceptor(sock, factory, context,
-                                             handshake_timeout=cfg.handshake_timeout)
+            self._acceptor = BoundedAcceptor(
+                sock, factory, context, handshake_timeout=cfg.handshake_timeout,
+                max_pending=cfg.max_pending_connections, per_address=cfg.max_pending_per_address)
             self._acceptor.start(self._ws_server)
         else:
             log.warning("this websockets version hides its connection factory: agent handshakes "
