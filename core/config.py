@@ -70,6 +70,8 @@ class ApiSection:
     cert_file: str = ""
     key_file: str = ""
     max_request_bytes: int = 10240
+    max_connections: int = 1024
+    read_timeout: Duration = Duration(10)
     max_failed_login: int = 5
     ban_time: Duration = Duration(3600)
 
@@ -189,6 +191,10 @@ def _check(s: dict[str, Any]) -> list[str]:
         problems.append("server.max_pending_connections: must be at least 1")
     if server.max_pending_per_address < 1:
         problems.append("server.max_pending_per_address: must be at least 1")
+    if api.max_connections < 1:
+        problems.append("api.max_connections: must be at least 1")
+    if api.read_timeout <= 0:
+        problems.append("api.read_timeout: must be more than 0")
     if server.max_failed_login < 1:
         problems.append("server.max_failed_login: must be at least 1")
     if server.max_request_bytes_client < 4096:

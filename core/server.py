@@ -20,6 +20,7 @@ from . import hookspecs
 from .accept import BoundedAcceptor, websockets_protocol_factory
 from .agents import AgentEndpoint
 from .api.app import build_app
+from .api.connections import ApiConnections, guarded_protocol
 from .api.routes import register_core_routes
 from .api.routing import RouteTable
 from .clients import Client, ClientRegistry
@@ -42,11 +43,32 @@ LISTEN_BACKLOG = 1024
 
 
 class _UvicornServer(uvicorn.Server):
-    """uvicorn without its signal handlers: rportd owns the process's signals."""
+    """uvicorn without its signal handlers (rportd owns the process's signals), serving the
+    sockets it is given with a bound on the TLS handshake (uvicorn leaves asyncio's 60 s)."""
+
+    def __init__(self, config: uvicorn.Config, *, tls_handshake_timeout: float) -> None:
+        super().__init__(config)
+        self.tls_handshake_timeout = tls_handshake_timeout
 
     @contextlib.contextmanager
     def capture_signals(self):  # type: ignore[override]
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state,
+                _loop=_loop)
+
+        tls = {"ssl": config.ssl, "ssl_handshake_timeout": self.tls_handshake_timeout} \
+            if config.ssl else {}
+        self.servers = [await loop.create_server(create_protocol, sock=sock,
+                                                 backlog=config.backlog, **tls)
+                        for sock in sockets or []]
+        self.started = True
 
 
 class RportServer:
@@ -77,6 +99,7 @@ class RportServer:
         self._ws_server: WsServer | None = None
         self._acceptor: BoundedAcceptor | None = None
         self._api_server: _UvicornServer | None = None
+        self.api_connections: ApiConnections | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
 
@@ -246,13 +269,16 @@ class RportServer:
         sock = _bind(address)
         self.api_address = _bound(sock)
         tls = bool(api.cert_file)
+        self.api_connections = ApiConnections(max_connections=api.max_connections,
+                                              read_timeout=api.read_timeout)
         config = uvicorn.Config(
             build_app(self), log_config=None, access_log=False, lifespan="off",
             ssl_certfile=api.cert_file or None, ssl_keyfile=api.key_file or None,
-            server_header=False, h11_max_incomplete_event_size=16384,
+            http=guarded_protocol(self.api_connections), timeout_keep_alive=5,
+            server_header=False, h11_max_incomplete_event_size=16384, backlog=LISTEN_BACKLOG,
             proxy_headers=False)  # the peer address is the socket's: X-Forwarded-For would let any
         # caller pick the address its failed logins are counted (and banned) under
-        self._api_server = _UvicornServer(config)
+        self._api_server = _UvicornServer(config, tls_handshake_timeout=api.read_timeout)
         task = asyncio.create_task(self._api_server.serve(sockets=[sock]), name="api")
         self._tasks.append(task)
         while not self._api_server.started:

@@ -10,66 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import resource
-import socket
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
 from rport.core.keys import client_ssl_context
 
+from ..attackers import enough_fds, idle_connections, is_closed, is_open, spread  # noqa: F401
 from ..procs import Agent, Server, wait_for
 
 TIMEOUT = 20.0  # bound on every wait for a condition; never reached when things work
-
-
-@pytest.fixture(autouse=True)
-def enough_fds() -> Iterator[None]:
-    """The attacks below hold over a thousand sockets in this process."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, 8192) if hard != resource.RLIM_INFINITY else 8192
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    yield
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-@contextlib.contextmanager
-def idle_connections(port: int, sources: list[str]) -> Iterator[list[socket.socket]]:
-    """One TCP connection to ``port`` from each address in ``sources``, in order; none sends a
-    byte. Closed at the end."""
-    socks: list[socket.socket] = []
-    try:
-        for source in sources:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(sock)
-            sock.bind((source, 0))
-            sock.settimeout(TIMEOUT)
-            sock.connect(("127.0.0.1", port))
-            sock.setblocking(False)  # is_open() peeks without waiting
-        yield socks
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def is_open(sock: socket.socket) -> bool:
-    """The server has neither closed nor reset the connection (nor sent anything on it)."""
-    try:
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-
-
-def is_closed(sock: socket.socket) -> bool:
-    return not is_open(sock)
-
-
-def spread(n: int, per_address: int, net: str = "127.0.1") -> list[str]:
-    """``n`` source addresses, ``per_address`` connections from each."""
-    return [f"{net}.{1 + i // per_address}" for i in range(n)]
 
 
 def test_agent_connects_while_1000_idle_connections_are_open(
