@@ -228,6 +228,7 @@ class AgentEndpoint:
         if previous is not None:  # what an administrator set stays with the client id
             client.allowed_user_groups = previous.allowed_user_groups
         server.clients.put(client)
+        transport.admitted()  # before WELCOME: the agent may send its first requests at once
         try:
             transport.write(encode_json(T.WELCOME, 0, {
                 "protocol": hello.protocol, "version": __version__, "client_id": client.id,

@@ -39,6 +39,7 @@ log = logging.getLogger("rport.server")
 
 ENTRY_POINT_GROUP = "rport.server"
 LISTEN_BACKLOG = 1024
+HELLO_MAX_MESSAGE = 64 << 10  # an agent's hello is about 1 KiB (its facts)
 
 
 
@@ -238,7 +239,8 @@ class RportServer:
         cfg = self.config.server
         settings = LinkSettings(
             max_message=cfg.max_request_bytes_client + HEADER.size,
-            ping_interval=cfg.keep_alive or None, ping_timeout=cfg.keep_alive_timeout or None)
+            ping_interval=cfg.keep_alive or None, ping_timeout=cfg.keep_alive_timeout or None,
+            hello_max_message=HELLO_MAX_MESSAGE)
         sock = _bind(self.agent_address)
         context = server_ssl_context(self.identity)
         self._ws_server = await ws_serve(

@@ -6,9 +6,13 @@ loopback device), so a test can play many hosts.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
+import os
 import resource
 import socket
+import struct
 from collections.abc import Iterator
 
 import pytest
@@ -65,3 +69,57 @@ def spread(n: int, per_address: int, net: str = "127.0.1") -> list[str]:
     return [f"{net}.{1 + i // per_address}" for i in range(n)]
 
 
+
+
+# -- raw WebSocket clients --------------------------------------------------------------------------
+
+OP_CONT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x2, 0x8, 0x9, 0xA
+
+
+def ws_frame(opcode: int, payload: bytes = b"", *, fin: bool = True) -> bytes:
+    """One masked WebSocket frame, as an agent sends it (RFC 6455 section 5.2), by hand."""
+    mask = os.urandom(4)
+    n = len(payload)
+    b0 = (0x80 if fin else 0) | opcode
+    if n < 126:
+        header = bytes((b0, 0x80 | n))
+    elif n < 65536:
+        header = struct.pack("!BBH", b0, 0x80 | 126, n)
+    else:
+        header = struct.pack("!BBQ", b0, 0x80 | 127, n)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return header + mask + masked
+
+
+async def ws_upgrade(port: int, *, rcvbuf: int = 0) -> tuple[asyncio.StreamReader,
+                                                             asyncio.StreamWriter]:
+    """TLS and the WebSocket upgrade to rportd's agent endpoint, by hand: afterwards the caller
+    writes frames (``ws_frame``) and reads what it wants. ``rcvbuf``: a small receive buffer
+    (set before connecting), for a peer that reads slowly or not at all."""
+    from rport.core.keys import client_ssl_context
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, ssl=client_ssl_context(),
+                                                   server_hostname="rportd")
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                 f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: rport-py\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return reader, writer
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """The next frame from the server (unmasked): (opcode, payload)."""
+    b0, b1 = await reader.readexactly(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", await reader.readexactly(2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", await reader.readexactly(8))[0]
+    return b0 & 0x0F, await reader.readexactly(n)

@@ -27,6 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
+from ..attackers import OP_BINARY, OP_CLOSE, OP_CONT, read_frame, ws_frame, ws_upgrade
 from ..procs import Agent, Server
 
 TIMEOUT = 20.0  # bound on every wait for a condition; never reached when things work
@@ -286,6 +287,50 @@ def test_twenty_concurrent_garbage_connections(server: Server, good: Agent) -> N
         assert codes == [CloseCode.PROTOCOL_ERROR] * n
         await logged(server, r"protocol violation in handshake: unknown frame type 0xde", n)
         assert count(server, r"protocol violation in handshake") == n
+        assert_undisturbed(server, good)
+
+    run(main)
+
+
+# -- bounded buffers ------------------------------------------------------------------------------
+
+
+def test_empty_fragments_after_hello_are_bounded(server: Server, good: Agent) -> None:
+    async def main() -> None:
+        reader, writer = await ws_upgrade(server.agent_port)
+        writer.write(ws_frame(OP_BINARY, hello("fragments")))
+        opcode, payload = await read_frame(reader)
+        assert decode(payload)[0] is T.WELCOME
+        # One message begun, then empty continuations without end (each used to cost memory).
+        writer.write(ws_frame(OP_BINARY, b"", fin=False) + ws_frame(OP_CONT, b"", fin=False) * 5000)
+        await writer.drain()
+        while True:
+            opcode, payload = await asyncio.wait_for(read_frame(reader), TIMEOUT)
+            if opcode == OP_CLOSE:
+                break
+        assert int.from_bytes(payload[:2], "big") == CloseCode.PROTOCOL_ERROR
+        assert b"message in more than 1024 fragments" in payload
+        writer.close()
+        await logged(server, r"client fragments: protocol violation: message in more than 1024 "
+                             r"fragments, disconnecting")
+        assert_undisturbed(server, good)
+
+    run(main)
+
+
+def test_hello_over_64_kib_is_refused(server: Server, good: Agent) -> None:
+    """Until an agent is admitted its messages may be 64 KiB (a hello is about 1 KiB)."""
+    big = json.loads(hello("big")[5:])
+    big["client"]["facts"] = {"padding": "x" * (100 << 10)}
+
+    async def main() -> None:
+        async with open_rogue(server) as ws:
+            await ws.send(encode_json(T.HELLO, 0, big))
+            closed = await closed_by_server(ws)
+        assert closed.rcvd is not None and closed.rcvd.code == CloseCode.MESSAGE_TOO_BIG, closed
+        await logged(server, r"agent from 127\.0\.0\.1: protocol violation in handshake: "
+                             r"message larger than the agreed maximum \(\d+ > 65536 bytes\)")
+        assert "client big" not in server.log()
         assert_undisturbed(server, good)
 
     run(main)
