@@ -20,6 +20,7 @@ from rport.core.plugin import (
 )
 
 from . import hookspecs
+from .config import TunnelsConfig
 from .service import PUT_PARAMS, TunnelService, parse_bool
 
 NAME = "tunnels"
@@ -35,9 +36,17 @@ def rport_add_hookspecs(pluginmanager: Any) -> None:
 
 
 @hookimpl
+def rport_config_class() -> type:
+    return TunnelsConfig
+
+
+@hookimpl
 async def rport_server_startup(server: Any) -> None:
+    cfg = server.plugin_config(NAME)
+    if cfg.max_per_client < 1:
+        raise ConfigError(["plugins.tunnels.max_per_client: must be at least 1"])
     try:
-        svc = TunnelService(server)
+        svc = TunnelService(server, max_per_client=cfg.max_per_client)
     except ValueError as exc:
         raise ConfigError([str(exc)]) from None
     await svc.load()

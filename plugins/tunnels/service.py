@@ -73,9 +73,15 @@ def parse_go_duration(text: str) -> float:
     return -seconds if sign == "-" else seconds
 
 
+def too_many(limit: int) -> ApiError:
+    return bad("too many tunnels for this client", "ERR_CODE_TUNNEL_LIMIT",
+               f"at most {limit} tunnels per client (plugins.tunnels.max_per_client)", status=409)
+
+
 class TunnelService:
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, *, max_per_client: int = 256) -> None:
         self.server = server
+        self.max_per_client = max_per_client
         cfg = server.config.server
         self.pool = PortPool(cfg.used_ports, cfg.excluded_ports)
         self.check_port_timeout = cfg.check_port_timeout
@@ -216,6 +222,8 @@ class TunnelService:
             auto_close=auto_close, http_proxy=http_proxy, host_header=host_header,
             auth_user=auth_user, auth_password=auth_password, owner=owner, acl_check=acl_check)
         async with self.lock(client.id):
+            if len(self.of(client.id)) >= self.max_per_client:
+                raise too_many(self.max_per_client)
             # 10. the agent's tunnel_allowed
             try:
                 answer = await session.request("check_tunnel_allowed", {"remote": tunnel.remote})
@@ -408,9 +416,29 @@ class TunnelService:
                                     "lport_random": r.local_port is None, "rhost": r.remote_host,
                                     "rport": r.remote_port, "idle_timeout_minutes": 0,
                                     "owner": client.id})
+            room = max(0, self.max_per_client - len(kept))
+            restore, refused = restore[:room], restore[room:]
             for spec in restore:
                 await self._restore(client, spec)
             await self._persist(client.id)
+        if refused:
+            await self._refuse(client, refused)
+
+    async def _refuse(self, client: Client, specs: list[dict[str, Any]]) -> None:
+        """Tunnels over the per-client limit: logged, and the agent is told (it logs it too)."""
+        reason = too_many(self.max_per_client).items[0].detail
+        remotes = [f"{host_port(s['lhost'], s.get('lport') or 0)} -> "
+                   f"{host_port(s['rhost'], s['rport'])}" for s in specs]
+        log.warning("%d tunnel(s) of %s not opened: %s; the first: %s", len(specs), client.id,
+                    reason, remotes[0])
+        if client.session is None:
+            return
+        try:
+            await client.session.request("tunnels_refused", {"reason": reason, "remotes": remotes})
+        except RemoteError:
+            pass  # an agent without this notice (an older one): the server's log says it
+        except (SessionClosed, TimeoutError):
+            pass
 
     async def _restore(self, client: Client, spec: dict[str, Any]) -> None:
         fields = {k: v for k, v in spec.items() if k not in ("client_id",)}
