@@ -72,7 +72,7 @@ class Hello:
 def parse_hello(obj: dict[str, Any]) -> Hello:
     """Validate a HELLO payload; a malformed one is a :class:`Refusal` saying what is wrong."""
     protocols = obj.get("protocols")
-    if not isinstance(protocols, list) or not all(isinstance(p, int) for p in protocols):
+    if not isinstance(protocols, list) or not all(type(p) is int for p in protocols):
         raise Refusal("invalid hello: protocols must be a list of integers")
     common = set(protocols) & set(SUPPORTED_PROTOCOLS)
     if not common:

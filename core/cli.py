@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(describe_plugins(server.plugins)))
         return 0
     log.info("rportd %s starting", __version__)
+    # Whatever rportd or a plugin creates (the store and its -wal/-shm files, keys, credentials)
+    # is for its own user only; it runs no programs of others that would inherit this.
+    os.umask(0o077)
     try:
         return run(_run(server))
     except KeyboardInterrupt:

@@ -25,6 +25,7 @@ from .api.routes import register_core_routes
 from .api.routing import RouteTable
 from .clients import Client, ClientRegistry
 from .confload import ConfigError, HostPort, parse_host_port, structure
+from .datadir import make_private, prepare_data_dir
 from .config import ServerConfig
 from .events import ClientRemoved, EventBus
 from .keys import ServerIdentity, load_or_create_server_identity, server_ssl_context
@@ -154,6 +155,7 @@ class RportServer:
 
     async def start(self) -> None:
         data_dir = self.config.data_dir
+        await asyncio.to_thread(self._private_data_dir)
         self.identity = await asyncio.to_thread(
             load_or_create_server_identity, data_dir, self.config.server.key_seed)
         log.info("data directory %s", data_dir)
@@ -221,6 +223,13 @@ class RportServer:
             await asyncio.shield(self.stop())
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _private_data_dir(self) -> None:
+        data_dir = self.config.data_dir
+        prepare_data_dir(data_dir, log)
+        for path in data_dir.glob("rportd*"):  # the store and its -wal/-shm, keys, credentials
+            if path.is_file():
+                make_private(path, log)
 
     async def _load_clients(self) -> None:
         now = time.time()

@@ -21,6 +21,7 @@ from rport.core.plugin import (
 
 from . import hookspecs
 from .config import TunnelsConfig
+from .remote import hello_remotes
 from .service import PUT_PARAMS, TunnelService, parse_bool
 
 NAME = "tunnels"
@@ -57,6 +58,17 @@ async def rport_server_startup(server: Any) -> None:
 async def rport_server_shutdown(server: Any) -> None:
     if NAME in server.state:
         await service(server).shutdown()
+
+
+@hookimpl
+def rport_agent_accepting(server: Any, client: Any, hello: Any) -> str | None:
+    """The remotes in the hello must be well formed (a mistyped one is refused, with the field
+    named, before anything acts on it)."""
+    try:
+        hello_remotes(hello.plugins.get(NAME))
+    except ValueError as exc:
+        return f"invalid hello: {exc}"
+    return None
 
 
 @hookimpl

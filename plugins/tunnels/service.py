@@ -14,7 +14,7 @@ from rport.core.plugin import ApiError, Client, RemoteError, SessionClosed, call
 
 from .events import TunnelClosed, TunnelOpened
 from .ports import PortPool, port_free
-from .remote import Remote, RemoteError as DecodeError, decode_remote, parse_local
+from .remote import Remote, RemoteError as DecodeError, decode_remote, hello_remotes, parse_local
 from .tunnel import Tunnel
 
 log = logging.getLogger("rport.plugins.tunnels")
@@ -379,13 +379,12 @@ class TunnelService:
         if client.session is None:
             return
         requested = []
-        for raw in (client.plugin_data.get("tunnels") or {}).get("remotes", []):
-            try:
-                remote = Remote(raw["local_host"], raw["local_port"], raw["remote_host"],
-                                int(raw["remote_port"]), raw.get("protocol", "tcp"))
-            except (KeyError, TypeError, ValueError):
-                log.warning("client %s sent an invalid remote %r", client.id, raw)
-                continue
+        try:  # checked when the agent was admitted (rport_agent_accepting)
+            asked = hello_remotes(client.plugin_data.get("tunnels"))
+        except ValueError as exc:
+            log.warning("client %s: %s", client.id, exc)
+            asked = []
+        for remote in asked:
             if remote.protocol != "tcp":
                 log.error("client %s asked for a %s tunnel to %s: only tcp tunnels are supported",
                           client.id, remote.protocol, remote.remote)

@@ -334,3 +334,83 @@ def test_hello_over_64_kib_is_refused(server: Server, good: Agent) -> None:
         assert_undisturbed(server, good)
 
     run(main)
+
+
+# -- JSON and hello fields ------------------------------------------------------------------------
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize("depth", [33, 30_000])
+def test_deeply_nested_hello_is_a_protocol_violation(server: Server, good: Agent,
+                                                     depth: int) -> None:
+    payload = b'{"protocols": [1], "auth": {"id": "user1", "password": "1234"}, "x": ' + \
+        nested(depth) + b"}"
+
+    async def main() -> None:
+        async with open_rogue(server) as ws:
+            await ws.send(encode(T.HELLO, 0, payload))
+            closed = await closed_by_server(ws)
+        assert closed.rcvd is not None and closed.rcvd.code == CloseCode.PROTOCOL_ERROR, closed
+        await logged(server, r"agent from 127\.0\.0\.1: protocol violation in handshake: HELLO "
+                             r"frame with JSON nested more than 32 levels deep, disconnecting")
+        assert "Traceback" not in server.log()
+        assert_undisturbed(server, good)
+
+    run(main)
+
+
+def test_deeply_nested_request_after_hello_is_a_protocol_violation(server: Server,
+                                                                   good: Agent) -> None:
+    async def main() -> None:
+        async with open_rogue(server) as ws:
+            await say_hello(ws, "deep")
+            await ws.send(encode(T.REQUEST, 1, b'{"name": "x", "body": ' + nested(100_000) + b"}"))
+            closed = await closed_by_server(ws)
+        assert closed.rcvd is not None and closed.rcvd.code == CloseCode.PROTOCOL_ERROR, closed
+        await logged(server, r"client deep: protocol violation: REQUEST frame with JSON nested "
+                             r"more than 32 levels deep, disconnecting")
+        assert "Traceback" not in server.log()
+        assert_undisturbed(server, good)
+
+    run(main)
+
+
+REMOTE = {"local_host": "0.0.0.0", "local_port": None, "remote_host": "127.0.0.1",
+          "remote_port": 22, "protocol": "tcp"}
+MISTYPED = {
+    # case: (the hello's changes, the reason logged and sent back)
+    "protocols-bool": ({"protocols": [True]}, r"invalid hello: protocols must be a list of integers"),
+    "tunnels-not-object": ({"plugins": {"tunnels": ["2222:22"]}},
+                           r"invalid hello: plugins\.tunnels must be an object \(plugin tunnels\)"),
+    "remotes-not-list": ({"plugins": {"tunnels": {"remotes": "2222:22"}}},
+                         r"invalid hello: plugins\.tunnels\.remotes must be a list"),
+    "remote-port-string": ({"plugins": {"tunnels": {"remotes": [{**REMOTE, "remote_port": "22"}]}}},
+                           r"invalid hello: plugins\.tunnels\.remotes\[0\]\.remote_port must be a "
+                           r"port number"),
+    "local-host-number": ({"plugins": {"tunnels": {"remotes": [REMOTE, {**REMOTE, "local_host": 5}]}}},
+                          r"invalid hello: plugins\.tunnels\.remotes\[1\]\.local_host must be a "
+                          r"non-empty string"),
+}
+
+
+@pytest.mark.parametrize("case", list(MISTYPED))
+def test_mistyped_hello_fields_are_refused_with_a_reason(server: Server, good: Agent,
+                                                         case: str) -> None:
+    changes, reason = MISTYPED[case]
+    body = {**json.loads(hello("typed")[5:]), **changes}
+
+    async def main() -> None:
+        async with open_rogue(server) as ws:
+            await ws.send(encode_json(T.HELLO, 0, body))
+            _, payload = await recv_frame(ws, T.REFUSED)
+            assert re.search(reason, decode_json_object(T.REFUSED, payload, "reason")["reason"])
+            await closed_by_server(ws)
+        await logged(server, rf"agent from 127\.0\.0\.1 refused: {reason}")
+        assert "Traceback" not in server.log()
+        assert client_state(server, "typed") is None
+        assert_undisturbed(server, good)
+
+    run(main)
