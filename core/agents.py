@@ -181,19 +181,30 @@ class AgentEndpoint:
 
     async def _admit(self, hello: Hello, address: str) -> Client:
         server = self.server
-        keys = (f"agent-id:{hello.auth_id}", f"agent-address:{address}")
-        wait = server.agent_throttle.blocked_for(*keys)
-        if wait > 0:
-            raise Refusal(f"too many failed logins for id {hello.auth_id!r} or from {address}; "
-                          f"try again in {math.ceil(wait)}s", retry_after=wait)
+        # RPort's rules: after a failure the auth id and the address wait client_login_wait;
+        # after max_failed_login failures in a row the address is banned for ban_time. The id
+        # is never banned: agents sharing it elsewhere keep connecting.
+        id_key, address_key = f"agent-id:{hello.auth_id}", f"agent-address:{address}"
+        if (wait := server.agent_throttle.blocked_for(address_key)) > 0:
+            banned = server.agent_throttle.failures(address_key) >= server.agent_throttle.max_failures
+            why = f"too many failed logins from {address}" if banned else \
+                f"a login from {address} failed just now (server.client_login_wait)"
+            raise Refusal(f"{why}; try again in {math.ceil(wait)}s", retry_after=wait)
+        if (wait := server.agent_id_throttle.blocked_for(id_key)) > 0:
+            raise Refusal(f"a login with id {hello.auth_id!r} failed just now "
+                          f"(server.client_login_wait); try again in {math.ceil(wait)}s",
+                          retry_after=wait)
         verdicts = await call_each(server.hook.rport_authenticate_agent, server=server,
                                    auth_id=hello.auth_id, password=hello.password, address=address)
         answers = [result for _, result in verdicts if result is not None]
         if not answers or False in answers:
-            server.agent_throttle.failure(*keys)
+            server.agent_throttle.failure(address_key)
+            server.agent_id_throttle.failure(id_key)
             raise Refusal(f"authentication failed for id {hello.auth_id!r}",
-                          retry_after=server.agent_throttle.blocked_for(*keys))
-        server.agent_throttle.success(*keys)
+                          retry_after=max(server.agent_throttle.blocked_for(address_key),
+                                          server.agent_id_throttle.blocked_for(id_key)))
+        server.agent_throttle.success(address_key)
+        server.agent_id_throttle.success(id_key)
         client_id = hello.client_id or hello.auth_id
         existing = server.clients.get(client_id)
         if existing is not None and existing.connected:

@@ -74,6 +74,7 @@ class ApiSection:
     read_timeout: Duration = Duration(10)
     max_failed_login: int = 5
     ban_time: Duration = Duration(3600)
+    user_login_wait: Duration = Duration(2)
 
 
 @attrs.frozen
@@ -191,6 +192,8 @@ def _check(s: dict[str, Any]) -> list[str]:
         problems.append("server.max_pending_connections: must be at least 1")
     if server.max_pending_per_address < 1:
         problems.append("server.max_pending_per_address: must be at least 1")
+    if api.max_failed_login < 1:
+        problems.append("api.max_failed_login: must be at least 1")
     if api.max_connections < 1:
         problems.append("api.max_connections: must be at least 1")
     if api.read_timeout <= 0:

@@ -85,10 +85,16 @@ class RportServer:
         self.routes = RouteTable()
         self.store = Store(config.data_dir / "rportd.db")
         cfg = config.server
+        # Failed logins, as RPort has them: addresses wait after each failure and are banned
+        # after max_failed_login in a row; auth ids and user names only wait.
         self.agent_throttle = Throttle(wait=cfg.client_login_wait, max_failures=cfg.max_failed_login,
                                        ban_time=cfg.ban_time)
+        self.agent_id_throttle = Throttle(wait=cfg.client_login_wait, max_failures=1,
+                                          ban_time=cfg.client_login_wait)
         self.api_throttle = Throttle(wait=0, max_failures=config.api.max_failed_login,
                                      ban_time=config.api.ban_time)
+        self.api_user_throttle = Throttle(wait=config.api.user_login_wait, max_failures=1,
+                                          ban_time=config.api.user_login_wait)
         self.endpoint = AgentEndpoint(self)
         self.state: dict[str, Any] = {}
         """Per-server state of each plugin, by plugin name (plugin modules are shared by every

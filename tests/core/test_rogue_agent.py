@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import re
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -412,5 +413,58 @@ def test_mistyped_hello_fields_are_refused_with_a_reason(server: Server, good: A
         assert "Traceback" not in server.log()
         assert client_state(server, "typed") is None
         assert_undisturbed(server, good)
+
+    run(main)
+
+
+# -- failed logins ----------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def rogue_from(server: Server, source: str) -> AsyncIterator[ClientConnection]:
+    """A bare websockets connection from the loopback address ``source``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", server.agent_port))
+    async with connect(f"wss://127.0.0.1:{server.agent_port}", sock=sock,
+                       ssl=client_ssl_context(), server_hostname="rportd",
+                       subprotocols=["rport-py"], proxy=None, compression=None,
+                       open_timeout=TIMEOUT, ping_interval=None, close_timeout=TIMEOUT) as ws:
+        yield ws
+
+
+async def try_hello(server: Server, source: str, password: str, client_id: str) -> dict[str, Any]:
+    """One hello from ``source``: the WELCOME or REFUSED body, with "type"."""
+    body = json.loads(hello(client_id)[5:])
+    body["auth"]["password"] = password
+    async with rogue_from(server, source) as ws:
+        await ws.send(encode_json(T.HELLO, 0, body))
+        ftype, _, payload = decode(await asyncio.wait_for(ws.recv(), TIMEOUT))
+        return {"type": ftype, **json.loads(payload)}
+
+
+def test_failed_logins_ban_the_address_not_the_auth_id(make_server: Callable[..., Server]) -> None:
+    """RPort's rules: five wrong passwords from one address ban that address for ban_time; the
+    auth id only waits client_login_wait, so agents elsewhere that share it still get in."""
+    server = make_server(extra={"server": {"client_login_wait": "0.2s", "ban_time": "1h"}})
+
+    async def main() -> None:
+        failures = 0
+        while failures < 5:  # max_failed_login: the default
+            answer = await try_hello(server, "127.0.0.7", "guess", "attacker")
+            assert answer["type"] is T.REFUSED
+            failures += "authentication failed" in answer["reason"]
+        answer = await try_hello(server, "127.0.0.7", "1234", "attacker")
+        assert answer["type"] is T.REFUSED, answer
+        assert answer["reason"].startswith("too many failed logins from 127.0.0.7; try again in")
+        assert answer["retry_after"] > 3000
+
+        async def elsewhere() -> dict[str, Any]:
+            while (answer := await try_hello(server, "127.0.0.8", "1234", "honest"))["type"] \
+                    is T.REFUSED:
+                assert "failed just now (server.client_login_wait)" in answer["reason"], answer
+            return answer
+        answer = await asyncio.wait_for(elsewhere(), TIMEOUT)
+        assert answer["type"] is T.WELCOME and answer["client_id"] == "honest"
 
     run(main)
