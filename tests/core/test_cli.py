@@ -150,7 +150,7 @@ def test_generated_api_password(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     conf = write_toml(tmp_path / "rportd.conf", {
         "server": {"data_dir": str(data_dir), "address": "127.0.0.1:0"},
-        "api": {"address": "127.0.0.1:0"},
+        "api": {"address": "127.0.0.1:0", "user_login_wait": "0s"},  # wrong, then right at once
     })
     proc, url = _start(conf, tmp_path / "first.log")
     try:
