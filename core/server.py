@@ -105,6 +105,7 @@ class RportServer:
         self.started = asyncio.Event()
         self._plugin_configs: dict[str, Any] = {}
         self._ws_server: WsServer | None = None
+        self._public_host = ""  # for connect_urls, found once the agent endpoint listens
         self._acceptor: BoundedAcceptor | None = None
         self._api_server: _UvicornServer | None = None
         self.api_connections: ApiConnections | None = None
@@ -129,9 +130,14 @@ class RportServer:
 
     @property
     def connect_urls(self) -> list[str]:
+        """``[server] url``, or the agent endpoint's address; an unspecified one (0.0.0.0, ::)
+        is replaced by this host's address on its default route, which agents can use."""
         if self.config.server.url:
             return list(self.config.server.url)
-        return [f"https://{self.agent_address}"]
+        address = self.agent_address
+        if address.host in ("0.0.0.0", "::", ""):
+            address = HostPort(self._public_host or _host_address(address.host), address.port)
+        return [f"https://{address}"]
 
     def configure_plugins(self) -> None:
         """Structure every plugin's ``[plugins.<name>]`` table; raises :class:`ConfigError`."""
@@ -276,6 +282,11 @@ class RportServer:
             await self._ws_server.start_serving()
         self.agent_address = _bound(sock)
         log.info("agent endpoint listening on %s (TLS)", self.agent_address)
+        if not cfg.url and self.agent_address.host in ("0.0.0.0", "::"):
+            self._public_host = await asyncio.to_thread(_host_address, self.agent_address.host)
+            log.info("server.url is not set: agents are told %s (this host's address on its "
+                     "default route); set [server] url if they reach it by another name",
+                     self.connect_urls[0])
 
     async def _listen_api(self) -> None:
         api = self.config.api
@@ -333,6 +344,20 @@ def _bind(address: HostPort) -> socket.socket:
     sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
+
+
+def _host_address(unspecified: str) -> str:
+    """This host's address on its default route (for IPv6 if ``unspecified`` is ``::``), found
+    without sending anything (a UDP socket is only connected); the loopback address if there is
+    no route."""
+    family, probe, loopback = (socket.AF_INET6, "2001:db8::1", "::1") if ":" in unspecified \
+        else (socket.AF_INET, "192.0.2.1", "127.0.0.1")  # documentation addresses (RFC 5737, 3849)
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe_sock:
+            probe_sock.connect((probe, 9))
+            return str(probe_sock.getsockname()[0])
+    except OSError:
+        return loopback
 
 
 def _bound(sock: socket.socket) -> HostPort:

@@ -123,3 +123,24 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     elif n == 127:
         n = struct.unpack("!Q", await reader.readexactly(8))[0]
     return b0 & 0x0F, await reader.readexactly(n)
+
+
+async def register_clients(port: int, ids: list[str], *, auth: tuple[str, str] = ("user1", "1234"),
+                           ) -> None:
+    """Make rportd know clients ``ids`` (each says a valid hello, is welcomed, and hangs up):
+    many known clients without as many agent processes."""
+    from rport.core.protocol.frames import T, decode, encode_json
+
+    async def one(client_id: str) -> None:
+        reader, writer = await ws_upgrade(port)
+        try:
+            writer.write(ws_frame(OP_BINARY, encode_json(T.HELLO, 0, {
+                "protocols": [1], "version": "test", "auth": {"id": auth[0], "password": auth[1]},
+                "client": {"id": client_id, "name": client_id}})))
+            _, payload = await asyncio.wait_for(read_frame(reader), TIMEOUT)
+            assert decode(payload)[0] is T.WELCOME, payload
+        finally:
+            writer.close()
+
+    for start in range(0, len(ids), 20):
+        await asyncio.gather(*(one(cid) for cid in ids[start:start + 20]))

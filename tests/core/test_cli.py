@@ -4,6 +4,7 @@ errors, generated API credentials, the example configuration files and the plugi
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -418,3 +419,31 @@ def test_agent_data_dir_is_private(tmp_path: Path) -> None:
         else:
             assert f"data directory {data} can be accessed by other users (mode 0750)" \
                 in result.stderr, result.stderr
+
+
+def test_the_printed_agent_command_runs_as_printed(tmp_path: Path) -> None:
+    """On its defaults (agents on 0.0.0.0, generated credentials) rportd prints a command that
+    attaches an agent when pasted as it is: the installed agent's path, and an address agents
+    can reach (not 0.0.0.0), which GET /status shows too."""
+    conf = write_toml(tmp_path / "rportd.conf", {
+        "server": {"address": "0.0.0.0:0", "data_dir": str(tmp_path / "data")},
+        "api": {"address": "127.0.0.1:0", "auth": "admin:foobaz"}})
+    server = Proc(command("rportd") + ["-c", str(conf)], tmp_path / "rportd.log")
+    agent: Proc | None = None
+    try:
+        printed = server.wait_log(r"attach an agent with: (.*)").group(1)
+        api = re.search(r"API listening on (http://\S+)", server.log())
+        assert api, server.log()
+        argv = shlex.split(printed)
+        assert Path(argv[0]).is_file() and Path(argv[0]).name == "rport", printed
+        url = argv[-1]
+        assert url.startswith("https://") and "0.0.0.0" not in url, printed
+        status = httpx.get(f"{api.group(1)}/api/v1/status", auth=("admin", "foobaz")).json()
+        assert status["data"]["connect_url"] == [url]
+        agent = Proc(argv, tmp_path / "rport.log", env={"HOME": str(tmp_path / "home")})
+        agent.wait_log(rf"connected to wss://{re.escape(url[len('https://'):])}/ as client")
+        server.wait_log(r"client \S+ \(.*\) connected from")
+    finally:
+        if agent is not None:
+            agent.stop()
+        server.stop()
