@@ -45,6 +45,13 @@ def cannot_listen(host: str, port: int, exc: OSError) -> ApiError:
                "ERR_CODE_TUNNEL_START", status=409)
 
 
+def _answer(answer: Any, key: str, *, default: bool = True) -> bool:
+    """A yes/no field of an agent's answer; anything malformed is a no (never a traceback)."""
+    if answer is None:
+        return default
+    return isinstance(answer, dict) and answer.get(key, default) is True
+
+
 def _named(tunnel: Tunnel) -> str:
     """"tunnel 3", or "tunnel" for one of an agent's remotes not opened yet (no id)."""
     return f"tunnel {tunnel.id}" if tunnel.id else "tunnel"
@@ -227,12 +234,15 @@ class TunnelService:
             # 10. the agent's tunnel_allowed
             try:
                 answer = await session.request("check_tunnel_allowed", {"remote": tunnel.remote})
-                allowed = bool((answer or {}).get("allowed", True))
+                allowed = _answer(answer, "allowed")
             except RemoteError as exc:
                 allowed = "unknown request" in str(exc)  # an agent without tunnels policy
             except SessionClosed:
                 raise bad(f"client with id {client.id} not found", "ERR_CODE_CLIENT_NOT_FOUND",
                           status=404) from None
+            except TimeoutError:
+                raise bad("client did not answer the tunnel_allowed check",
+                          "ERR_CODE_CLIENT_ERROR", status=409) from None
             if not allowed:
                 raise bad("Tunnel destination is not allowed by client configuration.",
                           "ERR_CODE_TUNNEL_NOT_ALLOWED", f"{tunnel.remote} is not in tunnel_allowed")
@@ -256,9 +266,10 @@ class TunnelService:
                 except (SessionClosed, TimeoutError) as exc:
                     raise bad("client did not answer the port check", "ERR_CODE_CLIENT_ERROR",
                               str(exc) or "timeout", status=409) from None
-                if not (answer or {}).get("open"):
+                if not _answer(answer, "open", default=False):
+                    error = answer.get("error", "") if isinstance(answer, dict) else ""
                     raise bad(f"Port {tunnel.rport} is not in listening state.",
-                              "ERR_CODE_REMOTE_PORT_NOT_OPEN", str((answer or {}).get("error", "")))
+                              "ERR_CODE_REMOTE_PORT_NOT_OPEN", str(error))
             # 14.-15. the local port
             await self._assign_port(tunnel, given=remote.local_port is not None)
             self._assign_raw_port(tunnel)
@@ -445,10 +456,14 @@ class TunnelService:
         if client.session is not None:  # RPort §4.11: restored tunnels pass tunnel_allowed too
             try:
                 answer = await client.session.request("check_tunnel_allowed", {"remote": tunnel.remote})
-                allowed = bool((answer or {}).get("allowed", True))
+                allowed = _answer(answer, "allowed")
             except RemoteError as exc:
                 allowed = "unknown request" in str(exc)
             except SessionClosed:
+                return
+            except TimeoutError:
+                log.warning("%s of %s to %s not restored: the agent did not answer the "
+                            "tunnel_allowed check", _named(tunnel), client.id, tunnel.remote)
                 return
             if not allowed:
                 log.warning("%s of %s to %s not restored: not allowed by the client's "

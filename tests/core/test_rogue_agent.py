@@ -468,3 +468,27 @@ def test_failed_logins_ban_the_address_not_the_auth_id(make_server: Callable[...
         assert answer["type"] is T.WELCOME and answer["client_id"] == "honest"
 
     run(main)
+
+
+def test_malformed_answers_to_the_server_are_refusals_not_tracebacks(server: Server,
+                                                                    good: Agent) -> None:
+    """An agent that answers the tunnels plugin's checks with something that is not an object
+    gets its tunnel refused, not a 500 and a traceback."""
+    async def main() -> None:
+        async with open_rogue(server) as ws:
+            await say_hello(ws, "answers")
+            assert server.api is not None
+            put = asyncio.create_task(asyncio.to_thread(
+                server.api.put, "/clients/answers/tunnels", params={"remote": "22"}))
+            while True:  # (the commands plugin asks for the agent's jobs too)
+                ident, payload = await recv_frame(ws, T.REQUEST)
+                if json.loads(payload)["name"] == "check_tunnel_allowed":
+                    break
+            await ws.send(encode_json(T.RESPONSE, ident, {"ok": True, "body": ["yes"]}))
+            resp = await asyncio.wait_for(put, TIMEOUT)
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["errors"][0]["code"] == "ERR_CODE_TUNNEL_NOT_ALLOWED"
+        assert "Traceback" not in server.log()
+        assert_undisturbed(server, good)
+
+    run(main)
