@@ -163,7 +163,7 @@ class AgentEndpoint:
             try:
                 transport.write(encode_json(T.REFUSED, 0, {
                     "reason": str(exc), "retry_after": exc.retry_after}))
-                await transport.close("refused")
+                await transport.close("refused", quick=True)
             except TransportClosed:
                 pass
             return
@@ -190,6 +190,9 @@ class AgentEndpoint:
             why = f"too many failed logins from {address}" if banned else \
                 f"a login from {address} failed just now (server.client_login_wait)"
             raise Refusal(f"{why}; try again in {math.ceil(wait)}s", retry_after=wait)
+        if (wait := server.agent_id_throttle.blocked_for(f"agent-violation:{address}")) > 0:
+            raise Refusal(f"an agent from {address} broke the protocol just now; try again in "
+                          f"{math.ceil(wait)}s", retry_after=wait)
         if (wait := server.agent_id_throttle.blocked_for(id_key)) > 0:
             raise Refusal(f"a login with id {hello.auth_id!r} failed just now "
                           f"(server.client_login_wait); try again in {math.ceil(wait)}s",
@@ -257,6 +260,11 @@ class AgentEndpoint:
         try:
             reason = await session.run()
         finally:
+            if transport.violation:
+                # An admitted agent that broke the protocol reconnects to do it again, each time
+                # at the cost of a TLS handshake and a login: its address waits
+                # client_login_wait first, as after a failed login (it is not banned for it).
+                server.agent_id_throttle.failure(f"agent-violation:{address}")
             await asyncio.shield(self._gone(client, reason))
 
     def _mark_gone(self, client: Client, session: MuxSession) -> None:

@@ -50,6 +50,10 @@ _HDR16 = struct.Struct("!BBH")
 _HDR64 = struct.Struct("!BBQ")
 _CLOSE = struct.Struct("!H")
 _FIN_BINARY = 0x80 | OP_BINARY
+FAIL_CLOSE_TIMEOUT = 0.5
+"""A link failed because of its peer waits at most this long for its close frame to leave before
+the connection is aborted (a peer that keeps sending could otherwise keep its TLS state alive
+for close_timeout, and one reconnecting in a loop would pile such connections up)."""
 MAX_FRAMES_PER_READ = 256
 """Frames handled in one call before the link yields to the event loop (a peer sending tiny
 frames must not hold the loop for seconds)."""
@@ -141,6 +145,7 @@ class WebSocketLink(asyncio.Protocol):
         self._close_rcvd: tuple[int, str] | None = None
         self._reason = ""  # why the link ended (or is ending)
         self.violation = False  # it ended because the peer broke the protocol
+        self._failing = False  # ended by _fail: abort soon
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._gone = False  # the transport is lost (= self._lost.done(), cheaper)
         self._ping_timer: asyncio.TimerHandle | None = None
@@ -232,6 +237,8 @@ class WebSocketLink(asyncio.Protocol):
                     elif b1 & 0x80 and size == head + 4 + length and length <= self._max:
                         self._receiver(apply_mask(data[head + 4:], data[head:head + 4]))
                         return
+        if self._failing:
+            return  # the link failed: what the peer still sends is dropped, not buffered
         if self._buf:
             self._buf += data
             data = self._buf
@@ -248,6 +255,8 @@ class WebSocketLink(asyncio.Protocol):
             self._fail(CloseCode.MESSAGE_TOO_BIG, str(exc), reason="message larger than the "
                        f"agreed maximum ({exc})")
             return
+        if self._failing:
+            return  # failed by the receiver meanwhile: the rest is dropped
         if data is self._buf:
             del self._buf[:end]
         elif end < len(data):
@@ -283,7 +292,8 @@ class WebSocketLink(asyncio.Protocol):
         immutable = type(data) is bytes
         budget = MAX_FRAMES_PER_READ
         try:
-            while size - pos >= 2 and self._close_rcvd is None and not self._gone:
+            while (size - pos >= 2 and self._close_rcvd is None and not self._gone
+                   and not self._failing):
                 if budget == 0:
                     return pos, True
                 budget -= 1
@@ -499,13 +509,16 @@ class WebSocketLink(asyncio.Protocol):
 
     # -- closing --------------------------------------------------------------------------------
 
-    async def close(self, reason: str = "", *, violation: bool = False) -> None:
+    async def close(self, reason: str = "", *, violation: bool = False,
+                    quick: bool = False) -> None:
         """The closing handshake: a close frame, then the peer's, then TLS and TCP are closed
-        (after ``close_timeout`` the connection is aborted)."""
+        (after ``close_timeout`` the connection is aborted). ``violation`` (code 1002) and
+        ``quick`` (a refused agent) wait at most ``FAIL_CLOSE_TIMEOUT`` for the peer."""
         if not self._lost.done():
             if not self._close_sent:
                 code = CloseCode.PROTOCOL_ERROR if violation else CloseCode.NORMAL_CLOSURE
                 self._reason = self._reason or reason or "closed"
+                self._failing = self._failing or violation or quick
                 self._send_close(code, reason)
             await self.wait_lost()
 
@@ -529,6 +542,8 @@ class WebSocketLink(asyncio.Protocol):
         if not self._reason:
             self._reason = reason or text
             self.violation = violation
+        self._failing = True
+        self._buf, self._fragments, self._fragments_size = bytearray(), [], 0
         if not self._close_sent and not self._lost.done():
             self._send_close(code, text)
         self._wake_reader()
@@ -549,8 +564,10 @@ class WebSocketLink(asyncio.Protocol):
 
     def _arm_close_timer(self) -> None:
         if self._close_timer is None and not self._lost.done():
-            self._close_timer = self._loop.call_later(self._settings.close_timeout,
-                                                      self._transport.abort)
+            delay = self._settings.close_timeout
+            if self._failing:
+                delay = min(delay, FAIL_CLOSE_TIMEOUT)
+            self._close_timer = self._loop.call_later(delay, self._transport.abort)
 
     def _wake_reader(self) -> None:
         if self._queue_waiter is not None and not self._queue_waiter.done():

@@ -492,3 +492,24 @@ def test_malformed_answers_to_the_server_are_refusals_not_tracebacks(server: Ser
         assert_undisturbed(server, good)
 
     run(main)
+
+
+def test_an_address_whose_agent_broke_the_protocol_waits(make_server: Callable[..., Server]) -> None:
+    """An admitted agent that breaks the protocol is disconnected; the next hello from its
+    address must wait client_login_wait (so that reconnecting to break it again is slow), while
+    other addresses are not affected."""
+    server = make_server(extra={"server": {"client_login_wait": "30s"}})
+
+    async def main() -> None:
+        async with rogue_from(server, "127.0.0.9") as ws:
+            await say_hello(ws, "breaker")
+            await ws.send(bytes([0x7F]) + (1).to_bytes(4, "big"))
+            await closed_by_server(ws)
+        await logged(server, r"client breaker disconnected: protocol violation")
+        answer = await try_hello(server, "127.0.0.9", "1234", "breaker")
+        assert answer["type"] is T.REFUSED, answer
+        assert answer["reason"].startswith("an agent from 127.0.0.9 broke the protocol just now; "
+                                           "try again in ")
+        assert (await try_hello(server, "127.0.0.10", "1234", "other"))["type"] is T.WELCOME
+
+    run(main)
