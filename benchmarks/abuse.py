@@ -49,7 +49,6 @@ import shutil
 import signal
 import socket
 import ssl
-import statistics
 import struct
 import subprocess
 import sys
@@ -206,11 +205,12 @@ class Poller(threading.Thread):
         self.rig = rig
         self.samples: list[tuple[float, float, bool]] = []  # (time, latency ms, ok)
         self.rss: list[tuple[float, float]] = []
+        self.fresh: list[tuple[float, bool]] = []  # a new connection's /status: answered?
         self.stopping = threading.Event()
 
     def run(self) -> None:
         client = httpx.Client(base_url=self.rig.api_url, auth=(API_USER, API_PASSWORD), timeout=10)
-        last_rss = 0.0
+        last_rss = last_fresh = 0.0
         while not self.stopping.is_set():
             start = time.monotonic()
             try:
@@ -221,6 +221,14 @@ class Poller(threading.Thread):
             if start - last_rss >= 0.1:
                 self.rss.append((start, rss_mb(self.rig.server.pid)))
                 last_rss = start
+            if start - last_fresh >= 0.5:  # a caller that opens a new connection, as curl does
+                last_fresh = start
+                try:
+                    fresh = httpx.get(f"{self.rig.api_url}/api/v1/status", timeout=5,
+                                      auth=(API_USER, API_PASSWORD)).status_code == 200
+                except httpx.HTTPError:
+                    fresh = False
+                self.fresh.append((start, fresh))
             self.stopping.wait(max(0.0, POLL_INTERVAL - (time.monotonic() - start)))
         client.close()
 
@@ -231,8 +239,10 @@ class Poller(threading.Thread):
 
         def pct(p: float) -> float:
             return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
+        fresh = [ok for t, ok in self.fresh if start <= t < end]
         return {"n": len(lat), "p50": pct(0.5), "p99": pct(0.99), "max": lat[-1] if lat else
-                float("nan"), "errors": errors, "rss_peak": peak}
+                float("nan"), "errors": errors, "rss_peak": peak,
+                "fresh": f"{sum(fresh)}/{len(fresh)}"}
 
 
 # -- attackers ----------------------------------------------------------------------------------------
@@ -492,6 +502,8 @@ async def main_async(args: argparse.Namespace, rig: Rig) -> dict[str, Any]:
         "resident_alive": resident.proc.poll() is None,
         "status_errors": sum(1 for _, _, ok in poller.samples if not ok),
         "status_samples": len(poller.samples),
+        "fresh_failed": sum(1 for _, ok in poller.fresh if not ok),
+        "fresh_total": len(poller.fresh),
         "tracebacks": log.count("Traceback"),
         "fd_limit": re.search(r"open files limit raised from \d+ to \d+", log),
     }
@@ -501,13 +513,13 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
     def f(x: float, digits: int = 1) -> str:
         return "-" if x != x else ("> 30" if x == float("inf") else f"{x:.{digits}f}")
 
-    head = ("phase", "agent s", "p50 ms", "p99 ms", "max ms", "err", "RSS MB before/peak/after",
-            "growth MB", "fds during", "attacker conns closed")
+    head = ("phase", "agent s", "p50 ms", "p99 ms", "max ms", "err", "new conn ok",
+            "RSS MB before/peak/after", "growth MB", "fds during", "attacker conns closed")
     rows = []
     for x in r["results"]:
         growth = max(x["rss_peak"], x["rss_after"]) - x["rss_before"]
         rows.append((x["phase"], f(x["agent_s"], 2), f(x["p50"]), f(x["p99"]), f(x["max"]),
-                     str(x["errors"]),
+                     str(x["errors"]), x["fresh"],
                      f"{f(x['rss_before'])} / {f(x['rss_peak'])} / {f(x['rss_after'])}",
                      f(growth), str(x["fds_during"]),
                      f"{x['closed_by_server']} of {x['opened']}"))
@@ -538,7 +550,8 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         f"rportd RSS at the start / at the end  {f(r['rss_start'])} / {f(r['rss_end'])} MB",
         f"nothing lost: resident agent disconnections {r['resident_disconnections']}, still "
         f"running {r['resident_alive']}; /status errors {r['status_errors']} of "
-        f"{r['status_samples']}; tracebacks in rportd's log {r['tracebacks']}",
+        f"{r['status_samples']} (kept-alive connection), {r['fresh_failed']} of {r['fresh_total']}"
+        f" (new connections); tracebacks in rportd's log {r['tracebacks']}",
         f"rportd started with soft open-files limit {SOFT_NOFILE}: "
         f"{r['fd_limit'].group(0) if r['fd_limit'] else 'not raised'}",
         f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
