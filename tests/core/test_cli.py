@@ -440,7 +440,10 @@ def test_the_printed_agent_command_runs_as_printed(tmp_path: Path) -> None:
         assert url.startswith("https://") and "0.0.0.0" not in url, printed
         status = httpx.get(f"{api.group(1)}/api/v1/status", auth=("admin", "foobaz")).json()
         assert status["data"]["connect_url"] == [url]
-        agent = Proc(argv, tmp_path / "rport.log", env={"HOME": str(tmp_path / "home")})
+        # The command as printed; its data directory (by default /var/lib/rport for root) is
+        # kept in the test's directory through the environment.
+        agent = Proc(argv, tmp_path / "rport.log", env={
+            "HOME": str(tmp_path / "home"), "RPORT_CLIENT_DATA_DIR": str(tmp_path / "agent")})
         agent.wait_log(rf"connected to wss://{re.escape(url[len('https://'):])}/ as client")
         server.wait_log(r"client \S+ \(.*\) connected from")
     finally:
