@@ -46,12 +46,13 @@ log = logging.getLogger("rport.server")
 TLS_SLOT_HOLD = 0.5
 """Seconds a TLS handshake keeps its slot at most (the costly part is done by then)."""
 
-IDLE, TLS, UPGRADE, HELLO = "idle", "tls", "upgrade", "hello"
+IDLE, TLS, UPGRADE, HELLO, CLOSED = "idle", "tls", "upgrade", "hello", "closed"
 _STALLED = {
     IDLE: "sent nothing",
     TLS: "did not finish the TLS handshake",
     UPGRADE: "did not finish the WebSocket upgrade",
     HELLO: "sent no hello",
+    CLOSED: "was closed",
 }
 
 
@@ -103,14 +104,16 @@ class Pending:
     def reading_hello(self) -> None:
         """The agent endpoint has the connection: from now on it enforces the deadline itself
         (it answers a late hello with a close frame and a reason)."""
-        self.stage = HELLO
+        if self.stage != CLOSED:
+            self.stage = HELLO
 
     def done(self) -> None:
         """The connection is no longer pending (admitted, refused or gone)."""
         self._acceptor._forget(self)
 
     def _abort(self) -> None:
-        if self.task is not None and not self.task.done() and self.stage in (IDLE, TLS):
+        stage, self.stage = self.stage, CLOSED  # (a handshake finishing right now sees it)
+        if self.task is not None and not self.task.done() and stage in (IDLE, TLS):
             self.task.cancel()  # closes the socket
         elif self.transport is not None:
             self.transport.abort()
@@ -244,10 +247,10 @@ class BoundedAcceptor:
             finally:
                 timer.cancel()
                 release()
-            if entry.stage == TLS:  # not evicted meanwhile
+            if entry.stage == TLS:
                 entry.stage = UPGRADE
                 entry.transport = transport
-            else:
+            else:  # evicted or expired as its handshake finished
                 transport.abort()
         except asyncio.CancelledError:
             conn.close()
