@@ -569,6 +569,9 @@ def main() -> int:
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--json", action="store_true", help="also print the raw results as JSON")
     args = p.parse_args()
+    # rportd and the agents run in their own sessions: a SIGTERM to this script (a timeout)
+    # must still stop them, through the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, 4 * args.attackers + 4096) if hard != resource.RLIM_INFINITY else 65536
     if soft < want:
