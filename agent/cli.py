@@ -13,6 +13,7 @@ from typing import Any
 
 from rport.core import __version__
 from rport.core.confload import ConfigError
+from rport.core.fdlimit import raise_open_files_limit
 from rport.core.logs import run, setup_logging
 from rport.core.plugins import PluginError, describe_plugins
 
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rport: {exc.render()}", file=sys.stderr)
         return 2
     setup_logging(config.logging.log_level, config.logging.log_file)
+    raise_open_files_limit()  # each tunnelled connection holds a file descriptor
     try:
         agent = create_agent(config)
     except (ConfigError, PluginError, ValueError) as exc:

@@ -19,6 +19,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from rport.core import __version__
 from rport.core.confload import ConfigError, structure
+from rport.core.datadir import prepare_data_dir
 from rport.core.keys import (
     client_ssl_context,
     fingerprint,
@@ -142,6 +143,7 @@ class RportAgent:
 
     async def run(self) -> int:
         """Connect and keep connecting; returns an exit status when retries are exhausted."""
+        await asyncio.to_thread(prepare_data_dir, self.data_dir, log)
         for impl in impls(self.hook.rport_register_handlers):
             await call_impl(impl, agent=self, register=self.handlers.registrar(impl.plugin_name))
         for impl in impls(self.hook.rport_agent_startup):

@@ -1,22 +1,59 @@
-"""Accepting agent connections with a bound on TLS handshakes in flight.
+"""Accepting agent connections: one deadline and bounded resources until the agent is known.
 
-When a thousand agents come back at once (a server restart), the event loop would otherwise run
-hundreds of TLS handshakes in one iteration and the API, on the same loop, would stall for over
-100 ms. Here connections are accepted one by one, at most ``limit`` handshakes are in progress,
-and each finished handshake lets the next connection in: the same total work, in small slices.
-The WebSocket layer is websockets' own; only the accepting is ours.
+Before an agent has authenticated, it costs us a socket, and soon TLS state: an attacker who
+opens connections and then says nothing, or says it slowly, must not be able to keep real agents
+out or exhaust the server. So every connection accepted on the agent endpoint is *pending*
+until its hello has been answered, and while pending:
+
+- **One deadline** (``handshake_timeout``) covers the whole phase, from the TCP accept through
+  TLS, the WebSocket upgrade and the hello. A connection that has not got that far by then is
+  closed, whatever stage it is stuck in.
+- **Caps**: at most ``max_pending`` pending connections in all, at most ``per_address`` from one
+  source address (IPv6 addresses count per /64). A new connection over the per-address cap
+  evicts that address's oldest connection that has not sent a byte yet, or is refused if there
+  is none (those further on are making progress); over the total cap, it evicts the oldest
+  pending connection of the address with the most. One log line per burst says so.
+- **TLS handshakes start in small slices**: when a thousand agents come back at once (a server
+  restart), the event loop would otherwise run hundreds of handshakes in one iteration and the
+  API, on the same loop, would stall. A connection takes one of ``tls_slots`` only once it has
+  sent its first byte (an idle one holds nothing), and gives it back when its handshake is done
+  or after ``TLS_SLOT_HOLD`` seconds, by which time the expensive part (answering the
+  ClientHello) is over: a peer that stalls mid-handshake holds its slot only briefly.
+- **Bytes**: the WebSocket opening request may be at most ``max_request_bytes`` (the agent's is
+  a few hundred bytes); the hello and everything after it are bounded by the link
+  (:mod:`.protocol.websocket`).
+
+The WebSocket layer is websockets' own; only the accepting, the deadline and the caps are ours.
+:class:`Pending` travels with the connection (``ws.rport_pending``) so that the agent endpoint
+reads the hello within what is left of the deadline and says when the connection is no longer
+pending.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 import ssl
 from typing import Any, Callable
 
+from .logs import BurstLog
+
 log = logging.getLogger("rport.server")
+
+TLS_SLOT_HOLD = 0.5
+"""Seconds a TLS handshake keeps its slot at most (the costly part is done by then)."""
+
+IDLE, TLS, UPGRADE, HELLO, CLOSED = "idle", "tls", "upgrade", "hello", "closed"
+_STALLED = {
+    IDLE: "sent nothing",
+    TLS: "did not finish the TLS handshake",
+    UPGRADE: "did not finish the WebSocket upgrade",
+    HELLO: "sent no hello",
+    CLOSED: "was closed",
+}
 
 
 def websockets_protocol_factory(ws_server: Any) -> Callable[[], asyncio.Protocol] | None:
@@ -30,14 +67,81 @@ def websockets_protocol_factory(ws_server: Any) -> Callable[[], asyncio.Protocol
     return factory if callable(factory) else None
 
 
+def source_key(address: str) -> str:
+    """What the per-address cap counts: the IPv4 address, or the /64 of an IPv6 address (one
+    host usually has a whole /64). An IPv4-mapped IPv6 address counts as its IPv4 address."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+class Pending:
+    """One connection on the agent endpoint that has not been admitted yet."""
+
+    __slots__ = ("address", "key", "deadline", "stage", "task", "transport", "received",
+                 "_timer", "_acceptor")
+
+    def __init__(self, acceptor: "BoundedAcceptor", address: str, deadline: float) -> None:
+        self._acceptor = acceptor
+        self.address = address
+        self.key = source_key(address)
+        self.deadline = deadline
+        self.stage = IDLE
+        self.task: asyncio.Task[None] | None = None
+        self.transport: asyncio.BaseTransport | None = None
+        self.received = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - asyncio.get_running_loop().time())
+
+    def reading_hello(self) -> None:
+        """The agent endpoint has the connection: from now on it enforces the deadline itself
+        (it answers a late hello with a close frame and a reason)."""
+        if self.stage != CLOSED:
+            self.stage = HELLO
+
+    def done(self) -> None:
+        """The connection is no longer pending (admitted, refused or gone)."""
+        self._acceptor._forget(self)
+
+    def _abort(self) -> None:
+        stage, self.stage = self.stage, CLOSED  # (a handshake finishing right now sees it)
+        if self.task is not None and not self.task.done() and stage in (IDLE, TLS):
+            self.task.cancel()  # closes the socket
+        elif self.transport is not None:
+            self.transport.abort()
+
+
 class BoundedAcceptor:
     def __init__(self, sock: socket.socket, factory: Callable[[], asyncio.Protocol],
-                 context: ssl.SSLContext, *, handshake_timeout: float, limit: int = 64) -> None:
+                 context: ssl.SSLContext, *, handshake_timeout: float, max_pending: int = 1024,
+                 per_address: int = 64, tls_slots: int = 64,
+                 max_request_bytes: int = 16384) -> None:
         self.sock, self.factory, self.context = sock, factory, context
         self.handshake_timeout = handshake_timeout
-        self._slots = asyncio.Semaphore(limit)
-        self._handshakes: set[asyncio.Task[None]] = set()
+        self.max_pending = max_pending
+        self.per_address = per_address
+        self.max_request_bytes = max_request_bytes
+        self._slots = asyncio.Semaphore(tls_slots)
+        self._by_key: dict[str, dict[Pending, None]] = {}  # insertion order: oldest first
+        self._count = 0
         self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._evicted = BurstLog(log, logging.WARNING)
+        self._expired = BurstLog(log, logging.INFO)
+        self._accept_failed = BurstLog(log, logging.ERROR)
+
+    @property
+    def pending(self) -> int:
+        """Connections accepted and not yet admitted."""
+        return self._count
 
     def start(self, ws_server: Any) -> None:
         """Start accepting for ``ws_server`` (made with ``start_serving=False``). websockets
@@ -51,33 +155,159 @@ class BoundedAcceptor:
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        accepted = 0
         while True:
-            await self._slots.acquire()
             try:
-                conn, _ = await loop.sock_accept(self.sock)
+                conn, peer = await loop.sock_accept(self.sock)
             except OSError as exc:  # e.g. out of file descriptors: back off, keep serving
-                self._slots.release()
-                log.error("accepting an agent connection failed: %s", exc)
+                self._accept_failed.note("accepting an agent connection failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
+            accepted += 1
+            if accepted % 64 == 0:
+                await asyncio.sleep(0)  # a burst of accepts must not hold the loop
+            address = peer[0] if isinstance(peer, tuple) else str(peer)
+            entry = Pending(self, address, loop.time() + self.handshake_timeout)
+            if not self._register(entry):
+                conn.close()
+                continue
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            task = loop.create_task(self._handshake(conn))
-            self._handshakes.add(task)
-            task.add_done_callback(self._handshakes.discard)
+            entry._timer = loop.call_at(entry.deadline, self._expire, entry)
+            entry.task = task = loop.create_task(self._handshake(entry, conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _handshake(self, conn: socket.socket) -> None:
+    # -- the caps ---------------------------------------------------------------------------------
+
+    def _register(self, entry: Pending) -> bool:
+        peers = self._by_key.get(entry.key)
+        if peers is not None and len(peers) >= self.per_address:
+            victim = next((p for p in peers if p.stage == IDLE), None)
+            if victim is None:
+                self._evicted.note("agent connections from %s: more than %d in handshake, "
+                                   "refusing new ones", entry.key, self.per_address)
+                return False
+            self._evict(victim, "agent connections from %s: more than %d in handshake, closing "
+                        "the oldest that sent nothing", entry.key, self.per_address)
+        if self._count >= self.max_pending:
+            crowded = max(self._by_key.values(), key=len)
+            victim = next(iter(crowded))
+            self._evict(victim, "pending agent connections: limit of %d reached "
+                        "(server.max_pending_connections), closing the oldest of %s, which "
+                        "has the most", self.max_pending, victim.key)
+        self._by_key.setdefault(entry.key, {})[entry] = None
+        self._count += 1
+        return True
+
+    def _forget(self, entry: Pending) -> None:
+        if entry._timer is not None:
+            entry._timer.cancel()
+            entry._timer = None
+        peers = self._by_key.get(entry.key)
+        if peers is not None and entry in peers:
+            del peers[entry]
+            self._count -= 1
+            if not peers:
+                del self._by_key[entry.key]
+
+    def _evict(self, entry: Pending, message: str, *args: Any) -> None:
+        self._evicted.note(message, *args)
+        self._forget(entry)
+        entry._abort()
+
+    def _expire(self, entry: Pending) -> None:
+        entry._timer = None
+        if entry.stage == HELLO:
+            return  # the agent endpoint answers a late hello itself
+        self._expired.note("agent connection from %s %s within %gs (server.handshake_timeout), "
+                           "closing", entry.address, _STALLED[entry.stage], self.handshake_timeout)
+        self._forget(entry)
+        entry._abort()
+
+    # -- one connection ---------------------------------------------------------------------------
+
+    async def _handshake(self, entry: Pending, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(
-                self.factory, conn, ssl=self.context, ssl_handshake_timeout=self.handshake_timeout)
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            log.debug("TLS handshake with an agent failed: %s", exc)
+            await _readable(conn)  # an idle connection holds no TLS slot
+            entry.stage = TLS
+            await self._slots.acquire()
+            held = True
+
+            def release() -> None:
+                nonlocal held
+                if held:
+                    held = False
+                    self._slots.release()
+            timer = loop.call_later(TLS_SLOT_HOLD, release)
+            try:
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: self._protocol(entry), conn, ssl=self.context,
+                    ssl_handshake_timeout=max(0.1, entry.remaining()))
+            finally:
+                timer.cancel()
+                release()
+            if entry.stage == TLS:
+                entry.stage = UPGRADE
+                entry.transport = transport
+            else:  # evicted or expired as its handshake finished
+                transport.abort()
+        except asyncio.CancelledError:
             conn.close()
-        finally:
-            self._slots.release()
+            raise
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            log.debug("TLS handshake with an agent from %s failed: %s", entry.address, exc)
+            conn.close()
+            self._forget(entry)
+
+    def _protocol(self, entry: Pending) -> asyncio.Protocol:
+        """websockets' connection, with the pending connection attached: its opening request is
+        counted against ``max_request_bytes``, and its end forgets the connection."""
+        proto: Any = self.factory()
+        proto.rport_pending = entry
+        receive, lost = proto.data_received, proto.connection_lost
+
+        def data_received(data: bytes) -> None:
+            if entry.stage == UPGRADE:
+                entry.received += len(data)
+                if entry.received > self.max_request_bytes:
+                    self._evict(entry, "agent connection from %s: WebSocket opening request "
+                                "larger than %d bytes, closing", entry.address,
+                                self.max_request_bytes)
+                    return
+            receive(data)
+
+        def connection_lost(exc: Exception | None) -> None:
+            self._forget(entry)
+            lost(exc)
+
+        proto.data_received = data_received
+        proto.connection_lost = connection_lost
+        return proto
 
     async def close(self) -> None:
-        tasks = [t for t in (self._task, *self._handshakes) if t is not None]
+        tasks = [t for t in (self._task, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*tasks, return_exceptions=True)
+        for peers in list(self._by_key.values()):
+            for entry in list(peers):
+                self._forget(entry)
+                entry._abort()
+
+
+async def _readable(sock: socket.socket) -> None:
+    """Until ``sock`` has something to read (or its peer closed it)."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    fd = sock.fileno()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)

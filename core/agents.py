@@ -2,9 +2,10 @@
 
 Handshake: after TLS (the agent has checked our key's fingerprint by then), the agent's first
 frame is a HELLO with the protocol versions it speaks, its credentials and its facts. We answer
-WELCOME (and the session starts) or REFUSED with the reason, then close. The agent must say hello
-within ``handshake_timeout``; failed logins are throttled per auth id and per address; bcrypt
-checks run in plugins off the event loop.
+WELCOME (and the session starts) or REFUSED with the reason, then close. The agent must have
+said hello within ``handshake_timeout`` of its TCP connection being accepted (the acceptor,
+:mod:`.accept`, holds that deadline and the caps on connections not admitted yet); failed logins
+are throttled per auth id and per address; bcrypt checks run in plugins off the event loop.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import attrs
 from websockets.asyncio.server import ServerConnection
 
 from . import __version__
+from .accept import Pending
 from .clients import Client, clean_facts
 from .events import ClientConnected, ClientDisconnected
 from .plugins import call_each
@@ -70,7 +72,7 @@ class Hello:
 def parse_hello(obj: dict[str, Any]) -> Hello:
     """Validate a HELLO payload; a malformed one is a :class:`Refusal` saying what is wrong."""
     protocols = obj.get("protocols")
-    if not isinstance(protocols, list) or not all(isinstance(p, int) for p in protocols):
+    if not isinstance(protocols, list) or not all(type(p) is int for p in protocols):
         raise Refusal("invalid hello: protocols must be a list of integers")
     common = set(protocols) & set(SUPPORTED_PROTOCOLS)
     if not common:
@@ -127,15 +129,23 @@ class AgentEndpoint:
     async def serve(self, ws: ServerConnection) -> None:
         address = ws.remote_address[0] if ws.remote_address else "?"
         transport: WebSocketLink = ws.rport_link  # taken over in the handshake (server.py)
+        pending: Pending | None = getattr(ws, "rport_pending", None)  # set by the acceptor
         try:
-            await self._serve(transport, address)
+            await self._serve(transport, address, pending)
         finally:
+            if pending is not None:
+                pending.done()
             await transport.close("server stopped")  # returns once the connection is gone
 
-    async def _serve(self, transport: WebSocketLink, address: str) -> None:
+    async def _serve(self, transport: WebSocketLink, address: str,
+                     pending: Pending | None) -> None:
         self.handshakes += 1
+        timeout = self.handshake_timeout
+        if pending is not None:
+            pending.reading_hello()
+            timeout = pending.remaining()
         try:
-            hello = await asyncio.wait_for(self._read_hello(transport), self.handshake_timeout)
+            hello = await asyncio.wait_for(self._read_hello(transport), timeout)
             client = await self._admit(hello, address)
         except TimeoutError:
             log.warning("agent from %s: no hello within %gs, disconnecting", address,
@@ -153,12 +163,14 @@ class AgentEndpoint:
             try:
                 transport.write(encode_json(T.REFUSED, 0, {
                     "reason": str(exc), "retry_after": exc.retry_after}))
-                await transport.close("refused")
+                await transport.close("refused", quick=True)
             except TransportClosed:
                 pass
             return
         finally:
             self.handshakes -= 1
+            if pending is not None:
+                pending.done()
         await self._run(client, hello, transport, address)
 
     async def _read_hello(self, transport: WebSocketLink) -> Hello:
@@ -169,19 +181,33 @@ class AgentEndpoint:
 
     async def _admit(self, hello: Hello, address: str) -> Client:
         server = self.server
-        keys = (f"agent-id:{hello.auth_id}", f"agent-address:{address}")
-        wait = server.agent_throttle.blocked_for(*keys)
-        if wait > 0:
-            raise Refusal(f"too many failed logins for id {hello.auth_id!r} or from {address}; "
-                          f"try again in {math.ceil(wait)}s", retry_after=wait)
+        # RPort's rules: after a failure the auth id and the address wait client_login_wait;
+        # after max_failed_login failures in a row the address is banned for ban_time. The id
+        # is never banned: agents sharing it elsewhere keep connecting.
+        id_key, address_key = f"agent-id:{hello.auth_id}", f"agent-address:{address}"
+        if (wait := server.agent_throttle.blocked_for(address_key)) > 0:
+            banned = server.agent_throttle.failures(address_key) >= server.agent_throttle.max_failures
+            why = f"too many failed logins from {address}" if banned else \
+                f"a login from {address} failed just now (server.client_login_wait)"
+            raise Refusal(f"{why}; try again in {math.ceil(wait)}s", retry_after=wait)
+        if (wait := server.agent_id_throttle.blocked_for(f"agent-violation:{address}")) > 0:
+            raise Refusal(f"an agent from {address} broke the protocol just now; try again in "
+                          f"{math.ceil(wait)}s", retry_after=wait)
+        if (wait := server.agent_id_throttle.blocked_for(id_key)) > 0:
+            raise Refusal(f"a login with id {hello.auth_id!r} failed just now "
+                          f"(server.client_login_wait); try again in {math.ceil(wait)}s",
+                          retry_after=wait)
         verdicts = await call_each(server.hook.rport_authenticate_agent, server=server,
                                    auth_id=hello.auth_id, password=hello.password, address=address)
         answers = [result for _, result in verdicts if result is not None]
         if not answers or False in answers:
-            server.agent_throttle.failure(*keys)
+            server.agent_throttle.failure(address_key)
+            server.agent_id_throttle.failure(id_key)
             raise Refusal(f"authentication failed for id {hello.auth_id!r}",
-                          retry_after=server.agent_throttle.blocked_for(*keys))
-        server.agent_throttle.success(*keys)
+                          retry_after=max(server.agent_throttle.blocked_for(address_key),
+                                          server.agent_id_throttle.blocked_for(id_key)))
+        server.agent_throttle.success(address_key)
+        server.agent_id_throttle.success(id_key)
         client_id = hello.client_id or hello.auth_id
         existing = server.clients.get(client_id)
         if existing is not None and existing.connected:
@@ -216,6 +242,7 @@ class AgentEndpoint:
         if previous is not None:  # what an administrator set stays with the client id
             client.allowed_user_groups = previous.allowed_user_groups
         server.clients.put(client)
+        transport.admitted()  # before WELCOME: the agent may send its first requests at once
         try:
             transport.write(encode_json(T.WELCOME, 0, {
                 "protocol": hello.protocol, "version": __version__, "client_id": client.id,
@@ -233,6 +260,11 @@ class AgentEndpoint:
         try:
             reason = await session.run()
         finally:
+            if transport.violation:
+                # An admitted agent that broke the protocol reconnects to do it again, each time
+                # at the cost of a TLS handshake and a login: its address waits
+                # client_login_wait first, as after a failed login (it is not banned for it).
+                server.agent_id_throttle.failure(f"agent-violation:{address}")
             await asyncio.shield(self._gone(client, reason))
 
     def _mark_gone(self, client: Client, session: MuxSession) -> None:

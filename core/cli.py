@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 from . import __version__
 from .confload import ConfigError
+from .fdlimit import raise_open_files_limit
 from .config import load_server_config
 from .logs import run, setup_logging
 from .plugins import PluginError, describe_plugins
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rportd: {exc.render()}", file=sys.stderr)
         return 2
     setup_logging(config.logging.log_level, config.logging.log_file)
+    _open_files_limit(config)
     try:
         server = create_server(config)
     except (ConfigError, PluginError) as exc:
@@ -82,10 +85,26 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(describe_plugins(server.plugins)))
         return 0
     log.info("rportd %s starting", __version__)
+    # Whatever rportd or a plugin creates (the store and its -wal/-shm files, keys, credentials)
+    # is for its own user only; it runs no programs of others that would inherit this.
+    os.umask(0o077)
     try:
         return run(_run(server))
     except KeyboardInterrupt:
         return 0
+
+
+def _open_files_limit(config: Any) -> None:
+    before, after = raise_open_files_limit()
+    if after > before:
+        log.info("open files limit raised from %d to %d (the hard limit)", before, after)
+    # What the connection caps may hold at once, plus room for agents, tunnels and the store.
+    need = config.server.max_pending_connections + config.api.max_connections + 1024
+    if after and after < need:
+        log.warning("the open files limit is %d, below the %d that the connection caps "
+                    "(server.max_pending_connections, api.max_connections) and agents may need: "
+                    "raise it (LimitNOFILE= in the systemd unit, ulimit -n) or lower the caps",
+                    after, need)
 
 
 async def _run(server: Any) -> int:

@@ -5,6 +5,7 @@ kept for ``keep_disconnected_clients``. One registry per server instance, never 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, Iterator
 
 import attrs
@@ -133,6 +134,11 @@ class ClientRegistry:
 
     def connected(self) -> list[Client]:
         return [c for c in self._clients.values() if c.connected]
+
+    def ids_json_size(self) -> int:
+        """Bytes that a JSON list naming every known client takes (``["a", "b", ...]``): the
+        room a request body that targets clients by id needs beyond ``max_request_bytes``."""
+        return sum(len(json.dumps(cid)) + 2 for cid in self._clients)
 
     def counts(self) -> tuple[int, int]:
         connected = sum(1 for c in self._clients.values() if c.connected)

@@ -44,7 +44,9 @@ class ServerSection:
     purge_disconnected_clients_interval: Duration = Duration(60)
     keep_alive: Duration = Duration(30)
     keep_alive_timeout: Duration = Duration(30)
-    handshake_timeout: Duration = Duration(30)
+    handshake_timeout: Duration = Duration(10)
+    max_pending_connections: int = 1024
+    max_pending_per_address: int = 64
     client_login_wait: Duration = Duration(2)
     max_failed_login: int = 5
     ban_time: Duration = Duration(3600)
@@ -68,8 +70,11 @@ class ApiSection:
     cert_file: str = ""
     key_file: str = ""
     max_request_bytes: int = 10240
+    max_connections: int = 1024
+    read_timeout: Duration = Duration(10)
     max_failed_login: int = 5
     ban_time: Duration = Duration(3600)
+    user_login_wait: Duration = Duration(2)
 
 
 @attrs.frozen
@@ -181,6 +186,18 @@ def _check(s: dict[str, Any]) -> list[str]:
             problems.append(f"{key}: file not found: {value}")
     if server.keep_alive and server.keep_alive < 1:
         problems.append("server.keep_alive: must be at least 1s (or 0 to disable)")
+    if server.handshake_timeout <= 0:
+        problems.append("server.handshake_timeout: must be more than 0")
+    if server.max_pending_connections < 1:
+        problems.append("server.max_pending_connections: must be at least 1")
+    if server.max_pending_per_address < 1:
+        problems.append("server.max_pending_per_address: must be at least 1")
+    if api.max_failed_login < 1:
+        problems.append("api.max_failed_login: must be at least 1")
+    if api.max_connections < 1:
+        problems.append("api.max_connections: must be at least 1")
+    if api.read_timeout <= 0:
+        problems.append("api.read_timeout: must be more than 0")
     if server.max_failed_login < 1:
         problems.append("server.max_failed_login: must be at least 1")
     if server.max_request_bytes_client < 4096:

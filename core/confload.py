@@ -209,13 +209,37 @@ def _join(path: str, key: str | int) -> str:
 def read_toml(path: Path) -> dict[str, Any]:
     """The file as plain Python data; a syntax error is a :class:`ConfigError` naming the line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError([f"cannot read {path}: {exc.strerror or exc}"]) from None
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError([f"{path}: not UTF-8 text: byte 0x{raw[exc.start]:02x} at line {line} "
+                           f"col {column} (save the file as UTF-8)"], source=str(path)) from None
+    try:
         return tomlkit.parse(text).unwrap()
-    except tomlkit.exceptions.ParseError as exc:
+    except tomlkit.exceptions.KeyAlreadyPresent as exc:
+        raise ConfigError([f"{path}: {exc}{_where_defined_again(text, exc)}"],
+                          source=str(path)) from None
+    except tomlkit.exceptions.TOMLKitError as exc:  # ParseError and its kin
         raise ConfigError([f"{path}: {exc}"], source=str(path)) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: arrays or tables nested too deeply"],
+                          source=str(path)) from None
+
+
+def _where_defined_again(text: str, exc: Exception) -> str:
+    """" (line N)" for the second definition of the key tomlkit names, when it is found."""
+    match = re.search(r'Key "(.+)" already exists', str(exc))
+    if match is None:
+        return ""
+    key = re.escape(match.group(1).rsplit(".", 1)[-1])
+    pattern = re.compile(rf'^\s*(?:["\']?{key}["\']?\s*=|\[\s*(?:[^\]]*\.)?["\']?{key}["\']?\s*\])')
+    lines = [n for n, line in enumerate(text.splitlines(), 1) if pattern.match(line)]
+    return f" (line {lines[1]})" if len(lines) > 1 else ""
 
 
 def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -198,9 +198,10 @@ def load_or_create_server_identity(data_dir: Path, key_seed: str = "") -> Server
     key_pem = _key_pem(key)
     cert_file = data_dir / CERT_FILE
     key_file = data_dir / TLS_KEY_FILE
-    _write_atomic(data_dir / FINGERPRINT_FILE, (fp + "\n").encode("ascii"), 0o644)
+    # 0600 like every file of the data directory (the fingerprint is public: GET /status has it)
+    _write_atomic(data_dir / FINGERPRINT_FILE, (fp + "\n").encode("ascii"), 0o600)
     _write_atomic(key_file, key_pem, 0o600)
-    _write_atomic(cert_file, cert_pem, 0o644)
+    _write_atomic(cert_file, cert_pem, 0o600)
     return ServerIdentity(
         private_key=key,
         cert_pem=cert_pem,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -43,3 +44,41 @@ def setup_logging(level: str = "info", log_file: str = "", *, name: str = "rport
     # Third-party libraries only speak up when something is wrong.
     for noisy in ("websockets", "rport.websockets", "uvicorn", "uvicorn.error", "asyncio"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))
+
+
+class BurstLog:
+    """One log line for a burst of similar events: the first is logged at once, the others of
+    the next ``window`` seconds are counted and summed up in one line when it ends. For events
+    an attacker can cause by the thousand (connections refused, closed, evicted), so that the
+    log says what happens without growing by a line per connection."""
+
+    def __init__(self, logger: logging.Logger, level: int, window: float = 10.0) -> None:
+        self.logger = logger
+        self.level = level
+        self.window = window
+        self._quiet_until = 0.0
+        self._more = 0
+        self._last: tuple[str, tuple[Any, ...]] = ("", ())
+        self._timer: asyncio.TimerHandle | None = None
+
+    def note(self, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now >= self._quiet_until and not self._more:
+            self.logger.log(self.level, message, *args)
+            self._quiet_until = now + self.window
+            return
+        self._more += 1
+        self._last = (message, args)
+        if self._timer is None:
+            with contextlib.suppress(RuntimeError):  # no loop: summed up at the next event
+                self._timer = asyncio.get_running_loop().call_later(
+                    max(0.0, self._quiet_until - now), self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        if self._more:
+            message, args = self._last
+            self.logger.log(self.level, message + " (and %d more like it in %gs)", *args,
+                            self._more, self.window)
+            self._more = 0
+            self._quiet_until = time.monotonic() + self.window

@@ -20,10 +20,12 @@ from . import hookspecs
 from .accept import BoundedAcceptor, websockets_protocol_factory
 from .agents import AgentEndpoint
 from .api.app import build_app
+from .api.connections import ApiConnections, guarded_protocol
 from .api.routes import register_core_routes
 from .api.routing import RouteTable
 from .clients import Client, ClientRegistry
 from .confload import ConfigError, HostPort, parse_host_port, structure
+from .datadir import make_private, prepare_data_dir
 from .config import ServerConfig
 from .events import ClientRemoved, EventBus
 from .keys import ServerIdentity, load_or_create_server_identity, server_ssl_context
@@ -38,15 +40,37 @@ log = logging.getLogger("rport.server")
 
 ENTRY_POINT_GROUP = "rport.server"
 LISTEN_BACKLOG = 1024
+HELLO_MAX_MESSAGE = 64 << 10  # an agent's hello is about 1 KiB (its facts)
 
 
 
 class _UvicornServer(uvicorn.Server):
-    """uvicorn without its signal handlers: rportd owns the process's signals."""
+    """uvicorn without its signal handlers (rportd owns the process's signals), serving the
+    sockets it is given with a bound on the TLS handshake (uvicorn leaves asyncio's 60 s)."""
+
+    def __init__(self, config: uvicorn.Config, *, tls_handshake_timeout: float) -> None:
+        super().__init__(config)
+        self.tls_handshake_timeout = tls_handshake_timeout
 
     @contextlib.contextmanager
     def capture_signals(self):  # type: ignore[override]
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state,
+                _loop=_loop)
+
+        tls = {"ssl": config.ssl, "ssl_handshake_timeout": self.tls_handshake_timeout} \
+            if config.ssl else {}
+        self.servers = [await loop.create_server(create_protocol, sock=sock,
+                                                 backlog=config.backlog, **tls)
+                        for sock in sockets or []]
+        self.started = True
 
 
 class RportServer:
@@ -61,10 +85,16 @@ class RportServer:
         self.routes = RouteTable()
         self.store = Store(config.data_dir / "rportd.db")
         cfg = config.server
+        # Failed logins, as RPort has them: addresses wait after each failure and are banned
+        # after max_failed_login in a row; auth ids and user names only wait.
         self.agent_throttle = Throttle(wait=cfg.client_login_wait, max_failures=cfg.max_failed_login,
                                        ban_time=cfg.ban_time)
+        self.agent_id_throttle = Throttle(wait=cfg.client_login_wait, max_failures=1,
+                                          ban_time=cfg.client_login_wait)
         self.api_throttle = Throttle(wait=0, max_failures=config.api.max_failed_login,
                                      ban_time=config.api.ban_time)
+        self.api_user_throttle = Throttle(wait=config.api.user_login_wait, max_failures=1,
+                                          ban_time=config.api.user_login_wait)
         self.endpoint = AgentEndpoint(self)
         self.state: dict[str, Any] = {}
         """Per-server state of each plugin, by plugin name (plugin modules are shared by every
@@ -75,8 +105,10 @@ class RportServer:
         self.started = asyncio.Event()
         self._plugin_configs: dict[str, Any] = {}
         self._ws_server: WsServer | None = None
+        self._public_host = ""  # for connect_urls, found once the agent endpoint listens
         self._acceptor: BoundedAcceptor | None = None
         self._api_server: _UvicornServer | None = None
+        self.api_connections: ApiConnections | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
 
@@ -98,9 +130,14 @@ class RportServer:
 
     @property
     def connect_urls(self) -> list[str]:
+        """``[server] url``, or the agent endpoint's address; an unspecified one (0.0.0.0, ::)
+        is replaced by this host's address on its default route, which agents can use."""
         if self.config.server.url:
             return list(self.config.server.url)
-        return [f"https://{self.agent_address}"]
+        address = self.agent_address
+        if address.host in ("0.0.0.0", "::", ""):
+            address = HostPort(self._public_host or _host_address(address.host), address.port)
+        return [f"https://{address}"]
 
     def configure_plugins(self) -> None:
         """Structure every plugin's ``[plugins.<name>]`` table; raises :class:`ConfigError`."""
@@ -130,6 +167,7 @@ class RportServer:
 
     async def start(self) -> None:
         data_dir = self.config.data_dir
+        await asyncio.to_thread(self._private_data_dir)
         self.identity = await asyncio.to_thread(
             load_or_create_server_identity, data_dir, self.config.server.key_seed)
         log.info("data directory %s", data_dir)
@@ -198,6 +236,13 @@ class RportServer:
 
     # -- internals -------------------------------------------------------------------------------
 
+    def _private_data_dir(self) -> None:
+        data_dir = self.config.data_dir
+        prepare_data_dir(data_dir, log)
+        for path in data_dir.glob("rportd*"):  # the store and its -wal/-shm, keys, credentials
+            if path.is_file():
+                make_private(path, log)
+
     async def _load_clients(self) -> None:
         now = time.time()
         keep = self.config.server.keep_disconnected_clients
@@ -215,7 +260,8 @@ class RportServer:
         cfg = self.config.server
         settings = LinkSettings(
             max_message=cfg.max_request_bytes_client + HEADER.size,
-            ping_interval=cfg.keep_alive or None, ping_timeout=cfg.keep_alive_timeout or None)
+            ping_interval=cfg.keep_alive or None, ping_timeout=cfg.keep_alive_timeout or None,
+            hello_max_message=HELLO_MAX_MESSAGE)
         sock = _bind(self.agent_address)
         context = server_ssl_context(self.identity)
         self._ws_server = await ws_serve(
@@ -226,8 +272,9 @@ class RportServer:
             logger=logging.getLogger("rport.websockets"), **settings.connection_options())
         factory = websockets_protocol_factory(self._ws_server)
         if factory is not None:
-            self._acceptor = BoundedAcceptor(sock, factory, context,
-                                             handshake_timeout=cfg.handshake_timeout)
+            self._acceptor = BoundedAcceptor(
+                sock, factory, context, handshake_timeout=cfg.handshake_timeout,
+                max_pending=cfg.max_pending_connections, per_address=cfg.max_pending_per_address)
             self._acceptor.start(self._ws_server)
         else:
             log.warning("this websockets version hides its connection factory: agent handshakes "
@@ -235,6 +282,11 @@ class RportServer:
             await self._ws_server.start_serving()
         self.agent_address = _bound(sock)
         log.info("agent endpoint listening on %s (TLS)", self.agent_address)
+        if not cfg.url and self.agent_address.host in ("0.0.0.0", "::"):
+            self._public_host = await asyncio.to_thread(_host_address, self.agent_address.host)
+            log.info("server.url is not set: agents are told %s (this host's address on its "
+                     "default route); set [server] url if they reach it by another name",
+                     self.connect_urls[0])
 
     async def _listen_api(self) -> None:
         api = self.config.api
@@ -245,13 +297,16 @@ class RportServer:
         sock = _bind(address)
         self.api_address = _bound(sock)
         tls = bool(api.cert_file)
+        self.api_connections = ApiConnections(max_connections=api.max_connections,
+                                              read_timeout=api.read_timeout)
         config = uvicorn.Config(
             build_app(self), log_config=None, access_log=False, lifespan="off",
             ssl_certfile=api.cert_file or None, ssl_keyfile=api.key_file or None,
-            server_header=False, h11_max_incomplete_event_size=16384,
+            http=guarded_protocol(self.api_connections), timeout_keep_alive=5,
+            server_header=False, h11_max_incomplete_event_size=16384, backlog=LISTEN_BACKLOG,
             proxy_headers=False)  # the peer address is the socket's: X-Forwarded-For would let any
         # caller pick the address its failed logins are counted (and banned) under
-        self._api_server = _UvicornServer(config)
+        self._api_server = _UvicornServer(config, tls_handshake_timeout=api.read_timeout)
         task = asyncio.create_task(self._api_server.serve(sockets=[sock]), name="api")
         self._tasks.append(task)
         while not self._api_server.started:
@@ -289,6 +344,20 @@ def _bind(address: HostPort) -> socket.socket:
     sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
+
+
+def _host_address(unspecified: str) -> str:
+    """This host's address on its default route (for IPv6 if ``unspecified`` is ``::``), found
+    without sending anything (a UDP socket is only connected); the loopback address if there is
+    no route."""
+    family, probe, loopback = (socket.AF_INET6, "2001:db8::1", "::1") if ":" in unspecified \
+        else (socket.AF_INET, "192.0.2.1", "127.0.0.1")  # documentation addresses (RFC 5737, 3849)
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe_sock:
+            probe_sock.connect((probe, 9))
+            return str(probe_sock.getsockname()[0])
+    except OSError:
+        return loopback
 
 
 def _bound(sock: socket.socket) -> HostPort:

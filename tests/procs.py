@@ -118,7 +118,10 @@ class Server:
             "server": {"address": f"127.0.0.1:{agent_port}", "auth": "user1:1234",
                        "data_dir": str(self.data_dir), "key_seed": key_seed,
                        "keep_alive": "5s", "keep_alive_timeout": "5s"},
-            "api": {"address": f"127.0.0.1:{api_port}", "auth": "admin:foobaz"},
+            # Tests try wrong and right credentials back to back: no wait between them (the
+            # default of 2 s is tested in test_auth_jwt).
+            "api": {"address": f"127.0.0.1:{api_port}", "auth": "admin:foobaz",
+                    "user_login_wait": "0s"},
             "logging": {"log_level": "debug"},
         }
         for section, values in (extra or {}).items():

@@ -60,11 +60,37 @@ def decode(message: bytes | str) -> tuple[T, int, bytes]:
     return ftype, ident, message[HEADER.size:]
 
 
+MAX_DEPTH = 32
+"""Nesting of arrays and objects a JSON payload may have (ours have 5 at most): deeper ones are
+refused before anything walks or stores them (a deep one would exhaust Python's recursion)."""
+
+
 def decode_json(ftype: T, payload: bytes) -> Any:
     try:
-        return json.loads(payload)
+        obj = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolViolation(f"{ftype.name} frame with invalid JSON: {exc}") from None
+    except RecursionError:
+        obj = None
+    else:
+        if not isinstance(obj, (dict, list)) or _depth_within(obj, MAX_DEPTH):
+            return obj
+    raise ProtocolViolation(f"{ftype.name} frame with JSON nested more than {MAX_DEPTH} levels "
+                            "deep")
+
+
+def _depth_within(obj: Any, limit: int) -> bool:
+    """Whether ``obj`` nests at most ``limit`` arrays/objects deep (iteratively: no recursion)."""
+    level: list[Any] = [obj]
+    for _ in range(limit):
+        deeper: list[Any] = []
+        for node in level:
+            values = node.values() if type(node) is dict else node
+            deeper.extend(v for v in values if type(v) is dict or type(v) is list)
+        if not deeper:
+            return True
+        level = deeper
+    return False
 
 
 def decode_json_object(ftype: T, payload: bytes, *required: str) -> dict[str, Any]:

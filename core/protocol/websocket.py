@@ -11,6 +11,13 @@ tunnel; see docs/performance.md).
 What the link keeps of WebSocket: binary messages (fragmented ones are reassembled), masking of
 the agent's frames, ping/pong keepalive, and the closing handshake with its codes, so that a
 TLS-terminating reverse proxy in front of rportd still sees a well-formed WebSocket.
+
+Every buffer is bounded and a peer that breaks a bound is disconnected with the reason: a
+message (and its fragments, in number too), what is queued before the session starts, and what
+we have written that the peer does not read. Until the server has admitted the agent, tighter
+bounds apply (``hello_max_message``, ``hello_max_unsent``). The work done for one connection in
+one event-loop iteration is bounded too: at most ``MAX_FRAMES_PER_READ`` frames are handled per
+call, the rest after the loop has served others, and a burst of pings gets one pong.
 """
 
 from __future__ import annotations
@@ -43,6 +50,13 @@ _HDR16 = struct.Struct("!BBH")
 _HDR64 = struct.Struct("!BBQ")
 _CLOSE = struct.Struct("!H")
 _FIN_BINARY = 0x80 | OP_BINARY
+FAIL_CLOSE_TIMEOUT = 0.5
+"""A link failed because of its peer waits at most this long for its close frame to leave before
+the connection is aborted (a peer that keeps sending could otherwise keep its TLS state alive
+for close_timeout, and one reconnecting in a loop would pile such connections up)."""
+MAX_FRAMES_PER_READ = 256
+"""Frames handled in one call before the link yields to the event loop (a peer sending tiny
+frames must not hold the loop for seconds)."""
 
 
 class TransportClosed(Exception):
@@ -59,9 +73,14 @@ class LinkSettings:
     write_limit: int = 1 << 20  # send buffer above which writers wait (transport high-water)
     max_queue: int = 16  # messages held before a receiver is set (handshake) before reading pauses
     close_timeout: float = 2.0  # a dead peer is not waited for long when closing
-    max_unsent: int = 64 << 20
+    max_unsent: int = 4 << 20
     """A peer that lets this much of our output pile up while it keeps sending (pings, requests
     that are answered at once) is not reading: it is disconnected rather than buffered for."""
+    max_fragments: int = 1024  # fragments of one message (each costs memory, even an empty one)
+    hello_max_message: int = 0
+    """Until :meth:`WebSocketLink.admitted` (the server, before it knows the agent): largest
+    message, in place of ``max_message``; 0 means no separate handshake limits."""
+    hello_max_unsent: int = 64 << 10  # ... and ``max_unsent``
 
     def connection_options(self) -> dict[str, Any]:
         """Options for websockets' ``serve``/``connect``, which only do the opening handshake:
@@ -105,14 +124,19 @@ class WebSocketLink(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._settings = settings
         self._client = client
-        self._max = settings.max_message
-        self._buf = bytearray()  # an incomplete frame
+        self._handshake = bool(settings.hello_max_message) and not client
+        self._max = settings.hello_max_message if self._handshake else settings.max_message
+        self._max_unsent = settings.hello_max_unsent if self._handshake else settings.max_unsent
+        self._buf = bytearray()  # an incomplete frame, or frames left for the next iteration
         self._fragments: list[bytes] = []
         self._fragments_size = 0
         self._receiver: Callable[[Any], None] | None = None
         self._queue: collections.deque[bytes] = collections.deque()  # until a receiver is set
+        self._queued = 0  # bytes in _queue
         self._queue_waiter: asyncio.Future[None] | None = None
-        self._reading_paused = False
+        self._reading_paused = False  # for the queue: it is full until the receiver takes it
+        self._deferred = False  # frames are left in _buf for the next iteration: reading paused
+        self._pong: Any = None  # payload of the last ping of this read, answered after it
         self.paused = False  # the transport's buffer is above write_limit: writers wait
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.on_writable: Callable[[], None] | None = None  # called when ``paused`` clears
@@ -121,6 +145,7 @@ class WebSocketLink(asyncio.Protocol):
         self._close_rcvd: tuple[int, str] | None = None
         self._reason = ""  # why the link ended (or is ending)
         self.violation = False  # it ended because the peer broke the protocol
+        self._failing = False  # ended by _fail: abort soon
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._gone = False  # the transport is lost (= self._lost.done(), cheaper)
         self._ping_timer: asyncio.TimerHandle | None = None
@@ -132,8 +157,21 @@ class WebSocketLink(asyncio.Protocol):
     # -- setup ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._transport.set_write_buffer_limits(high=self._settings.write_limit)
+        self._transport.set_write_buffer_limits(high=self._write_high())
         self._schedule_ping()
+
+    def _write_high(self) -> int:
+        return min(self._settings.write_limit, self._max_unsent // 4)
+
+    def admitted(self) -> None:
+        """The peer is known now (the server admitted the agent): the handshake's tighter
+        limits give way to the session's."""
+        if self._handshake:
+            self._handshake = False
+            self._max = self._settings.max_message
+            self._max_unsent = self._settings.max_unsent
+            if not self._gone:
+                self._transport.set_write_buffer_limits(high=self._write_high())
 
     def set_receiver(self, receiver: Callable[[Any], None]) -> None:
         """From now on every message is passed to ``receiver`` (bytes or a memoryview of bytes)
@@ -142,9 +180,10 @@ class WebSocketLink(asyncio.Protocol):
         self._receiver = receiver
         while self._queue and not self._close_sent:
             self._deliver(self._queue.popleft())
-        if self._reading_paused and not self._lost.done():
+        self._queued = 0
+        if self._reading_paused:
             self._reading_paused = False
-            self._transport.resume_reading()
+            self._resume_reading()
 
     @property
     def reason(self) -> str:
@@ -169,15 +208,21 @@ class WebSocketLink(asyncio.Protocol):
             finally:
                 self._queue_waiter = None
         message = self._queue.popleft()
-        if self._reading_paused and len(self._queue) < self._settings.max_queue // 2:
+        self._queued -= len(message)
+        if (self._reading_paused and len(self._queue) < self._settings.max_queue // 2
+                and self._queued < self._max // 2):
             self._reading_paused = False
-            self._transport.resume_reading()
+            self._resume_reading()
         return message
+
+    def _resume_reading(self) -> None:
+        if not (self._reading_paused or self._deferred or self._gone):
+            self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         # Fast path: exactly one whole binary message (what an interactive exchange sends).
         if (not self._buf and not self._fragments and self._receiver is not None
-                and not self._close_sent):
+                and not self._close_sent and not self._deferred):
             size = len(data)
             if size > 2 and data[0] == _FIN_BINARY:
                 b1 = data[1]
@@ -192,11 +237,17 @@ class WebSocketLink(asyncio.Protocol):
                     elif b1 & 0x80 and size == head + 4 + length and length <= self._max:
                         self._receiver(apply_mask(data[head + 4:], data[head:head + 4]))
                         return
+        if self._failing:
+            return  # the link failed: what the peer still sends is dropped, not buffered
         if self._buf:
             self._buf += data
             data = self._buf
+        if not self._deferred:
+            self._process(data)
+
+    def _process(self, data: Any) -> None:
         try:
-            end = self._parse(data)
+            end, more = self._parse(data)
         except ProtocolViolation as exc:
             self._fail(CloseCode.PROTOCOL_ERROR, str(exc))
             return
@@ -204,20 +255,48 @@ class WebSocketLink(asyncio.Protocol):
             self._fail(CloseCode.MESSAGE_TOO_BIG, str(exc), reason="message larger than the "
                        f"agreed maximum ({exc})")
             return
+        if self._failing:
+            return  # failed by the receiver meanwhile: the rest is dropped
         if data is self._buf:
             del self._buf[:end]
         elif end < len(data):
             self._buf = bytearray(memoryview(data)[end:])
+        if self._pong is not None:
+            payload, self._pong = self._pong, None
+            if not self._close_sent and not self._gone and not (self.paused and self._unread()):
+                self._write_frame(0x80 | OP_PONG, payload)
+        if more and not self._deferred and not self._gone and not self._close_sent:
+            # More whole frames than one call may handle: the rest after the loop has run
+            # others; reading waits until they are done, so the buffer does not grow meanwhile.
+            self._deferred = True
+            self._transport.pause_reading()
+            self._loop.call_soon(self._continue)
 
-    def _parse(self, data: Any) -> int:
-        """Handle every complete frame in ``data``; returns where the incomplete rest starts.
+    def _continue(self) -> None:
+        self._deferred = False
+        if self._gone or self._close_sent:
+            return
+        if self._buf:
+            self._process(self._buf)
+        if not self._deferred:
+            self._resume_reading()
+
+    def _parse(self, data: Any) -> tuple[int, bool]:
+        """Handle the complete frames in ``data``, at most ``MAX_FRAMES_PER_READ``; returns where
+        the rest starts, and whether the rest holds another complete frame (a frame header, at
+        least) left for later.
 
         Large payloads of an immutable ``bytes`` chunk are passed on as memoryviews of it (no
         copy); those of our reassembly buffer are copied out, as it is reused."""
         pos, size, view = 0, len(data), memoryview(data)
         immutable = type(data) is bytes
+        budget = MAX_FRAMES_PER_READ
         try:
-            while size - pos >= 2 and self._close_rcvd is None and not self._gone:
+            while (size - pos >= 2 and self._close_rcvd is None and not self._gone
+                   and not self._failing):
+                if budget == 0:
+                    return pos, True
+                budget -= 1
                 b0, b1 = data[pos], data[pos + 1]
                 length, head = b1 & 0x7F, pos + 2
                 if length == 126:
@@ -260,12 +339,15 @@ class WebSocketLink(asyncio.Protocol):
         finally:
             if not immutable:
                 view.release()  # the buffer is resized next
-        return pos
+        return pos, False
 
     def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
         if opcode == OP_BINARY or opcode == OP_CONT:
             if (opcode == OP_BINARY) == bool(self._fragments):
                 raise ProtocolViolation("WebSocket fragments out of order")
+            if len(self._fragments) >= self._settings.max_fragments:
+                raise ProtocolViolation(f"message in more than {self._settings.max_fragments} "
+                                        "fragments")
             self._fragments.append(payload)
             self._fragments_size += len(payload)
             if fin:
@@ -273,8 +355,7 @@ class WebSocketLink(asyncio.Protocol):
                 self._fragments, self._fragments_size = [], 0
                 self._deliver(message)
         elif opcode == OP_PING:
-            if not (self.paused and self._unread()):
-                self._write_frame(0x80 | OP_PONG, payload)
+            self._pong = payload  # answered once this read is handled: one pong for a burst
         elif opcode == OP_PONG:
             self._on_pong()
         elif opcode == OP_CLOSE:
@@ -292,9 +373,11 @@ class WebSocketLink(asyncio.Protocol):
             self._receiver(message)
             return
         self._queue.append(message)
+        self._queued += len(message)
         if self._queue_waiter is not None and not self._queue_waiter.done():
             self._queue_waiter.set_result(None)
-        if len(self._queue) >= self._settings.max_queue and not self._reading_paused:
+        if ((len(self._queue) >= self._settings.max_queue or self._queued >= self._max)
+                and not self._reading_paused):
             self._reading_paused = True
             self._transport.pause_reading()
 
@@ -346,7 +429,7 @@ class WebSocketLink(asyncio.Protocol):
     def _unread(self) -> bool:
         """True (and the link failed) if the peer lets more than ``max_unsent`` of our output
         pile up: checked while writing is paused, on what the peer's own frames make us send."""
-        if self._transport.get_write_buffer_size() <= self._settings.max_unsent:
+        if self._transport.get_write_buffer_size() <= self._max_unsent:
             return False
         self._fail(CloseCode.POLICY_VIOLATION, "peer does not read",
                    reason="the peer sends but does not read")
@@ -426,13 +509,16 @@ class WebSocketLink(asyncio.Protocol):
 
     # -- closing --------------------------------------------------------------------------------
 
-    async def close(self, reason: str = "", *, violation: bool = False) -> None:
+    async def close(self, reason: str = "", *, violation: bool = False,
+                    quick: bool = False) -> None:
         """The closing handshake: a close frame, then the peer's, then TLS and TCP are closed
-        (after ``close_timeout`` the connection is aborted)."""
+        (after ``close_timeout`` the connection is aborted). ``violation`` (code 1002) and
+        ``quick`` (a refused agent) wait at most ``FAIL_CLOSE_TIMEOUT`` for the peer."""
         if not self._lost.done():
             if not self._close_sent:
                 code = CloseCode.PROTOCOL_ERROR if violation else CloseCode.NORMAL_CLOSURE
                 self._reason = self._reason or reason or "closed"
+                self._failing = self._failing or violation or quick
                 self._send_close(code, reason)
             await self.wait_lost()
 
@@ -456,6 +542,8 @@ class WebSocketLink(asyncio.Protocol):
         if not self._reason:
             self._reason = reason or text
             self.violation = violation
+        self._failing = True
+        self._buf, self._fragments, self._fragments_size = bytearray(), [], 0
         if not self._close_sent and not self._lost.done():
             self._send_close(code, text)
         self._wake_reader()
@@ -476,8 +564,10 @@ class WebSocketLink(asyncio.Protocol):
 
     def _arm_close_timer(self) -> None:
         if self._close_timer is None and not self._lost.done():
-            self._close_timer = self._loop.call_later(self._settings.close_timeout,
-                                                      self._transport.abort)
+            delay = self._settings.close_timeout
+            if self._failing:
+                delay = min(delay, FAIL_CLOSE_TIMEOUT)
+            self._close_timer = self._loop.call_later(delay, self._transport.abort)
 
     def _wake_reader(self) -> None:
         if self._queue_waiter is not None and not self._queue_waiter.done():

@@ -200,8 +200,10 @@ def _read_json(path: str, key: str) -> Any:
         return json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
     except OSError as exc:
         raise CredentialsError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
-    except ValueError as exc:
+    except ValueError as exc:  # also UnicodeDecodeError: not UTF-8
         raise CredentialsError(f"{key}: {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CredentialsError(f"{key}: {path} is not valid JSON: nested too deeply") from None
 
 
 def generated_pair(path: Path, name: str) -> tuple[str, str, bool]:

@@ -7,6 +7,9 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import shlex
+import sys
+from pathlib import Path
 from typing import Any
 
 from rport.core.plugin import ApiError, ConfigError, User, hookimpl
@@ -60,9 +63,25 @@ def rport_server_startup(server: Any) -> None:
 
 @hookimpl
 def rport_server_started(server: Any) -> None:
-    url = server.connect_urls[0].replace("://0.0.0.0:", "://127.0.0.1:").replace("://[::]:", "://[::1]:")
-    log.info("attach an agent with: rport --fingerprint %s --auth %s %s", server.identity.fingerprint,
-             server.state.get(NAME + ".example", "<id>:<password>"), url)
+    auth = server.state.get(NAME + ".example")
+    command = [agent_command(), "--fingerprint", server.identity.fingerprint,
+               "--auth", auth or "ID:PASSWORD", server.connect_urls[0]]
+    log.info("attach an agent with: %s%s", shlex.join(command),
+             "" if auth else " (with an id and password of [server] auth or auth_file)")
+
+
+def agent_command() -> str:
+    """How to run the agent installed next to this rportd (the README's install puts both in
+    ``.venv/bin``, which is not on PATH): the path of ``rport`` in the running interpreter's
+    scripts directory, relative to the current directory when it is below it."""
+    script = Path(sys.executable).parent / "rport"
+    if not script.is_file():
+        return "rport"
+    try:
+        relative = script.relative_to(Path.cwd())
+    except ValueError:
+        return str(script)
+    return str(relative) if str(relative).startswith(".") else f"./{relative}"
 
 
 @hookimpl

@@ -1,5 +1,8 @@
 """Who is calling: ``Authorization: Bearer <login token>``, HTTP Basic with an API token as the
-password, and the per-user half of the brute-force protection (the core throttles addresses).
+password, and the per-user half of the brute-force protection, as RPort has it: after a failed
+login a user name waits ``[api] user_login_wait`` (2 s) before it may try again (429), which
+slows guessing one password from many addresses without locking its owner out. Addresses are
+what is banned, after ``[api] max_failed_login`` failures (the core throttles them).
 
 Every credential of ours that is wrong is a 401 in the standard envelope, never a 500; Basic
 credentials that are a user's password are auth_basic's to accept (we return None for them).
@@ -52,15 +55,26 @@ def decode_basic(value: str) -> tuple[str, str] | None:
     return (username, password) if sep else None
 
 
-def banned(throttle: Any, username: str, address: str | None = None) -> ApiError | None:
-    """The 401 for a user (or address) banned after too many failed logins, or None."""
-    keys = [user_key(username)] + ([address_key(address)] if address else [])
-    wait = throttle.blocked_for(*keys)
+def address_banned(throttle: Any, address: str) -> ApiError | None:
+    """The 401 for an address banned after too many failed logins (as the core words it), or
+    None."""
+    wait = throttle.blocked_for(address_key(address))
     if wait <= 0:
         return None
-    where = f" or from {address}" if address else ""
-    return unauthorized(f"too many failed logins for user {username!r}{where}; try again in {math.ceil(wait)}s",
+    return unauthorized(f"too many failed logins from {address}; try again in {math.ceil(wait)}s",
                         **{"Retry-After": str(math.ceil(wait))})
+
+
+def user_waiting(throttle: Any, username: str) -> ApiError | None:
+    """RPort's 429 for a user name whose last login failed less than ``user_login_wait`` ago, or
+    None."""
+    wait = throttle.blocked_for(user_key(username))
+    if wait <= 0:
+        return None
+    return ApiError(429, "too many requests, please try later", code="ERR_CODE_TOO_MANY_REQUESTS",
+                    detail=f"a login for user {username!r} failed just now (api.user_login_wait); "
+                           f"try again in {math.ceil(wait)}s",
+                    headers={"Retry-After": str(math.ceil(wait))})
 
 
 async def authenticate(service: "AuthJwt", throttle: Any, request: Any) -> User | None:
@@ -93,9 +107,9 @@ async def _basic(service: "AuthJwt", throttle: Any, request: Any, value: str) ->
     if creds is None:
         return None  # auth_basic answers a malformed Basic header
     username, password = creds
-    if (error := banned(throttle, username)) is not None:
-        log.warning("API authentication refused from %s: user %r is banned", client_address(request),
-                    username)
+    if (error := user_waiting(throttle, username)) is not None:
+        log.info("API authentication refused from %s: user %r must wait after a failed login",
+                 client_address(request), username)
         raise error
     users = service.users
     if looks_like_token(password) and username in users:
@@ -105,8 +119,8 @@ async def _basic(service: "AuthJwt", throttle: Any, request: Any, value: str) ->
         if found is not None:
             throttle.success(user_key(username))
             return User(username, users.groups(username), via=VIA, scopes=(found.scope,))
-    # A password: auth_basic accepts it or not; we only keep the user's count of failures, so
-    # that guessing one user's password from many addresses is banned too.
+    # A password: auth_basic accepts it or not; we only make the user wait after a failure, so
+    # that guessing one user's password from many addresses is slow too.
     if username in users:
         if await users.check(username, password):
             throttle.success(user_key(username))

@@ -22,7 +22,15 @@ from rport.core.plugin import (
 )
 
 from .apitokens import MAX_NAME, SCOPES, ApiToken, TokenConflict, parse_time
-from .auth import address_key, banned, client_address, decode_basic, unauthorized, user_key
+from .auth import (
+    address_banned,
+    address_key,
+    client_address,
+    decode_basic,
+    unauthorized,
+    user_key,
+    user_waiting,
+)
 from .clientsauth import MIN_LENGTH
 from .service import AuthJwt
 
@@ -116,16 +124,23 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
         lifetime = lifetime_of(request)
         username, password = await credentials_of(request)
         address = client_address(request)
-        throttle = server.api_throttle
-        if (error := banned(throttle, username, address)) is not None:
-            log.warning("login refused for user %r from %s: too many failed logins", username, address)
+        addresses, users_ = server.api_throttle, server.api_user_throttle
+        if (error := address_banned(addresses, address)) is not None:
+            log.warning("login refused for user %r from %s: too many failed logins from there",
+                        username, address)
+            raise error
+        if (error := user_waiting(users_, username)) is not None:
+            log.info("login refused for user %r from %s: a login for it failed just now",
+                     username, address)
             raise error
         users = service().users
         if not (await users.check(username, password) and username in users):
-            throttle.failure(address_key(address), user_key(username))
+            addresses.failure(address_key(address))
+            users_.failure(user_key(username))
             log.warning("login failed for user %r from %s", username, address)
             raise unauthorized("invalid username or password")
-        throttle.success(address_key(address), user_key(username))
+        addresses.success(address_key(address))
+        users_.success(user_key(username))
         token = await service().sessions.create(username, lifetime, address=address)
         log.info("user %s logged in from %s (token lifetime %gs)", username, address, lifetime)
         return data_response({"token": token, "two_fa": None})

@@ -64,7 +64,7 @@ def rport_register_subscribers(server: Any, register: Any) -> None:
 
 @hookimpl
 async def rport_authenticate_api(server: Any, request: Any) -> User | None:
-    return await auth.authenticate(_service(server), server.api_throttle, request)
+    return await auth.authenticate(_service(server), server.api_user_throttle, request)
 
 
 @hookimpl

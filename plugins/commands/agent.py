@@ -10,6 +10,8 @@ import json
 import logging
 from typing import Any
 
+import attrs
+
 from rport.agent.plugin import (
     ConfigError,
     RemoteError,
@@ -95,6 +97,10 @@ class _Outbox:
             raise RemoteError(answer.decode(errors="replace") or "no answer")
 
 
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
 @hookimpl
 def rport_config_sections() -> list[str]:
     return [SECTION]
@@ -102,12 +108,22 @@ def rport_config_sections() -> list[str]:
 
 @hookimpl
 def rport_agent_startup(agent: Any) -> None:
+    raw = agent.config.extra_sections.get(SECTION, {})
+    problems: list[str] = []
     try:
-        cfg = structure_config(agent.config.extra_sections.get(SECTION, {}), RemoteCommandsConfig,
-                               prefix=SECTION)
+        cfg = structure_config(raw, RemoteCommandsConfig, prefix=SECTION)
+    except ConfigError as exc:
+        problems += exc.problems
+        cfg = RemoteCommandsConfig()
+        # The rules that did structure are still checked, so that every mistake shows at once.
+        rules = {key: raw[key] for key in ("allow", "deny", "order") if _strings(raw.get(key))}
+        cfg = attrs.evolve(cfg, **rules)
+    try:
         policy = CommandPolicy.build(cfg.allow, cfg.deny, cfg.order)
     except PolicyError as exc:
-        raise ConfigError([str(exc)]) from None
+        problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
     outbox = _Outbox(agent)
     runner = Runner(agent.data_dir, cfg.send_back_limit, on_output=outbox.output,
                     on_result=outbox.result)

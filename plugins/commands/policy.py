@@ -15,7 +15,11 @@ import attrs
 
 
 class PolicyError(ValueError):
-    pass
+    """Every mistake found in the rules, one ``remote-commands.<key>: ...`` line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 @attrs.frozen
@@ -26,18 +30,24 @@ class CommandPolicy:
 
     @classmethod
     def build(cls, allow: Iterable[str], deny: Iterable[str], order: Iterable[str]) -> "CommandPolicy":
+        """The policy; raises :class:`PolicyError` listing every invalid pattern and the order."""
+        problems: list[str] = []
+
         def compile_all(patterns: Iterable[str], key: str) -> tuple[re.Pattern[str], ...]:
             out = []
             for p in patterns:
                 try:
                     out.append(re.compile(p))
                 except re.error as exc:
-                    raise PolicyError(f"remote-commands.{key}: invalid pattern {p!r}: {exc}") from None
+                    problems.append(f"remote-commands.{key}: invalid pattern {p!r}: {exc}")
             return tuple(out)
         order = tuple(order)
         if order not in (("allow", "deny"), ("deny", "allow")):
-            raise PolicyError("remote-commands.order: must be ['allow', 'deny'] or ['deny', 'allow']")
-        return cls(compile_all(allow, "allow"), compile_all(deny, "deny"), order)
+            problems.append("remote-commands.order: must be ['allow', 'deny'] or ['deny', 'allow']")
+        policy = cls(compile_all(allow, "allow"), compile_all(deny, "deny"), order)
+        if problems:
+            raise PolicyError(problems)
+        return policy
 
     def check(self, command: str) -> str | None:
         """None if ``command`` may run, else why not."""

@@ -56,7 +56,8 @@ def rport_server_shutdown(server: Any) -> None:
 @hookimpl
 def rport_register_routes(server: Any, register: Any) -> None:
     def max_bytes() -> int:
-        return server.config.api.max_request_bytes
+        # plus room to list every known client by id in a group's params.client_id
+        return server.config.api.max_request_bytes + server.clients.ids_json_size()
 
     async def list_groups(request: Request) -> Response:
         """List client groups with their current clients (sort, filter, fields, page)."""

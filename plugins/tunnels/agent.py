@@ -94,6 +94,15 @@ def rport_register_handlers(agent: Any, register: Any) -> None:
         host, port = _split_host_port((body or {}).get("remote"))
         return {"allowed": await agent.state[NAME].allows(host, port)}
 
+    async def tunnels_refused(session: Any, body: Any) -> Any:
+        body = body if isinstance(body, dict) else {}
+        remotes = body.get("remotes") if isinstance(body.get("remotes"), list) else []
+        log.warning("the server did not open %d of the tunnels asked for: %s; the first: %s",
+                    len(remotes), body.get("reason", "no reason given"),
+                    remotes[0] if remotes else "?")
+        return {}
+
     register.stream("tunnel", tunnel)
     register.request("check_port", check_port)
     register.request("check_tunnel_allowed", check_tunnel_allowed)
+    register.request("tunnels_refused", tunnels_refused)

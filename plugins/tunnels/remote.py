@@ -8,6 +8,7 @@ IPv6 hosts are written in brackets: ``[::1]:3000:[fd00::5]:22``.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import attrs
 
@@ -110,3 +111,38 @@ def parse_local(text: str) -> tuple[str, int]:
     if len(parts) == 2:
         return _host(parts[0]), _port(parts[1])
     raise ValueError("Invalid local address")
+
+
+def hello_remotes(data: Any) -> list[Remote]:
+    """The remotes an agent's hello asks for (what its tunnels plugin sent: ``{"remotes":
+    [{"local_host", "local_port", "remote_host", "remote_port", "protocol"}, ...]}``). A
+    ValueError says what is wrong, naming the field."""
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        raise ValueError("plugins.tunnels must be an object")
+    items = data.get("remotes", [])
+    if not isinstance(items, list):
+        raise ValueError("plugins.tunnels.remotes must be a list")
+    remotes = []
+    for i, raw in enumerate(items):
+        where = f"plugins.tunnels.remotes[{i}]"
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where} must be an object")
+        local_host, local_port = raw.get("local_host"), raw.get("local_port")
+        remote_host, remote_port = raw.get("remote_host"), raw.get("remote_port")
+        protocol = raw.get("protocol", "tcp")
+        for name, value in (("local_host", local_host), ("remote_host", remote_host),
+                            ("protocol", protocol)):
+            if not isinstance(value, str) or not value or len(value) > 255:
+                raise ValueError(f"{where}.{name} must be a non-empty string")
+        if local_port is not None and not _is_port(local_port):
+            raise ValueError(f"{where}.local_port must be a port number or null")
+        if not _is_port(remote_port):
+            raise ValueError(f"{where}.remote_port must be a port number")
+        remotes.append(Remote(local_host, local_port, remote_host, remote_port, protocol))
+    return remotes
+
+
+def _is_port(value: Any) -> bool:
+    return type(value) is int and 0 < value < 65536

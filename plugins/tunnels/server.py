@@ -20,6 +20,8 @@ from rport.core.plugin import (
 )
 
 from . import hookspecs
+from .config import TunnelsConfig
+from .remote import hello_remotes
 from .service import PUT_PARAMS, TunnelService, parse_bool
 
 NAME = "tunnels"
@@ -35,9 +37,17 @@ def rport_add_hookspecs(pluginmanager: Any) -> None:
 
 
 @hookimpl
+def rport_config_class() -> type:
+    return TunnelsConfig
+
+
+@hookimpl
 async def rport_server_startup(server: Any) -> None:
+    cfg = server.plugin_config(NAME)
+    if cfg.max_per_client < 1:
+        raise ConfigError(["plugins.tunnels.max_per_client: must be at least 1"])
     try:
-        svc = TunnelService(server)
+        svc = TunnelService(server, max_per_client=cfg.max_per_client)
     except ValueError as exc:
         raise ConfigError([str(exc)]) from None
     await svc.load()
@@ -48,6 +58,17 @@ async def rport_server_startup(server: Any) -> None:
 async def rport_server_shutdown(server: Any) -> None:
     if NAME in server.state:
         await service(server).shutdown()
+
+
+@hookimpl
+def rport_agent_accepting(server: Any, client: Any, hello: Any) -> str | None:
+    """The remotes in the hello must be well formed (a mistyped one is refused, with the field
+    named, before anything acts on it)."""
+    try:
+        hello_remotes(hello.plugins.get(NAME))
+    except ValueError as exc:
+        return f"invalid hello: {exc}"
+    return None
 
 
 @hookimpl

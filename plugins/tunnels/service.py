@@ -14,7 +14,7 @@ from rport.core.plugin import ApiError, Client, RemoteError, SessionClosed, call
 
 from .events import TunnelClosed, TunnelOpened
 from .ports import PortPool, port_free
-from .remote import Remote, RemoteError as DecodeError, decode_remote, parse_local
+from .remote import Remote, RemoteError as DecodeError, decode_remote, hello_remotes, parse_local
 from .tunnel import Tunnel
 
 log = logging.getLogger("rport.plugins.tunnels")
@@ -45,6 +45,13 @@ def cannot_listen(host: str, port: int, exc: OSError) -> ApiError:
                "ERR_CODE_TUNNEL_START", status=409)
 
 
+def _answer(answer: Any, key: str, *, default: bool = True) -> bool:
+    """A yes/no field of an agent's answer; anything malformed is a no (never a traceback)."""
+    if answer is None:
+        return default
+    return isinstance(answer, dict) and answer.get(key, default) is True
+
+
 def _named(tunnel: Tunnel) -> str:
     """"tunnel 3", or "tunnel" for one of an agent's remotes not opened yet (no id)."""
     return f"tunnel {tunnel.id}" if tunnel.id else "tunnel"
@@ -73,9 +80,15 @@ def parse_go_duration(text: str) -> float:
     return -seconds if sign == "-" else seconds
 
 
+def too_many(limit: int) -> ApiError:
+    return bad("too many tunnels for this client", "ERR_CODE_TUNNEL_LIMIT",
+               f"at most {limit} tunnels per client (plugins.tunnels.max_per_client)", status=409)
+
+
 class TunnelService:
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, *, max_per_client: int = 256) -> None:
         self.server = server
+        self.max_per_client = max_per_client
         cfg = server.config.server
         self.pool = PortPool(cfg.used_ports, cfg.excluded_ports)
         self.check_port_timeout = cfg.check_port_timeout
@@ -216,15 +229,20 @@ class TunnelService:
             auto_close=auto_close, http_proxy=http_proxy, host_header=host_header,
             auth_user=auth_user, auth_password=auth_password, owner=owner, acl_check=acl_check)
         async with self.lock(client.id):
+            if len(self.of(client.id)) >= self.max_per_client:
+                raise too_many(self.max_per_client)
             # 10. the agent's tunnel_allowed
             try:
                 answer = await session.request("check_tunnel_allowed", {"remote": tunnel.remote})
-                allowed = bool((answer or {}).get("allowed", True))
+                allowed = _answer(answer, "allowed")
             except RemoteError as exc:
                 allowed = "unknown request" in str(exc)  # an agent without tunnels policy
             except SessionClosed:
                 raise bad(f"client with id {client.id} not found", "ERR_CODE_CLIENT_NOT_FOUND",
                           status=404) from None
+            except TimeoutError:
+                raise bad("client did not answer the tunnel_allowed check",
+                          "ERR_CODE_CLIENT_ERROR", status=409) from None
             if not allowed:
                 raise bad("Tunnel destination is not allowed by client configuration.",
                           "ERR_CODE_TUNNEL_NOT_ALLOWED", f"{tunnel.remote} is not in tunnel_allowed")
@@ -248,9 +266,10 @@ class TunnelService:
                 except (SessionClosed, TimeoutError) as exc:
                     raise bad("client did not answer the port check", "ERR_CODE_CLIENT_ERROR",
                               str(exc) or "timeout", status=409) from None
-                if not (answer or {}).get("open"):
+                if not _answer(answer, "open", default=False):
+                    error = answer.get("error", "") if isinstance(answer, dict) else ""
                     raise bad(f"Port {tunnel.rport} is not in listening state.",
-                              "ERR_CODE_REMOTE_PORT_NOT_OPEN", str((answer or {}).get("error", "")))
+                              "ERR_CODE_REMOTE_PORT_NOT_OPEN", str(error))
             # 14.-15. the local port
             await self._assign_port(tunnel, given=remote.local_port is not None)
             self._assign_raw_port(tunnel)
@@ -371,13 +390,12 @@ class TunnelService:
         if client.session is None:
             return
         requested = []
-        for raw in (client.plugin_data.get("tunnels") or {}).get("remotes", []):
-            try:
-                remote = Remote(raw["local_host"], raw["local_port"], raw["remote_host"],
-                                int(raw["remote_port"]), raw.get("protocol", "tcp"))
-            except (KeyError, TypeError, ValueError):
-                log.warning("client %s sent an invalid remote %r", client.id, raw)
-                continue
+        try:  # checked when the agent was admitted (rport_agent_accepting)
+            asked = hello_remotes(client.plugin_data.get("tunnels"))
+        except ValueError as exc:
+            log.warning("client %s: %s", client.id, exc)
+            asked = []
+        for remote in asked:
             if remote.protocol != "tcp":
                 log.error("client %s asked for a %s tunnel to %s: only tcp tunnels are supported",
                           client.id, remote.protocol, remote.remote)
@@ -408,9 +426,29 @@ class TunnelService:
                                     "lport_random": r.local_port is None, "rhost": r.remote_host,
                                     "rport": r.remote_port, "idle_timeout_minutes": 0,
                                     "owner": client.id})
+            room = max(0, self.max_per_client - len(kept))
+            restore, refused = restore[:room], restore[room:]
             for spec in restore:
                 await self._restore(client, spec)
             await self._persist(client.id)
+        if refused:
+            await self._refuse(client, refused)
+
+    async def _refuse(self, client: Client, specs: list[dict[str, Any]]) -> None:
+        """Tunnels over the per-client limit: logged, and the agent is told (it logs it too)."""
+        reason = too_many(self.max_per_client).items[0].detail
+        remotes = [f"{host_port(s['lhost'], s.get('lport') or 0)} -> "
+                   f"{host_port(s['rhost'], s['rport'])}" for s in specs]
+        log.warning("%d tunnel(s) of %s not opened: %s; the first: %s", len(specs), client.id,
+                    reason, remotes[0])
+        if client.session is None:
+            return
+        try:
+            await client.session.request("tunnels_refused", {"reason": reason, "remotes": remotes})
+        except RemoteError:
+            pass  # an agent without this notice (an older one): the server's log says it
+        except (SessionClosed, TimeoutError):
+            pass
 
     async def _restore(self, client: Client, spec: dict[str, Any]) -> None:
         fields = {k: v for k, v in spec.items() if k not in ("client_id",)}
@@ -418,10 +456,14 @@ class TunnelService:
         if client.session is not None:  # RPort §4.11: restored tunnels pass tunnel_allowed too
             try:
                 answer = await client.session.request("check_tunnel_allowed", {"remote": tunnel.remote})
-                allowed = bool((answer or {}).get("allowed", True))
+                allowed = _answer(answer, "allowed")
             except RemoteError as exc:
                 allowed = "unknown request" in str(exc)
             except SessionClosed:
+                return
+            except TimeoutError:
+                log.warning("%s of %s to %s not restored: the agent did not answer the "
+                            "tunnel_allowed check", _named(tunnel), client.id, tunnel.remote)
                 return
             if not allowed:
                 log.warning("%s of %s to %s not restored: not allowed by the client's "

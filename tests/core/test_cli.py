@@ -4,6 +4,7 @@ errors, generated API credentials, the example configuration files and the plugi
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -150,7 +151,7 @@ def test_generated_api_password(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     conf = write_toml(tmp_path / "rportd.conf", {
         "server": {"data_dir": str(data_dir), "address": "127.0.0.1:0"},
-        "api": {"address": "127.0.0.1:0"},
+        "api": {"address": "127.0.0.1:0", "user_login_wait": "0s"},  # wrong, then right at once
     })
     proc, url = _start(conf, tmp_path / "first.log")
     try:
@@ -318,3 +319,134 @@ def test_server_port_in_use_exits_1(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert f"cannot listen on 127.0.0.1:{port}" in output, output
+
+
+BAD_FILES = {
+    # case: (bytes of the file, what the message says)
+    "duplicated-key": (b'[server]\naddress = "127.0.0.1:0"\naddress = "127.0.0.1:1"\n',
+                       r'Key "address" already exists\. \(line 3\)'),
+    "duplicated-table": (b'[logging]\nlog_level = "info"\n[logging]\nlog_file = ""\n',
+                         r'Key "logging" already exists'),
+    "invalid-utf-8": (b'[logging]\nlog_file = "caf\xe9.log"\n',
+                      r"not UTF-8 text: byte 0xe9 at line 2 col 16"),
+    "deeply-nested": (b"[logging]\nx = " + b"[" * 5000 + b"]" * 5000 + b"\n", r"nested"),
+}
+
+
+@pytest.mark.parametrize("name", ["rportd", "rport"])
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_unreadable_config_file_is_a_clear_message(tmp_path: Path, name: str, case: str) -> None:
+    content, message = BAD_FILES[case]
+    if name == "rport" and case == "duplicated-key":
+        content = content.replace(b"[server]", b"[client]").replace(b"address", b"server")
+        message = message.replace("address", "server")
+    conf = tmp_path / "bad.conf"
+    conf.write_bytes(content)
+    result = run(name, "-c", str(conf), home=tmp_path)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    assert result.returncode == 2, output
+    assert re.search(rf"{name}: invalid configuration in {re.escape(str(conf))}:\n"
+                     rf"  {re.escape(str(conf))}: .*{message}", output), output
+
+
+def test_agent_remote_commands_mistakes_are_all_reported(tmp_path: Path) -> None:
+    conf = write_toml(tmp_path / "rport.conf", {
+        "client": {"server": "127.0.0.1:1", "auth": "a:b", "data_dir": str(tmp_path / "d")},
+        "connection": {"max_retry_count": 0},
+        "remote-commands": {"order": ["allow", "allow"], "allow": ["^/usr/bin/(", "^/bin/.*"],
+                            "deny": ["[unclosed"], "alow": ["x"], "send_back_limit": "4M"}})
+    result = run("rport", "-c", str(conf), home=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output
+    for line in ("remote-commands.alow: unknown key",
+                 "remote-commands.send_back_limit: expected an integer, got '4M'",
+                 "remote-commands.order: must be ['allow', 'deny'] or ['deny', 'allow']",
+                 "remote-commands.allow: invalid pattern '^/usr/bin/(': missing ),",
+                 "remote-commands.deny: invalid pattern '[unclosed': unterminated character set"):
+        assert f"  {line}" in output, output
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_server_data_dir_and_files_are_private(tmp_path: Path) -> None:
+    data = tmp_path / "new" / "data"
+    conf = write_toml(tmp_path / "rportd.conf", {
+        "server": {"address": "127.0.0.1:0", "data_dir": str(data)},
+        "api": {"address": "127.0.0.1:0"}})
+    proc = Proc(command("rportd") + ["-c", str(conf)], tmp_path / "rportd.log")
+    try:
+        proc.wait_log(r"API listening on")
+        assert _mode(data) == 0o700
+        files = sorted(p.name for p in data.iterdir())
+        for name in ("rportd-key.pem", "rportd-fingerprint.txt", "rportd-cert.pem",
+                     "rportd-tls-key.pem", "rportd.db", "rportd-agent-auth", "rportd-api-auth"):
+            assert name in files, files
+        assert {p.name: oct(_mode(p)) for p in data.iterdir() if p.is_file()} == {
+            name: oct(0o600) for name in files}
+    finally:
+        proc.stop()
+    # An existing directory others can read: a warning (it is left as it is); files already
+    # there from an older version are made private.
+    data.chmod(0o755)
+    (data / "rportd-cert.pem").chmod(0o644)
+    proc = Proc(command("rportd") + ["-c", str(conf)], tmp_path / "rportd-2.log")
+    try:
+        proc.wait_log(r"API listening on")
+        assert re.search(rf"WARNING rport\.server: data directory {re.escape(str(data))} can be "
+                         rf"accessed by other users \(mode 0755\)", proc.log()), proc.log()
+        assert _mode(data) == 0o755
+        assert all(_mode(p) == 0o600 for p in data.iterdir() if p.is_file())
+    finally:
+        proc.stop()
+
+
+def test_agent_data_dir_is_private(tmp_path: Path) -> None:
+    data = tmp_path / "agent" / "data"
+    for attempt in (1, 2):
+        conf = write_toml(tmp_path / "rport.conf", {
+            "client": {"server": "127.0.0.1:1", "auth": "a:b", "data_dir": str(data)},
+            "connection": {"max_retry_count": 0}})
+        result = run("rport", "-c", str(conf), home=tmp_path)
+        assert result.returncode == 1, result.stderr  # nobody listens on port 1: gives up
+        if attempt == 1:
+            assert _mode(data) == 0o700
+            assert "can be accessed by other users" not in result.stderr
+            data.chmod(0o750)
+        else:
+            assert f"data directory {data} can be accessed by other users (mode 0750)" \
+                in result.stderr, result.stderr
+
+
+def test_the_printed_agent_command_runs_as_printed(tmp_path: Path) -> None:
+    """On its defaults (agents on 0.0.0.0, generated credentials) rportd prints a command that
+    attaches an agent when pasted as it is: the installed agent's path, and an address agents
+    can reach (not 0.0.0.0), which GET /status shows too."""
+    conf = write_toml(tmp_path / "rportd.conf", {
+        "server": {"address": "0.0.0.0:0", "data_dir": str(tmp_path / "data")},
+        "api": {"address": "127.0.0.1:0", "auth": "admin:foobaz"}})
+    server = Proc(command("rportd") + ["-c", str(conf)], tmp_path / "rportd.log")
+    agent: Proc | None = None
+    try:
+        printed = server.wait_log(r"attach an agent with: (.*)").group(1)
+        api = re.search(r"API listening on (http://\S+)", server.log())
+        assert api, server.log()
+        argv = shlex.split(printed)
+        assert Path(argv[0]).is_file() and Path(argv[0]).name == "rport", printed
+        url = argv[-1]
+        assert url.startswith("https://") and "0.0.0.0" not in url, printed
+        status = httpx.get(f"{api.group(1)}/api/v1/status", auth=("admin", "foobaz")).json()
+        assert status["data"]["connect_url"] == [url]
+        # The command as printed; its data directory (by default /var/lib/rport for root) is
+        # kept in the test's directory through the environment.
+        agent = Proc(argv, tmp_path / "rport.log", env={
+            "HOME": str(tmp_path / "home"), "RPORT_CLIENT_DATA_DIR": str(tmp_path / "agent")})
+        agent.wait_log(rf"connected to wss://{re.escape(url[len('https://'):])}/ as client")
+        server.wait_log(r"client \S+ \(.*\) connected from")
+    finally:
+        if agent is not None:
+            agent.stop()
+        server.stop()

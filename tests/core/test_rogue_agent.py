@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import re
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -27,6 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
+from ..attackers import OP_BINARY, OP_CLOSE, OP_CONT, read_frame, ws_frame, ws_upgrade
 from ..procs import Agent, Server
 
 TIMEOUT = 20.0  # bound on every wait for a condition; never reached when things work
@@ -287,5 +289,227 @@ def test_twenty_concurrent_garbage_connections(server: Server, good: Agent) -> N
         await logged(server, r"protocol violation in handshake: unknown frame type 0xde", n)
         assert count(server, r"protocol violation in handshake") == n
         assert_undisturbed(server, good)
+
+    run(main)
+
+
+# -- bounded buffers ------------------------------------------------------------------------------
+
+
+def test_empty_fragments_after_hello_are_bounded(server: Server, good: Agent) -> None:
+    async def main() -> None:
+        reader, writer = await ws_upgrade(server.agent_port)
+        writer.write(ws_frame(OP_BINARY, hello("fragments")))
+        opcode, payload = await read_frame(reader)
+        assert decode(payload)[0] is T.WELCOME
+        # One message begun, then empty continuations without end (each used to cost memory).
+        writer.write(ws_frame(OP_BINARY, b"", fin=False) + ws_frame(OP_CONT, b"", fin=False) * 5000)
+        await writer.drain()
+        while True:
+            opcode, payload = await asyncio.wait_for(read_frame(reader), TIMEOUT)
+            if opcode == OP_CLOSE:
+                break
+        assert int.from_bytes(payload[:2], "big") == CloseCode.PROTOCOL_ERROR
+        assert b"message in more than 1024 fragments" in payload
+        writer.close()
+        await logged(server, r"client fragments: protocol violation: message in more than 1024 "
+                             r"fragments, disconnecting")
+        assert_undisturbed(server, good)
+
+    run(main)
+
+
+def test_hello_over_64_kib_is_refused(server: Server, good: Agent) -> None:
+    """Until an agent is admitted its messages may be 64 KiB (a hello is about 1 KiB)."""
+    big = json.loads(hello("big")[5:])
+    big["client"]["facts"] = {"padding": "x" * (100 << 10)}
+
+    async def main() -> None:
+        async with open_rogue(server) as ws:
+            await ws.send(encode_json(T.HELLO, 0, big))
+            closed = await closed_by_server(ws)
+        assert closed.rcvd is not None and closed.rcvd.code == CloseCode.MESSAGE_TOO_BIG, closed
+        await logged(server, r"agent from 127\.0\.0\.1: protocol violation in handshake: "
+                             r"message larger than the agreed maximum \(\d+ > 65536 bytes\)")
+        assert "client big" not in server.log()
+        assert_undisturbed(server, good)
+
+    run(main)
+
+
+# -- JSON and hello fields ------------------------------------------------------------------------
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize("depth", [33, 30_000])
+def test_deeply_nested_hello_is_a_protocol_violation(server: Server, good: Agent,
+                                                     depth: int) -> None:
+    payload = b'{"protocols": [1], "auth": {"id": "user1", "password": "1234"}, "x": ' + \
+        nested(depth) + b"}"
+
+    async def main() -> None:
+        async with open_rogue(server) as ws:
+            await ws.send(encode(T.HELLO, 0, payload))
+            closed = await closed_by_server(ws)
+        assert closed.rcvd is not None and closed.rcvd.code == CloseCode.PROTOCOL_ERROR, closed
+        await logged(server, r"agent from 127\.0\.0\.1: protocol violation in handshake: HELLO "
+                             r"frame with JSON nested more than 32 levels deep, disconnecting")
+        assert "Traceback" not in server.log()
+        assert_undisturbed(server, good)
+
+    run(main)
+
+
+def test_deeply_nested_request_after_hello_is_a_protocol_violation(server: Server,
+                                                                   good: Agent) -> None:
+    async def main() -> None:
+        async with open_rogue(server) as ws:
+            await say_hello(ws, "deep")
+            await ws.send(encode(T.REQUEST, 1, b'{"name": "x", "body": ' + nested(100_000) + b"}"))
+            closed = await closed_by_server(ws)
+        assert closed.rcvd is not None and closed.rcvd.code == CloseCode.PROTOCOL_ERROR, closed
+        await logged(server, r"client deep: protocol violation: REQUEST frame with JSON nested "
+                             r"more than 32 levels deep, disconnecting")
+        assert "Traceback" not in server.log()
+        assert_undisturbed(server, good)
+
+    run(main)
+
+
+REMOTE = {"local_host": "0.0.0.0", "local_port": None, "remote_host": "127.0.0.1",
+          "remote_port": 22, "protocol": "tcp"}
+MISTYPED = {
+    # case: (the hello's changes, the reason logged and sent back)
+    "protocols-bool": ({"protocols": [True]}, r"invalid hello: protocols must be a list of integers"),
+    "tunnels-not-object": ({"plugins": {"tunnels": ["2222:22"]}},
+                           r"invalid hello: plugins\.tunnels must be an object \(plugin tunnels\)"),
+    "remotes-not-list": ({"plugins": {"tunnels": {"remotes": "2222:22"}}},
+                         r"invalid hello: plugins\.tunnels\.remotes must be a list"),
+    "remote-port-string": ({"plugins": {"tunnels": {"remotes": [{**REMOTE, "remote_port": "22"}]}}},
+                           r"invalid hello: plugins\.tunnels\.remotes\[0\]\.remote_port must be a "
+                           r"port number"),
+    "local-host-number": ({"plugins": {"tunnels": {"remotes": [REMOTE, {**REMOTE, "local_host": 5}]}}},
+                          r"invalid hello: plugins\.tunnels\.remotes\[1\]\.local_host must be a "
+                          r"non-empty string"),
+}
+
+
+@pytest.mark.parametrize("case", list(MISTYPED))
+def test_mistyped_hello_fields_are_refused_with_a_reason(server: Server, good: Agent,
+                                                         case: str) -> None:
+    changes, reason = MISTYPED[case]
+    body = {**json.loads(hello("typed")[5:]), **changes}
+
+    async def main() -> None:
+        async with open_rogue(server) as ws:
+            await ws.send(encode_json(T.HELLO, 0, body))
+            _, payload = await recv_frame(ws, T.REFUSED)
+            assert re.search(reason, decode_json_object(T.REFUSED, payload, "reason")["reason"])
+            await closed_by_server(ws)
+        await logged(server, rf"agent from 127\.0\.0\.1 refused: {reason}")
+        assert "Traceback" not in server.log()
+        assert client_state(server, "typed") is None
+        assert_undisturbed(server, good)
+
+    run(main)
+
+
+# -- failed logins ----------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def rogue_from(server: Server, source: str) -> AsyncIterator[ClientConnection]:
+    """A bare websockets connection from the loopback address ``source``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", server.agent_port))
+    async with connect(f"wss://127.0.0.1:{server.agent_port}", sock=sock,
+                       ssl=client_ssl_context(), server_hostname="rportd",
+                       subprotocols=["rport-py"], proxy=None, compression=None,
+                       open_timeout=TIMEOUT, ping_interval=None, close_timeout=TIMEOUT) as ws:
+        yield ws
+
+
+async def try_hello(server: Server, source: str, password: str, client_id: str) -> dict[str, Any]:
+    """One hello from ``source``: the WELCOME or REFUSED body, with "type"."""
+    body = json.loads(hello(client_id)[5:])
+    body["auth"]["password"] = password
+    async with rogue_from(server, source) as ws:
+        await ws.send(encode_json(T.HELLO, 0, body))
+        ftype, _, payload = decode(await asyncio.wait_for(ws.recv(), TIMEOUT))
+        return {"type": ftype, **json.loads(payload)}
+
+
+def test_failed_logins_ban_the_address_not_the_auth_id(make_server: Callable[..., Server]) -> None:
+    """RPort's rules: five wrong passwords from one address ban that address for ban_time; the
+    auth id only waits client_login_wait, so agents elsewhere that share it still get in."""
+    server = make_server(extra={"server": {"client_login_wait": "0.2s", "ban_time": "1h"}})
+
+    async def main() -> None:
+        failures = 0
+        while failures < 5:  # max_failed_login: the default
+            answer = await try_hello(server, "127.0.0.7", "guess", "attacker")
+            assert answer["type"] is T.REFUSED
+            failures += "authentication failed" in answer["reason"]
+        answer = await try_hello(server, "127.0.0.7", "1234", "attacker")
+        assert answer["type"] is T.REFUSED, answer
+        assert answer["reason"].startswith("too many failed logins from 127.0.0.7; try again in")
+        assert answer["retry_after"] > 3000
+
+        async def elsewhere() -> dict[str, Any]:
+            while (answer := await try_hello(server, "127.0.0.8", "1234", "honest"))["type"] \
+                    is T.REFUSED:
+                assert "failed just now (server.client_login_wait)" in answer["reason"], answer
+            return answer
+        answer = await asyncio.wait_for(elsewhere(), TIMEOUT)
+        assert answer["type"] is T.WELCOME and answer["client_id"] == "honest"
+
+    run(main)
+
+
+def test_malformed_answers_to_the_server_are_refusals_not_tracebacks(server: Server,
+                                                                    good: Agent) -> None:
+    """An agent that answers the tunnels plugin's checks with something that is not an object
+    gets its tunnel refused, not a 500 and a traceback."""
+    async def main() -> None:
+        async with open_rogue(server) as ws:
+            await say_hello(ws, "answers")
+            assert server.api is not None
+            put = asyncio.create_task(asyncio.to_thread(
+                server.api.put, "/clients/answers/tunnels", params={"remote": "22"}))
+            while True:  # (the commands plugin asks for the agent's jobs too)
+                ident, payload = await recv_frame(ws, T.REQUEST)
+                if json.loads(payload)["name"] == "check_tunnel_allowed":
+                    break
+            await ws.send(encode_json(T.RESPONSE, ident, {"ok": True, "body": ["yes"]}))
+            resp = await asyncio.wait_for(put, TIMEOUT)
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["errors"][0]["code"] == "ERR_CODE_TUNNEL_NOT_ALLOWED"
+        assert "Traceback" not in server.log()
+        assert_undisturbed(server, good)
+
+    run(main)
+
+
+def test_an_address_whose_agent_broke_the_protocol_waits(make_server: Callable[..., Server]) -> None:
+    """An admitted agent that breaks the protocol is disconnected; the next hello from its
+    address must wait client_login_wait (so that reconnecting to break it again is slow), while
+    other addresses are not affected."""
+    server = make_server(extra={"server": {"client_login_wait": "30s"}})
+
+    async def main() -> None:
+        async with rogue_from(server, "127.0.0.9") as ws:
+            await say_hello(ws, "breaker")
+            await ws.send(bytes([0x7F]) + (1).to_bytes(4, "big"))
+            await closed_by_server(ws)
+        await logged(server, r"client breaker disconnected: protocol violation")
+        answer = await try_hello(server, "127.0.0.9", "1234", "breaker")
+        assert answer["type"] is T.REFUSED, answer
+        assert answer["reason"].startswith("an agent from 127.0.0.9 broke the protocol just now; "
+                                           "try again in ")
+        assert (await try_hello(server, "127.0.0.10", "1234", "other"))["type"] is T.WELCOME
 
     run(main)

@@ -12,6 +12,7 @@ commands that must run "for a while" wait for a file the test creates instead.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ..attackers import register_clients
 from ..procs import Agent, Server, running, wait_for
 
 FINAL = ("successful", "failed", "unknown", "cancelled", "skipped")
@@ -1038,3 +1040,23 @@ def test_server_restart_with_jobs_running(make_server: Any, make_agent: Any, tmp
     assert resp.json()["data"] == multi
     assert mjid in [r["jid"] for r in api.get("/commands").json()["data"]]
     assert get_job(api, "r1", j2) == two
+
+
+def test_a_command_to_many_clients_is_not_too_large(make_server: Any) -> None:
+    """POST /commands may name every known client, whatever max_request_bytes (10 KiB by
+    default, as RPort's: 1,000 ids do not fit)."""
+    server = make_server(extra={"api": {"max_request_bytes": 1024}})
+    ids = [f"fleet-member-with-a-long-id-{i:04d}" for i in range(40)]
+    asyncio.run(register_clients(server.agent_port, ids))
+    body = {"command": "/usr/bin/true", "client_ids": ids}
+    assert len(json.dumps(body)) > 1024
+    assert server.api is not None
+    resp = server.api.post("/commands", json=body)
+    assert resp.status_code == 200, resp.text
+    jid = resp.json()["data"]["jid"]
+    jobs = wait_for(lambda: (r := server.api.get(f"/commands/{jid}/jobs").json()["data"])
+                    and len(r) == len(ids) and r, what="a job per client")
+    assert {j["client_id"] for j in jobs} == set(ids)
+    # Other bodies keep the limit.
+    resp = server.api.post("/commands", json={**body, "command": "/usr/bin/" + "x" * 2000})
+    assert resp.status_code == 413, resp.text

@@ -884,3 +884,29 @@ def test_deleted_client_gets_no_old_tunnels_back(tmp_path: Path, echo: EchoServe
         if second is not None:
             second.stop()
         server.stop()
+
+
+def test_tunnels_per_client_are_capped(tmp_path: Path, echo: EchoServer) -> None:
+    """An agent asking for more tunnels than [plugins.tunnels] max_per_client gets that many; the
+    rest are refused with a reason in the server's log and the agent's; the API refuses more."""
+    server = Server(tmp_path / "server", extra={"plugins.tunnels": {"max_per_client": 3}}).start()
+    ports = [echo.port]
+    while len(ports) < 5:
+        ports.append(free_port(avoid=set(ports)))
+    agent = CliAgent(tmp_path / "agent", server, "caps", [str(p) for p in ports])
+    try:
+        server.wait_connected("caps")
+        reason = r"at most 3 tunnels per client \(plugins\.tunnels\.max_per_client\)"
+        assert server.proc is not None
+        server.proc.wait_log(rf"2 tunnel\(s\) of caps not opened: {reason}; the first: "
+                             rf"0\.0\.0\.0:0 -> 127\.0\.0\.1:{ports[3]}")
+        agent.proc.wait_log(rf"the server did not open 2 of the tunnels asked for: {reason}")
+        assert len(tunnels_of(server, "caps")) == 3
+        assert_error(put(server, "caps", remote=echo.port, local=free_port(), check_port=0), 409,
+                     "ERR_CODE_TUNNEL_LIMIT", "too many tunnels for this client")
+        assert delete(server, "caps", tunnels_of(server, "caps")[0]["id"]).status_code == 204
+        created(put(server, "caps", remote=f"127.0.0.2:{echo.port}", check_port=0))
+        assert len(tunnels_of(server, "caps")) == 3
+    finally:
+        agent.stop()
+        server.stop()

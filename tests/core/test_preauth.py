@@ -1,0 +1,128 @@
+"""Connections that have not authenticated yet, against a real rportd: idle, slow or greedy ones
+cannot keep a real agent out; each is closed by the deadline or the caps with a logged reason.
+
+The attackers are plain sockets in this process (bound to other loopback addresses where the
+test needs several source addresses: Linux routes all of 127.0.0.0/8 to the loopback device);
+the server and the agent are real ``rportd`` / ``rport`` processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Callable
+
+from rport.core.keys import client_ssl_context
+
+from ..attackers import enough_fds, idle_connections, is_closed, is_open, spread  # noqa: F401
+from ..procs import Agent, Server, wait_for
+
+TIMEOUT = 20.0  # bound on every wait for a condition; never reached when things work
+
+
+def test_agent_connects_while_1000_idle_connections_are_open(
+        make_server: Callable[..., Server], make_agent: Callable[..., Agent]) -> None:
+    # A long deadline, so that the attackers stay open for the whole test: the agent must get
+    # in because idle connections hold nothing it needs, not because they were closed.
+    server = make_server(extra={"server": {"handshake_timeout": "120s"}})
+    with idle_connections(server.agent_port, spread(1000, 20)) as attackers:
+        make_agent(server, "good")  # waits until the API lists it as connected
+        assert all(map(is_open, attackers)), "the server closed idle connections under its caps"
+    assert server.api is not None
+    assert server.api.get("/status").status_code == 200
+
+
+def test_stalled_tls_handshakes_do_not_keep_an_agent_out(
+        make_server: Callable[..., Server], make_agent: Callable[..., Agent]) -> None:
+    server = make_server(extra={"server": {"handshake_timeout": "120s"}})
+    # Each starts a TLS record (the first bytes of a ClientHello) and stalls: more of them than
+    # there are TLS handshake slots.
+    with idle_connections(server.agent_port, spread(200, 20, "127.0.2")) as attackers:
+        for sock in attackers:
+            sock.sendall(b"\x16\x03\x01\x02\x00")
+        make_agent(server, "good")
+        assert server.wait_connected("good")
+
+
+def test_idle_connections_are_closed_at_the_deadline(make_server: Callable[..., Server]) -> None:
+    server = make_server(extra={"server": {"handshake_timeout": "1s"}})
+    with idle_connections(server.agent_port, ["127.0.0.1"] * 3) as socks:
+        wait_for(lambda: all(map(is_closed, socks)), TIMEOUT, "the server to close them")
+    assert server.proc is not None
+    server.proc.wait_log(r"agent connection from 127\.0\.0\.1 sent nothing within 1s "
+                         r"\(server\.handshake_timeout\), closing")
+
+
+def test_one_deadline_for_tls_upgrade_and_hello(make_server: Callable[..., Server]) -> None:
+    """TLS done, then nothing: the WebSocket upgrade falls under the same deadline."""
+    server = make_server(extra={"server": {"handshake_timeout": "1s"}})
+
+    async def main() -> None:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.agent_port, ssl=client_ssl_context())
+        try:
+            # The server closes the connection; what it reads is b"" (or a TLS error).
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+        finally:
+            writer.close()
+
+    asyncio.run(main())
+    assert server.proc is not None
+    server.proc.wait_log(r"agent connection from 127\.0\.0\.1 did not finish the WebSocket "
+                         r"upgrade within 1s \(server\.handshake_timeout\), closing")
+
+
+def test_opening_request_is_bounded(make_server: Callable[..., Server]) -> None:
+    server = make_server(extra={"server": {"handshake_timeout": "60s"}})
+
+    async def main() -> None:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.agent_port, ssl=client_ssl_context())
+        try:
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                for _ in range(100):  # 100 headers of 1 KiB, never a blank line
+                    writer.write(b"X-Padding: " + b"a" * 1000 + b"\r\n")
+                    await writer.drain()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+        finally:
+            writer.close()
+
+    asyncio.run(main())
+    assert server.proc is not None
+    server.proc.wait_log(r"agent connection from 127\.0\.0\.1: WebSocket opening request larger "
+                         r"than 16384 bytes, closing")
+
+
+def test_per_address_cap_closes_the_oldest_idle(
+        make_server: Callable[..., Server], make_agent: Callable[..., Agent]) -> None:
+    server = make_server(extra={"server": {"max_pending_per_address": 4,
+                                           "handshake_timeout": "120s"}})
+    with idle_connections(server.agent_port, ["127.0.0.1"] * 6) as socks:
+        wait_for(lambda: is_closed(socks[0]) and is_closed(socks[1]), TIMEOUT,
+                 "the two oldest to be closed")
+        assert all(map(is_open, socks[2:]))
+        # An agent from the same address still gets in: it pushes out another idle one.
+        make_agent(server, "good")
+        wait_for(lambda: is_closed(socks[2]), TIMEOUT, "the next oldest to be closed")
+        assert all(map(is_open, socks[3:]))
+    assert server.proc is not None
+    server.proc.wait_log(r"agent connections from 127\.0\.0\.1: more than 4 in handshake, "
+                         r"closing the oldest that sent nothing")
+
+
+def test_total_cap_closes_the_oldest_of_the_most_represented_address(
+        make_server: Callable[..., Server]) -> None:
+    server = make_server(extra={"server": {"max_pending_connections": 6,
+                                           "handshake_timeout": "120s"}})
+    sources = ["127.0.3.1"] * 2 + ["127.0.3.2"] * 3 + ["127.0.3.3"] + ["127.0.3.4"]
+    with idle_connections(server.agent_port, sources) as socks:
+        # The 7th connection is one too many: the oldest of 127.0.3.2 (3 pending) goes.
+        wait_for(lambda: is_closed(socks[2]), TIMEOUT, "the oldest of 127.0.3.2 to be closed")
+        assert all(is_open(s) for i, s in enumerate(socks) if i != 2)
+    assert server.proc is not None
+    server.proc.wait_log(r"pending agent connections: limit of 6 reached "
+                         r"\(server\.max_pending_connections\), closing the oldest of 127\.0\.3\.2")
