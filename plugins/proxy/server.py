@@ -10,7 +10,7 @@ from typing import Any
 
 from rport.core.plugin import ConfigError, hookimpl
 
-from .listener import ProxyListener
+from .listener import ProxyListener, server_context
 from .reverse import ReverseProxy
 
 NAME = "proxy"
@@ -47,7 +47,7 @@ def rport_server_startup(server: Any) -> None:
     if not (cert and key):
         raise ConfigError(["server.tunnel_proxy_cert_file and tunnel_proxy_key_file must be set together"])
     try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        server_context(cert, key)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError([f"server.tunnel_proxy_cert_file/key_file: cannot load {cert} / {key}: "
                            f"{exc}"]) from None
