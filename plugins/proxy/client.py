@@ -224,11 +224,11 @@ class ClientConnection(asyncio.Protocol):
         proxy.touch()
         head = proxy.request_head(req, self.source)
         upstream = self.upstream
+        fresh = upstream is None
         if upstream is None:
             upstream = self.upstream = Upstream(self)
-            upstream.connect()
         upstream.begin(req)
-        upstream.write(head)
+        upstream.write(head)  # held until a fresh upstream is connected
         req.forwarding = True
         if req.body:
             parts, req.body = req.body, []
@@ -238,6 +238,8 @@ class ClientConnection(asyncio.Protocol):
             upstream.write(b"0\r\n\r\n")
         if len(self._queue) <= 1:
             self._unpause("pipelined")
+        if fresh:
+            upstream.connect()  # last: a failure answers req (502) before it returns
 
     def _send_body(self, req: Request, body: bytes) -> None:
         upstream = self.upstream

@@ -78,8 +78,15 @@ class ReverseProxy:
     """One tunnel's proxy settings and rules."""
 
     def __init__(self, *, scheme: str, raw_port: int, host_header: str, acl: Any,
-                 auth_user: str, auth_password: str, on_activity: Callable[[], None]) -> None:
+                 auth_user: str, auth_password: str, on_activity: Callable[[], None],
+                 open_stream: Callable[[], Any] | None = None,
+                 stream_ended: Callable[[Any], None] | None = None) -> None:
+        """``open_stream()`` (with ``stream_ended(stream)`` once it is over): a stream of the
+        tunnel's to the target, used instead of a connection to the raw tunnel's listener on
+        ``raw_port`` when the target speaks plain HTTP."""
         self.scheme = scheme
+        self.open_stream = open_stream if scheme != "https" else None
+        self.stream_ended = stream_ended or (lambda stream: None)
         self.raw_port = raw_port
         self.upstream = f"127.0.0.1:{raw_port}"
         self.host_header = host_header

@@ -27,7 +27,9 @@ class ProxyFactory:
         app = ReverseProxy(scheme=tunnel.scheme or "http", raw_port=tunnel.raw_port,
                            host_header=tunnel.host_header, acl=tunnel.acl_check,
                            auth_user=tunnel.auth_user, auth_password=tunnel.auth_password,
-                           on_activity=tunnel.touch)
+                           on_activity=tunnel.touch,
+                           open_stream=getattr(tunnel, "open_stream", None),
+                           stream_ended=getattr(tunnel, "stream_ended", None))
         listener = await ProxyListener.start(app, tunnel.lhost, tunnel.lport, self.cert_file,
                                              self.key_file)
         host = self.server.config.server.tunnel_host or (

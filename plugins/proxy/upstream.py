@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from rport.core.plugin import SessionClosed, StreamRefused
+
 from .reverse import Request
+from .stream import StreamTransport, TunnelStreamError
 
 if TYPE_CHECKING:
     from .client import ClientConnection
@@ -55,6 +58,7 @@ class Upstream(asyncio.Protocol):
         self._task: asyncio.Task[Any] | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._reading_paused = False
+        self._out: list[bytes] = []  # for the client, written at once after each read
         self._reset_response()
 
     def _reset_response(self) -> None:
@@ -74,6 +78,19 @@ class Upstream(asyncio.Protocol):
     # -- connection --------------------------------------------------------------------------------
 
     def connect(self) -> None:
+        """Over a stream of the tunnel's (at once), or to the raw tunnel's listener (a task);
+        may report a failure (``upstream_lost``) before it returns."""
+        proxy = self.proxy
+        if proxy.open_stream is not None:
+            try:
+                stream = proxy.open_stream()
+            except (SessionClosed, StreamRefused) as exc:
+                self.closed = True
+                self.conn.upstream_lost(self, f"the target cannot be reached: {exc}", retry=False)
+                return
+            if stream is not None:
+                StreamTransport(stream, self, proxy.stream_ended).start()
+                return
         self.conn._pause("connecting")
         self._task = self.conn.loop.create_task(self._connect())
 
@@ -112,9 +129,11 @@ class Upstream(asyncio.Protocol):
         if exc is None:
             reason = ("the target closed the connection before it answered" if not self.head_sent
                       else "the target closed the connection")
+        elif isinstance(exc, TunnelStreamError) and exc.refused:
+            reason = f"the target cannot be reached: {exc}"
         else:
-            reason = f"the connection through the tunnel failed: {exc.strerror or exc}" if isinstance(
-                exc, OSError) else f"the connection through the tunnel failed: {exc}"
+            what = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            reason = f"the connection through the tunnel failed: {what}"
         self.conn.upstream_lost(self, reason)
 
     def eof_received(self) -> bool:
@@ -149,16 +168,23 @@ class Upstream(asyncio.Protocol):
             self.transport.resume_reading()
 
     def close(self) -> None:
-        """Ours to end (the client's connection is going, or the target asked): no report."""
+        """Ours to end (the client's connection is going, or the target asked): no report. A
+        relay ends gracefully (the target sees EOF after the last bytes); an HTTP connection is
+        cut, so that nothing lingers behind it (no request is in flight on it, or its client
+        is gone)."""
         if self.closed:
             return
         self.closed = True
         if self._task is not None:
             self._task.cancel()
         if self.transport is not None:
-            self.transport.close()
+            if self.relay:
+                self.transport.close()
+            else:
+                self.transport.abort()
 
     def _fail(self, reason: str) -> None:
+        self._flush()
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
@@ -181,6 +207,7 @@ class Upstream(asyncio.Protocol):
             self._head_fed += len(data)
         try:
             self._parser.feed_data(data)
+            self._flush()
         except httptools.HttpParserUpgrade as exc:
             self._switched(bytes(data[exc.args[0]:]))
             return
@@ -220,16 +247,15 @@ class Upstream(asyncio.Protocol):
         if req is None:
             raise BadResponse("a response nobody asked for")
         proxy = self.proxy
-        conn = self.conn
         if status < 200:
             if status == 101:
                 if not req.upgrade:
                     raise BadResponse("101 Switching Protocols to a request without Upgrade")
-                conn.transport.write(proxy.switching_head(status, self._reason, self._headers))
+                self._out.append(proxy.switching_head(status, self._reason, self._headers))
                 self.head_sent = True
                 self._switching = True
                 return
-            conn.transport.write(proxy.interim_head(status, self._reason, self._headers))
+            self._out.append(proxy.interim_head(status, self._reason, self._headers))
             self._interim = True
             return
         head_request = req.method == b"HEAD"
@@ -239,16 +265,16 @@ class Upstream(asyncio.Protocol):
         self.until_close = head.until_close
         self.close_client = head.close
         self._keep_alive = parser.should_keep_alive()
-        conn.transport.write(head.data)
+        self._out.append(head.data)  # with the body's first part, if it came in the same read
         self.head_sent = True
         if head_request:
             raise _HeadResponseDone
 
     def on_body(self, body: bytes) -> None:
         if self._chunked:
-            self.conn.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n"))
+            self._out += (b"%x\r\n" % len(body), body, b"\r\n")
         else:
-            self.conn.transport.write(body)
+            self._out.append(body)
 
     def on_message_complete(self) -> None:
         if self._interim:  # the final response follows
@@ -263,9 +289,19 @@ class Upstream(asyncio.Protocol):
 
     def end_body(self) -> None:
         if self._chunked:
-            self.conn.transport.write(b"0\r\n\r\n")
+            self._out.append(b"0\r\n\r\n")
+        self._flush()
+
+    def _flush(self) -> None:
+        """One write (one TLS record) for what one read of the target's produced: a small
+        response's head and body go out together."""
+        out = self._out
+        if out:
+            self._out = []
+            self.conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _complete(self) -> None:
+        self._flush()
         req, self.req = self.req, None
         assert req is not None
         self.responses += 1
@@ -277,6 +313,7 @@ class Upstream(asyncio.Protocol):
         conn.finish(req, self.close_client)
 
     def _switched(self, rest: bytes) -> None:
+        self._flush()  # the 101
         req = self.req
         assert req is not None
         self.req = None

@@ -443,6 +443,9 @@ def test_unreachable_target_is_a_bad_gateway(penv: ProxyEnv) -> None:
     with https_client(penv.pki, lport) as client:
         resp = client.get("/anything")
         assert resp.status_code == 502
+        # the agent's reason, not a guess
+        assert resp.text == (f"Bad Gateway: the target cannot be reached: connection to "
+                             f"127.0.0.1:{port} failed: Connection refused\n")
         # the proxy itself stays up
         assert client.get("/anything").status_code == 502
 
