@@ -492,10 +492,13 @@ class SshRoute(Route):
 class RportPair:
     """A real ``rportd`` (``python -m rport.core.cli``, log_level warning) and a real agent
     (``python -m rport.agent.cli``) connected to it, with the API at hand. ``server_lines`` are
-    extra ``[server]`` settings (TOML lines). Also used by proxy_requests.py."""
+    extra ``[server]`` settings (TOML lines). With ``agent_conf``, the agent reads its settings
+    from an ``rport.conf`` (as a service would) instead of flags. Also used by
+    proxy_requests.py and agent_memory.py."""
 
     def __init__(self, procs: Procs, tmp: Path, *, client_id: str = CLIENT_ID,
-                 key_seed: str = "tunnel-throughput-bench", server_lines: tuple[str, ...] = ()) -> None:
+                 key_seed: str = "tunnel-throughput-bench", server_lines: tuple[str, ...] = (),
+                 agent_conf: bool = False) -> None:
         d = tmp / "rport"
         d.mkdir()
         self.client_id = client_id
@@ -518,15 +521,39 @@ class RportPair:
         self.server_log = server_log
         fingerprint = fp_file.read_text().strip()
         agent_log = d / "rport.log"
-        self.agent = procs.start("rport", [
-            sys.executable, "-m", "rport.agent.cli", "--data-dir", str(d / "agent-data"),
-            "--log-level", "warning", "--id", client_id, "--auth", AGENT_AUTH,
-            "--fingerprint", fingerprint, f"{HOST}:{agent_port}"], agent_log, env=env)
+        if agent_conf:
+            agent_conf_file = d / "rport.conf"
+            agent_conf_file.write_text("\n".join([
+                "[client]", f'server = "{HOST}:{agent_port}"', f'auth = "{AGENT_AUTH}"',
+                f'id = "{client_id}"', f'fingerprint = "{fingerprint}"',
+                f'data_dir = "{d / "agent-data"}"', "[logging]", 'log_level = "warning"', ""]))
+            argv = ["-c", str(agent_conf_file)]
+        else:
+            argv = ["--data-dir", str(d / "agent-data"), "--log-level", "warning", "--id",
+                    client_id, "--auth", AGENT_AUTH, "--fingerprint", fingerprint,
+                    f"{HOST}:{agent_port}"]
+        self.agent_argv = [sys.executable, "-m", "rport.agent.cli", *argv]
+        self._env, self._agent_log, self._procs = env, agent_log, procs
+        self.agent = procs.start("rport", self.agent_argv, agent_log, env=env)
 
+        self.wait_agent()
+
+    def wait_agent(self) -> None:
         def connected() -> bool:
-            status, body = self.api("GET", f"/clients/{client_id}")
+            status, body = self.api("GET", f"/clients/{self.client_id}")
             return status == 200 and body["data"].get("connection_state") == "connected"
-        wait_until("the agent to connect", connected, alive=exited(self.agent, agent_log))
+        wait_until("the agent to connect", connected, alive=exited(self.agent, self._agent_log))
+
+    def restart_agent(self) -> None:
+        """A fresh agent process (the old one stopped), connected."""
+        self._procs.stop(self.agent)
+
+        def gone() -> bool:
+            status, body = self.api("GET", f"/clients/{self.client_id}")
+            return status == 200 and body["data"].get("connection_state") != "connected"
+        wait_until("the agent to disconnect", gone)
+        self.agent = self._procs.start("rport", self.agent_argv, self._agent_log, env=self._env)
+        self.wait_agent()
 
     def api(self, method: str, path: str) -> tuple[int, Any]:
         token = base64.b64encode(f"{API_USER}:{API_PASSWORD}".encode()).decode()
@@ -607,17 +634,27 @@ class OpenRportPair:
             f'fingerprint = "{fp_file.read_text().strip()}"', f'auth = "{AGENT_AUTH}"',
             f'id = "{client_id}"', f'data_dir = "{client_data}"', 'updates_interval = "0s"',
             "[logging]", 'log_level = "error"', ""]))
-        agent_log = d / "rport.log"
-        self.agent = procs.start("openrport rport", [str(bin_dir / "rport"), "--allow-root", "-c",
-                                                     str(client_conf)], agent_log)
-
-        def connected() -> bool:
-            status, body = self.api("GET", "/clients")
-            return status == 200 and any(c.get("id") == client_id for c in body.get("data", []))
-        # The client waits a random 0-10 s before it registers.
-        wait_until("the OpenRPort client to connect", connected, timeout=SETUP_TIMEOUT,
-                   alive=exited(self.agent, agent_log))
+        self._agent_log, self._procs = d / "rport.log", procs
+        self.agent_argv = [str(bin_dir / "rport"), "--allow-root", "-c", str(client_conf)]
+        self.agent = procs.start("openrport rport", self.agent_argv, self._agent_log)
+        self.wait_agent()
         self._ports = iter(range(20000 + os.getpid() % 5000, 30000))
+
+    def _state(self) -> str | None:
+        status, body = self.api("GET", f"/clients/{self.client_id}")
+        return body["data"].get("connection_state") if status == 200 and body else None
+
+    def wait_agent(self) -> None:
+        # The client waits a random 0-10 s before it registers.
+        wait_until("the OpenRPort client to connect", lambda: self._state() == "connected",
+                   timeout=SETUP_TIMEOUT, alive=exited(self.agent, self._agent_log))
+
+    def restart_agent(self) -> None:
+        """A fresh client process (the old one stopped), connected."""
+        self._procs.stop(self.agent)
+        wait_until("the OpenRPort client to disconnect", lambda: self._state() != "connected")
+        self.agent = self._procs.start("openrport rport", self.agent_argv, self._agent_log)
+        self.wait_agent()
 
     api = RportPair.api
 
