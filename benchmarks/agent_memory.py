@@ -14,6 +14,10 @@ Everything runs on 127.0.0.1, in a temporary directory removed afterwards (``--k
 * **a Python floor**: ``python -c "import asyncio, ssl, uvloop"`` idling: what any agent written in
   Python on uvloop with TLS holds before its first line of code.
 
+The rport package's modules are byte-compiled first (``compileall``), as an installed package's
+are: a module compiled from its source at start-up (a stale ``.pyc`` that
+``PYTHONDONTWRITEBYTECODE`` keeps from being rewritten) would add the compiler's leftovers.
+
 For each of ``--repeat`` rounds, each agent is started afresh, awaited until the server lists it
 as connected, left idle for ``--idle`` seconds, and measured from /proc: RSS (with its anonymous
 and file-backed parts), USS and PSS (psutil). The median round is reported, with every round's
@@ -64,6 +68,13 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="agent-memory-"))
     procs = Procs()
     notes: list[str] = [f"load average before: {load_average()}"]
+    # An installed package has its bytecode files; a module compiled from its source at start-up
+    # (a stale .pyc, with PYTHONDONTWRITEBYTECODE set) leaves the compiler's garbage behind.
+    import importlib
+    for package in ("rport.core", "rport.agent", "rport.plugins"):
+        root = Path(importlib.import_module(package).__file__ or ".").parent
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(root)], check=False,
+                       stdout=subprocess.DEVNULL)
     try:
         ours = RportPair(procs, tmp, client_id="memory-bench", key_seed="agent-memory-bench",
                          agent_conf=True)
