@@ -397,7 +397,7 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
         if self.upstream is not None:
-            self.upstream.close()
+            self.upstream.abort()
             self.upstream = None
 
     def check_idle(self, now: float) -> None:

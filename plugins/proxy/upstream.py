@@ -183,6 +183,16 @@ class Upstream(asyncio.Protocol):
             else:
                 self.transport.abort()
 
+    def abort(self) -> None:
+        """Cut at once, relay or not (the proxy is closing): no report."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._task is not None:
+            self._task.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
     def _fail(self, reason: str) -> None:
         self._flush()
         self.closed = True
