@@ -14,17 +14,14 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import InvalidHandshake, InvalidStatus
-
 from rport.core import __version__
 from rport.core.confload import ConfigError, structure
 from rport.core.datadir import prepare_data_dir
-from rport.core.keys import (
+from rport.core.pinning import (
+    certificate_point,
     client_ssl_context,
     fingerprint,
     fingerprint_matches,
-    peer_public_key,
     sha256_fingerprint,
 )
 from rport.core.plugins import PluginSet, call_each, call_impl, create_plugin_manager, impls
@@ -42,6 +39,7 @@ from rport.core.session import Handlers, ProtocolViolation
 
 from . import hookspecs, sysinfo
 from .config import AgentConfig
+from .dial import HandshakeError, open_websocket
 
 log = logging.getLogger("rport.agent")
 
@@ -184,17 +182,21 @@ class RportAgent:
         settings = LinkSettings(max_message=MAX_MESSAGE, ping_interval=conn.keep_alive or None,
                                 ping_timeout=conn.keep_alive_timeout or None)
         log.info("connecting to %s", self.url)
+        target = urlsplit(self.url)
         try:
-            ws = await ws_connect(self.url, ssl=self._tls, subprotocols=[SUBPROTOCOL],
-                                  open_timeout=conn.connect_timeout, user_agent_header=None,
-                                  logger=logging.getLogger("rport.websockets"),
-                                  **settings.connection_options())
-        except InvalidStatus as exc:
-            raise ConnectFailed(f"cannot connect to {self.url}: the server answered HTTP "
-                                f"{exc.response.status_code} (is this an rportd agent endpoint?)")
-        except (OSError, InvalidHandshake, TimeoutError, ssl.SSLError) as exc:
-            raise ConnectFailed(f"cannot connect to {self.url}: {exc.__class__.__name__}: {exc}")
-        # The server says nothing before our hello: the link takes over from websockets now.
+            ws = await open_websocket(
+                target.netloc.rpartition(":")[0], target.port or 443, target.path or "/",
+                ssl_context=self._tls, subprotocol=SUBPROTOCOL, timeout=conn.connect_timeout)
+        except HandshakeError as exc:
+            if exc.status:
+                raise ConnectFailed(f"cannot connect to {self.url}: the server answered HTTP "
+                                    f"{exc.status} (is this an rportd agent endpoint?)") from None
+            raise ConnectFailed(f"cannot connect to {self.url}: {exc}") from None
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            reason = "TimeoutError: timed out" if isinstance(exc, TimeoutError) and not str(exc) else (
+                f"{exc.__class__.__name__}: {exc}")
+            raise ConnectFailed(f"cannot connect to {self.url}: {reason}") from None
+        # The server says nothing before our hello: the link takes over the connection now.
         transport = take_over(ws, settings, client=True)
         try:
             self._verify_server(transport)
@@ -238,7 +240,10 @@ class RportAgent:
 
     def _verify_server(self, transport: WebSocketLink) -> None:
         ssl_object = transport.get_extra_info("ssl_object")
-        key = peer_public_key(ssl_object)
+        try:
+            key = certificate_point(ssl_object.getpeercert(binary_form=True) or b"")
+        except ValueError as exc:
+            raise ConnectFailed(f"cannot verify the server at {self.url}: {exc}") from None
         expected = self.config.client.fingerprint
         if not expected:
             log.warning("no fingerprint given: cannot verify the server's identity; its key has "

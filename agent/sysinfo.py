@@ -2,9 +2,13 @@
 
 The server shows them in ``GET /api/v1/clients`` under RPort's own field names and in
 RPort's formats (``os``, ``os_arch``, ``os_family``, ``cpu_model_name``, ``timezone``...).
-Everything is read in-process (psutil, distro, platform, /proc and /sys); no process is
-spawned. :func:`gather` is blocking (it reads files), so async code should run it in a
-thread, e.g. ``await asyncio.to_thread(gather)``. It never raises: a field that cannot be
+Everything is read in-process; no process is spawned. On Linux the standard library does it all
+(/etc/os-release through :func:`platform.freedesktop_os_release`, /proc and /sys, the memory
+size from ``sysconf``, the addresses from the kernel over netlink); ``distro`` and ``psutil``
+are imported only where that is not enough (no os-release file, another system), since the
+agent keeps whatever it imports for as long as it runs (together 0.9 MiB, see
+docs/performance.md). :func:`gather` is blocking (it reads files), so async code should run it
+in a thread, e.g. ``await asyncio.to_thread(gather)``. It never raises: a field that cannot be
 determined is ``"unknown"`` (``0`` for numbers, ``[]`` for lists).
 """
 
@@ -15,12 +19,10 @@ import logging
 import os
 import platform
 import socket
+import struct
 import time
 from pathlib import Path
 from typing import Any, Callable
-
-import distro
-import psutil
 
 log = logging.getLogger(__name__)
 
@@ -65,23 +67,39 @@ def _os_arch() -> str:
     return _GOARCH.get(machine, machine) or UNKNOWN
 
 
-def _os_family() -> str:
-    dist_id = distro.id().lower()
-    for name in [dist_id, *distro.like().lower().split()]:
+def _release() -> dict[str, str]:
+    """The distribution's id, id_like, name and version: os-release's ID, ID_LIKE, NAME and
+    VERSION_ID, as ``distro`` reports them (which is asked only when there is no os-release,
+    for its older sources: lsb_release, /etc/*-release)."""
+    if not _is_linux():
+        return {"id": "", "like": "", "name": "", "version": ""}
+    try:
+        info = platform.freedesktop_os_release()
+    except OSError:
+        import distro
+        return {"id": distro.id(), "like": distro.like(), "name": distro.name(),
+                "version": distro.version()}
+    return {"id": info.get("ID", "linux"), "like": info.get("ID_LIKE", ""),
+            "name": info.get("NAME", ""), "version": info.get("VERSION_ID", "")}
+
+
+def _os_family(release: dict[str, str]) -> str:
+    dist_id = release["id"].lower()
+    for name in [dist_id, *release["like"].lower().split()]:
         key = "opensuse" if name.startswith("opensuse") else name
         if key in _FAMILY:
             return _FAMILY[key]
     return dist_id or platform.system().lower() or UNKNOWN
 
 
-def _os_full_name() -> str:
-    if _is_linux() and distro.name():
-        return f"{distro.name()} {distro.version()}".strip()
+def _os_full_name(release: dict[str, str]) -> str:
+    if release["name"]:
+        return f"{release['name']} {release['version']}".strip()
     return f"{platform.system()} {platform.release()}".strip() or UNKNOWN
 
 
-def _os_version() -> str:
-    return (distro.version() if _is_linux() else "") or platform.release() or UNKNOWN
+def _os_version(release: dict[str, str]) -> str:
+    return release["version"] or platform.release() or UNKNOWN
 
 
 def _virtualization() -> tuple[str, str]:
@@ -127,7 +145,14 @@ def _cpu_fields() -> dict[str, str]:
 
 
 def _num_cpus() -> int:
-    return psutil.cpu_count(logical=True) or os.cpu_count() or 0
+    return os.cpu_count() or 0
+
+
+def _mem_total() -> int:
+    if _is_linux():  # the kernel's totalram, /proc/meminfo's MemTotal
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    import psutil
+    return int(psutil.virtual_memory().total)
 
 
 def _timezone() -> str:
@@ -141,21 +166,76 @@ def _timezone() -> str:
     return f"{abbr} ({utc})"
 
 
+# rtnetlink (linux/netlink.h, linux/rtnetlink.h, linux/if_addr.h)
+_NLMSG = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port id
+_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, interface index
+_RTATTR = struct.Struct("=HH")  # length, type
+_RTM_NEWADDR, _RTM_GETADDR, _NLMSG_ERROR, _NLMSG_DONE = 20, 22, 2, 3
+_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_IFA_ADDRESS, _IFA_LOCAL = 1, 2
+
+
+def _netlink_addresses() -> list[str]:
+    """Every address of every interface, as ``ip address`` lists them (RTM_GETADDR dump)."""
+    found: list[str] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as sock:  # NETLINK_ROUTE
+        sock.settimeout(5)
+        sock.bind((0, 0))
+        body = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        sock.send(_NLMSG.pack(_NLMSG.size + len(body), _RTM_GETADDR,
+                              _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0) + body)
+        while True:
+            data = sock.recv(1 << 16)
+            pos = 0
+            while pos + _NLMSG.size <= len(data):
+                length, kind = _NLMSG.unpack_from(data, pos)[:2]
+                if length < _NLMSG.size or pos + length > len(data):
+                    raise OSError("malformed netlink message")
+                if kind == _NLMSG_DONE:
+                    return found
+                if kind == _NLMSG_ERROR:
+                    raise OSError("netlink refused the address dump")
+                if kind == _RTM_NEWADDR:
+                    family = data[pos + _NLMSG.size]
+                    attrs: dict[int, bytes] = {}
+                    at, end = pos + _NLMSG.size + _IFADDRMSG.size, pos + length
+                    while at + _RTATTR.size <= end:
+                        size, attr = _RTATTR.unpack_from(data, at)
+                        if size < _RTATTR.size or at + size > end:
+                            break
+                        attrs[attr] = data[at + _RTATTR.size:at + size]
+                        at += (size + 3) & ~3
+                    # IFA_LOCAL is the interface's own address where IFA_ADDRESS is the peer's
+                    # (point-to-point links).
+                    raw = attrs.get(_IFA_LOCAL) or attrs.get(_IFA_ADDRESS)
+                    if raw is not None and family in (socket.AF_INET, socket.AF_INET6):
+                        found.append(socket.inet_ntop(family, raw))
+                pos += (length + 3) & ~3
+
+
+def _interface_addresses() -> list[str]:
+    if _is_linux():
+        try:
+            return _netlink_addresses()
+        except OSError:
+            log.debug("netlink address dump failed; asking psutil", exc_info=True)
+    import psutil
+    return [addr.address for addrs in psutil.net_if_addrs().values() for addr in addrs
+            if addr.family in (socket.AF_INET, socket.AF_INET6)]
+
+
 def _addresses() -> tuple[list[str], list[str]]:
     """(ipv4, ipv6) of all interfaces, loopback excluded, sorted and unique."""
     v4: set[ipaddress.IPv4Address] = set()
     v6: set[ipaddress.IPv6Address] = set()
-    for addrs in psutil.net_if_addrs().values():
-        for addr in addrs:
-            if addr.family not in (socket.AF_INET, socket.AF_INET6):
-                continue
-            try:
-                ip = ipaddress.ip_address(addr.address.split("%", 1)[0])
-            except ValueError:
-                continue
-            if ip.is_loopback:
-                continue
-            (v4 if isinstance(ip, ipaddress.IPv4Address) else v6).add(ip)  # type: ignore[arg-type]
+    for address in _interface_addresses():
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            continue
+        if ip.is_loopback:
+            continue
+        (v4 if isinstance(ip, ipaddress.IPv4Address) else v6).add(ip)  # type: ignore[arg-type]
     return [str(ip) for ip in sorted(v4)], [str(ip) for ip in sorted(v6)]
 
 
@@ -169,21 +249,22 @@ def _safe(name: str, fn: Callable[[], Any], default: Any) -> Any:
 
 def gather() -> dict[str, Any]:
     """The system facts, keyed by RPort's field names. Blocking; never raises."""
+    release = _safe("release", _release, {"id": "", "like": "", "name": "", "version": ""})
     virt = _safe("virtualization", _virtualization, (UNKNOWN, UNKNOWN))
     cpu = _safe("cpu", _cpu_fields, {name: UNKNOWN for name in _CPU_KEYS})
     ipv4, ipv6 = _safe("addresses", _addresses, ([], []))
     return {
         "os": _safe("os", _os_uname_string, UNKNOWN),
         "os_arch": _safe("os_arch", _os_arch, UNKNOWN),
-        "os_family": _safe("os_family", _os_family, UNKNOWN),
+        "os_family": _safe("os_family", lambda: _os_family(release), UNKNOWN),
         "os_kernel": _safe("os_kernel", lambda: platform.system().lower() or UNKNOWN, UNKNOWN),
-        "os_full_name": _safe("os_full_name", _os_full_name, UNKNOWN),
-        "os_version": _safe("os_version", _os_version, UNKNOWN),
+        "os_full_name": _safe("os_full_name", lambda: _os_full_name(release), UNKNOWN),
+        "os_version": _safe("os_version", lambda: _os_version(release), UNKNOWN),
         "os_virtualization_system": virt[0],
         "os_virtualization_role": virt[1],
         **cpu,
         "num_cpus": _safe("num_cpus", _num_cpus, 0),
-        "mem_total": _safe("mem_total", lambda: int(psutil.virtual_memory().total), 0),
+        "mem_total": _safe("mem_total", _mem_total, 0),
         "timezone": _safe("timezone", _timezone, UNKNOWN),
         "hostname": _safe("hostname", lambda: socket.gethostname() or UNKNOWN, UNKNOWN),
         "ipv4": ipv4,

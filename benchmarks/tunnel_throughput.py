@@ -113,6 +113,7 @@ TARGET_SINGLE_MIN = 0.5  # x ssh -L (higher is better); parity is the aim
 TARGET_SINGLE_AIM = 1.0
 TARGET_RTT_MAX = 1.0  # x ssh -L (lower is better)
 TARGET_CONNECT_MAX = 1.5  # x ssh -L
+TARGET_CONNECT_VS_OPENRPORT = 1.2  # x OpenRPort's tunnel (lower is better)
 
 
 # =================================================================================================
@@ -491,10 +492,13 @@ class SshRoute(Route):
 class RportPair:
     """A real ``rportd`` (``python -m rport.core.cli``, log_level warning) and a real agent
     (``python -m rport.agent.cli``) connected to it, with the API at hand. ``server_lines`` are
-    extra ``[server]`` settings (TOML lines). Also used by proxy_requests.py."""
+    extra ``[server]`` settings (TOML lines). With ``agent_conf``, the agent reads its settings
+    from an ``rport.conf`` (as a service would) instead of flags. Also used by
+    proxy_requests.py and agent_memory.py."""
 
     def __init__(self, procs: Procs, tmp: Path, *, client_id: str = CLIENT_ID,
-                 key_seed: str = "tunnel-throughput-bench", server_lines: tuple[str, ...] = ()) -> None:
+                 key_seed: str = "tunnel-throughput-bench", server_lines: tuple[str, ...] = (),
+                 agent_conf: bool = False) -> None:
         d = tmp / "rport"
         d.mkdir()
         self.client_id = client_id
@@ -517,15 +521,39 @@ class RportPair:
         self.server_log = server_log
         fingerprint = fp_file.read_text().strip()
         agent_log = d / "rport.log"
-        self.agent = procs.start("rport", [
-            sys.executable, "-m", "rport.agent.cli", "--data-dir", str(d / "agent-data"),
-            "--log-level", "warning", "--id", client_id, "--auth", AGENT_AUTH,
-            "--fingerprint", fingerprint, f"{HOST}:{agent_port}"], agent_log, env=env)
+        if agent_conf:
+            agent_conf_file = d / "rport.conf"
+            agent_conf_file.write_text("\n".join([
+                "[client]", f'server = "{HOST}:{agent_port}"', f'auth = "{AGENT_AUTH}"',
+                f'id = "{client_id}"', f'fingerprint = "{fingerprint}"',
+                f'data_dir = "{d / "agent-data"}"', "[logging]", 'log_level = "warning"', ""]))
+            argv = ["-c", str(agent_conf_file)]
+        else:
+            argv = ["--data-dir", str(d / "agent-data"), "--log-level", "warning", "--id",
+                    client_id, "--auth", AGENT_AUTH, "--fingerprint", fingerprint,
+                    f"{HOST}:{agent_port}"]
+        self.agent_argv = [sys.executable, "-m", "rport.agent.cli", *argv]
+        self._env, self._agent_log, self._procs = env, agent_log, procs
+        self.agent = procs.start("rport", self.agent_argv, agent_log, env=env)
 
+        self.wait_agent()
+
+    def wait_agent(self) -> None:
         def connected() -> bool:
-            status, body = self.api("GET", f"/clients/{client_id}")
+            status, body = self.api("GET", f"/clients/{self.client_id}")
             return status == 200 and body["data"].get("connection_state") == "connected"
-        wait_until("the agent to connect", connected, alive=exited(self.agent, agent_log))
+        wait_until("the agent to connect", connected, alive=exited(self.agent, self._agent_log))
+
+    def restart_agent(self) -> None:
+        """A fresh agent process (the old one stopped), connected."""
+        self._procs.stop(self.agent)
+
+        def gone() -> bool:
+            status, body = self.api("GET", f"/clients/{self.client_id}")
+            return status == 200 and body["data"].get("connection_state") != "connected"
+        wait_until("the agent to disconnect", gone)
+        self.agent = self._procs.start("rport", self.agent_argv, self._agent_log, env=self._env)
+        self.wait_agent()
 
     def api(self, method: str, path: str) -> tuple[int, Any]:
         token = base64.b64encode(f"{API_USER}:{API_PASSWORD}".encode()).decode()
@@ -548,6 +576,116 @@ class RportPair:
         if status != 200:
             raise RuntimeError(f"tunnel creation failed: PUT tunnels?{query}: HTTP {status} {body}")
         return body["data"]
+
+
+def openrport_bin() -> Path | None:
+    """The directory of the real OpenRPort's ``rportd`` and ``rport`` (the reference binaries
+    the project compares itself with, never shipped), or None: ``$OPENRPORT_BIN``, else
+    ``shared/peers/openrport/bin`` next to the repository or one level above it."""
+    here = Path(__file__).resolve().parent.parent
+    candidates = [Path(os.environ["OPENRPORT_BIN"])] if os.environ.get("OPENRPORT_BIN") else []
+    candidates += [here.parent / "shared/peers/openrport/bin",
+                   here.parent.parent / "shared/peers/openrport/bin"]
+    for d in candidates:
+        if (d / "rportd").is_file() and (d / "rport").is_file() and os.access(d / "rportd", os.X_OK):
+            return d
+    return None
+
+
+class OpenRportPair:
+    """The real OpenRPort (Go): its ``rportd`` and ``rport`` from :func:`openrport_bin`,
+    connected on loopback, with its API at hand (``PUT /clients/<id>/tunnels`` as ours).
+    ``server_lines`` are extra ``[server]`` settings. Raises RuntimeError if the binaries are
+    absent or do not come up (callers skip the route then)."""
+
+    def __init__(self, procs: Procs, tmp: Path, *, client_id: str = "c1",
+                 server_lines: tuple[str, ...] = ()) -> None:
+        bin_dir = openrport_bin()
+        if bin_dir is None:
+            raise RuntimeError("the OpenRPort binaries are not there (set OPENRPORT_BIN to their directory)")
+        d = tmp / "openrport"
+        d.mkdir()
+        self.client_id = client_id
+        agent_port, api_port = free_port(), free_port()
+        data_dir = d / "server-data"
+        data_dir.mkdir()
+        conf = d / "rportd.conf"
+        conf.write_text("\n".join([
+            "[server]", f'address = "{HOST}:{agent_port}"', 'key_seed = "openrport-bench-seed"',
+            f'auth = "{AGENT_AUTH}"', f'data_dir = "{data_dir}"', 'used_ports = ["20000-30000"]',
+            "allow_root = true", *server_lines,
+            "[api]", f'address = "{HOST}:{api_port}"', f'auth = "{API_USER}:{API_PASSWORD}"',
+            'jwt_secret = "openrport-bench-jwt-secret-0123456789"',
+            "[logging]", 'log_level = "error"', ""]))
+        server_log = d / "rportd.log"
+        self.server = procs.start("openrport rportd", [str(bin_dir / "rportd"), "-c", str(conf)], server_log)
+        self.api_base = f"http://{HOST}:{api_port}/api/v1"
+        fp_file = data_dir / "rportd-fingerprint.txt"
+        wait_until("OpenRPort's API", lambda: fp_file.exists() and self.api("GET", "/status")[0] == 200,
+                   alive=exited(self.server, server_log))
+        self.server_log = server_log
+        client_conf = d / "rport.conf"
+        client_data = d / "client-data"
+        client_data.mkdir()
+        # This version reads the server's address from the file only; updates_interval 0 keeps
+        # it from running `sudo apt-get update`.
+        client_conf.write_text("\n".join([
+            "[client]", f'server = "{HOST}:{agent_port}"',
+            f'fingerprint = "{fp_file.read_text().strip()}"', f'auth = "{AGENT_AUTH}"',
+            f'id = "{client_id}"', f'data_dir = "{client_data}"', 'updates_interval = "0s"',
+            "[logging]", 'log_level = "error"', ""]))
+        self._agent_log, self._procs = d / "rport.log", procs
+        self.agent_argv = [str(bin_dir / "rport"), "--allow-root", "-c", str(client_conf)]
+        self.agent = procs.start("openrport rport", self.agent_argv, self._agent_log)
+        self.wait_agent()
+        self._ports = iter(range(20000 + os.getpid() % 5000, 30000))
+
+    def _state(self) -> str | None:
+        status, body = self.api("GET", f"/clients/{self.client_id}")
+        return body["data"].get("connection_state") if status == 200 and body else None
+
+    def wait_agent(self) -> None:
+        # The client waits a random 0-10 s before it registers.
+        wait_until("the OpenRPort client to connect", lambda: self._state() == "connected",
+                   timeout=SETUP_TIMEOUT, alive=exited(self.agent, self._agent_log))
+
+    def restart_agent(self) -> None:
+        """A fresh client process (the old one stopped), connected."""
+        self._procs.stop(self.agent)
+        wait_until("the OpenRPort client to disconnect", lambda: self._state() != "connected")
+        self.agent = self._procs.start("openrport rport", self.agent_argv, self._agent_log)
+        self.wait_agent()
+
+    api = RportPair.api
+
+    def tunnel(self, query: str) -> dict[str, Any]:
+        """``PUT /clients/<id>/tunnels?local=127.0.0.1:<free port>&<query>``: without ``local``
+        this version listens on 0.0.0.0."""
+        for port in self._ports:
+            try:
+                with socket.socket() as s:
+                    s.bind((HOST, port))
+            except OSError:
+                continue
+            status, body = self.api("PUT", f"/clients/{self.client_id}/tunnels?local={HOST}:{port}&{query}")
+            if status == 200:
+                return body["data"]
+            raise RuntimeError(f"OpenRPort's tunnel creation failed: PUT tunnels?{query}: HTTP {status} {body}")
+        raise RuntimeError("no free port in 20000-30000")
+
+
+class OpenRportRoute(Route):
+    name = "openrport"
+
+    def __init__(self, procs: Procs, tmp: Path, target_port: int) -> None:
+        self.pair = OpenRportPair(procs, tmp)
+        self.server, self.agent = self.pair.server, self.pair.agent
+        self.port = int(self.pair.tunnel(f"remote={HOST}:{target_port}&skip-idle-timeout=1")["lport"])
+        wait_until("OpenRPort's tunnel to forward", lambda: echo_ok(self.port),
+                   alive=exited(self.server, self.pair.server_log))
+
+    def cpu_pids(self) -> dict[str, list[int]]:
+        return {"rportd": [self.server.pid], "rport": [self.agent.pid]}
 
 
 class RportRoute(Route):
@@ -830,7 +968,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1,
                         help="run every measurement N times (interleaved) and report the median run")
     parser.add_argument("--routes", default="direct,ssh,rport",
-                        help="comma-separated subset of direct,ssh,rport,py-relay")
+                        help="comma-separated subset of direct,ssh,rport,openrport,py-relay")
     parser.add_argument("--measure", default=",".join(MEASUREMENTS),
                         help="comma-separated subset of " + ",".join(MEASUREMENTS))
     parser.add_argument("--profile", type=Path, metavar="DIR",
@@ -847,7 +985,7 @@ def main() -> int:
         return py_relay_main(args.py_relay[0] == "tls", int(args.py_relay[1]), args.py_relay[2])
 
     wanted = [r.strip() for r in args.routes.split(",") if r.strip()]
-    unknown = set(wanted) - {"direct", "ssh", "rport", "py-relay"}
+    unknown = set(wanted) - {"direct", "ssh", "rport", "openrport", "py-relay"}
     if unknown:
         parser.error(f"unknown route(s): {', '.join(sorted(unknown))}")
 
@@ -881,6 +1019,8 @@ def run(args: argparse.Namespace, wanted: list[str], procs: Procs, tmp: Path) ->
                 route = SshRoute(procs, tmp, target_port)
             elif name == "py-relay":
                 route = PyRelayRoute(procs, tmp, target_port)
+            elif name == "openrport":
+                route = OpenRportRoute(procs, tmp, target_port)
             else:
                 route = RportRoute(procs, tmp, target_port)
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
@@ -996,6 +1136,8 @@ def report(args: argparse.Namespace, routes: list[Route], results: dict[str, dic
     headers = ["", *names]
     if ours and "ssh -L" in names:
         headers.append("rport/ssh")
+    if ours and "openrport" in names:
+        headers.append("rport/openrport")
     if ours and "direct" in names:
         headers.append("rport/direct")
     if "ssh -L" in names and "direct" in names:
@@ -1009,6 +1151,8 @@ def report(args: argparse.Namespace, routes: list[Route], results: dict[str, dic
         row = [label, *(fmt.format(vals[n]) for n in names)]
         if "rport/ssh" in headers:
             row.append(fmt_ratio(vals["rport"] / vals["ssh -L"]))
+        if "rport/openrport" in headers:
+            row.append(fmt_ratio(vals["rport"] / vals["openrport"]))
         if "rport/direct" in headers:
             row.append(fmt_ratio(vals["rport"] / vals["direct"]))
         if "ssh/direct" in headers:
@@ -1024,9 +1168,10 @@ def report(args: argparse.Namespace, routes: list[Route], results: dict[str, dic
     print(f"(samples: {counts})")
     print("Ratios are ours / theirs: for throughput higher is better, for times lower is better.")
 
+    if ours and ("ssh -L" in names or "openrport" in names):
+        print("\nTargets of the issues (p50 for times):")
     if ours and "ssh -L" in names:
         r, s = results["rport"], results["ssh -L"]
-        print("\nTargets of the issue (p50 for times):")
         if "single" in r:
             single = r["single"]["MBps"] / s["single"]["MBps"]
             verdict = "MET" if single >= TARGET_SINGLE_MIN else "NOT MET"
@@ -1041,6 +1186,10 @@ def report(args: argparse.Namespace, routes: list[Route], results: dict[str, dic
             conn = r["connect"]["p50_ms"] / s["connect"]["p50_ms"]
             print(f"  new connection + round trip <= {TARGET_CONNECT_MAX}x ssh -L: "
                   f"{conn:.2f}x  {'MET' if conn <= TARGET_CONNECT_MAX else 'NOT MET'}")
+    if ours and "openrport" in names and "connect" in results["rport"]:
+        conn = results["rport"]["connect"]["p50_ms"] / results["openrport"]["connect"]["p50_ms"]
+        print(f"  new connection + round trip <= {TARGET_CONNECT_VS_OPENRPORT}x OpenRPort's: "
+              f"{conn:.2f}x  {'MET' if conn <= TARGET_CONNECT_VS_OPENRPORT else 'NOT MET'}")
 
     if cpu and any(cpu[name] for name in names if name != "direct"):
         print("\nCPU time of the route's processes (psutil; steadier than wall time on a busy "

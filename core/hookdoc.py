@@ -10,7 +10,7 @@ import inspect
 import sys
 from types import ModuleType
 
-import importlib_metadata
+from importlib import metadata
 
 HEADER = """# Hook reference
 
@@ -27,7 +27,7 @@ arguments it names.
 def _users(group: str) -> dict[str, list[str]]:
     """hook name -> built-in plugins (of this distribution) implementing it."""
     users: dict[str, list[str]] = {}
-    for ep in importlib_metadata.entry_points(group=group):
+    for ep in metadata.entry_points(group=group):
         if not ep.value.startswith("rport.plugins."):
             continue
         module = ep.load()

@@ -14,6 +14,9 @@ both parts must be reproduced exactly as RPort (Go) computes them:
   colon-separated hex pairs. MD5 is kept only for compatibility; the OpenSSH-style
   ``SHA256:...`` form of the same blob is offered as the stronger pin.
 
+The fingerprints are computed by :mod:`.pinning` from the key's point, the functions an agent
+uses on the certificate the server presents (without loading ``cryptography``).
+
 Without a seed, a random key is generated once and stored in the data directory. The key and a
 self-signed certificate are always written to files too, as :meth:`ssl.SSLContext.load_cert_chain`
 only reads files.
@@ -21,7 +24,6 @@ only reads files.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import hashlib
 import os
@@ -35,6 +37,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from . import pinning
+from .pinning import client_ssl_context  # noqa: F401  (re-exported: the server's tests use it)
+
 KEY_FILE = "rportd-key.pem"
 FINGERPRINT_FILE = "rportd-fingerprint.txt"
 CERT_FILE = "rportd-cert.pem"
@@ -42,7 +47,6 @@ TLS_KEY_FILE = "rportd-tls-key.pem"
 
 _DETERM_RAND_ITER = 2048
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-_MIN_PREFIX = 8  # shortest accepted prefix of the MD5 colon fingerprint
 
 
 class KeyFileError(Exception):
@@ -75,40 +79,29 @@ def derive_private_key(seed: str) -> ec.EllipticCurvePrivateKey:
     return ec.derive_private_key(k, ec.SECP256R1())
 
 
-def _ssh_blob(public_key: ec.EllipticCurvePublicKey) -> bytes:
+def _point(public_key: ec.EllipticCurvePublicKey) -> bytes:
     if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
         public_key.curve, ec.SECP256R1
     ):
         raise ValueError("only ECDSA P-256 public keys are supported")
-    point = public_key.public_bytes(
+    return public_key.public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-    )
-    return b"".join(
-        len(part).to_bytes(4, "big") + part
-        for part in (b"ecdsa-sha2-nistp256", b"nistp256", point)
     )
 
 
 def fingerprint(public_key: ec.EllipticCurvePublicKey) -> str:
     """RPort's fingerprint: MD5 of the SSH blob as ``aa:bb:...`` (lower-case hex)."""
-    return ":".join(f"{byte:02x}" for byte in hashlib.md5(_ssh_blob(public_key)).digest())
+    return pinning.fingerprint(_point(public_key))
 
 
 def sha256_fingerprint(public_key: ec.EllipticCurvePublicKey) -> str:
     """OpenSSH-style ``SHA256:<base64 without padding>`` of the same SSH blob."""
-    digest = hashlib.sha256(_ssh_blob(public_key)).digest()
-    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+    return pinning.sha256_fingerprint(_point(public_key))
 
 
 def fingerprint_matches(expected: str, public_key: ec.EllipticCurvePublicKey) -> bool:
-    """Whether a pinned fingerprint fits the key: the exact ``SHA256:...`` form, or a prefix of
-    at least 8 characters of the MD5 colon form (case-insensitive), as RPort accepts prefixes."""
-    expected = expected.strip()
-    if expected.startswith("SHA256:"):
-        return expected == sha256_fingerprint(public_key)
-    if len(expected) < _MIN_PREFIX:
-        return False
-    return fingerprint(public_key).startswith(expected.lower())
+    """Whether a pinned fingerprint fits the key (see :func:`.pinning.fingerprint_matches`)."""
+    return pinning.fingerprint_matches(expected, _point(public_key))
 
 
 @attrs.frozen
@@ -218,16 +211,6 @@ def server_ssl_context(identity: ServerIdentity) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(identity.cert_file, identity.key_file)
-    return ctx
-
-
-def client_ssl_context() -> ssl.SSLContext:
-    """TLS client context without CA verification: the caller must check the server's key
-    with :func:`fingerprint_matches` after the handshake, before sending any credential."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
 
 

@@ -20,12 +20,24 @@ class _UTCFormatter(logging.Formatter):
 def run(main: Any) -> Any:
     """Run the program's main coroutine on uvloop when it is installed (it halves the Python
     work per tunnelled message, see docs/performance.md), else on asyncio's own loop."""
+    _raise_mmap_threshold()
     try:
         import uvloop
     except ImportError:
         return asyncio.run(main)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
+
+
+def _raise_mmap_threshold() -> None:
+    """uvloop decrypts each TLS read into a fresh 256 KiB buffer, then shrinks it. That is above
+    glibc's initial mmap threshold (128 KiB), so every message through the agent link cost an
+    mmap, a page fault, an mremap and a munmap (seen with strace: one of each per tunnelled
+    round trip), until something happened to free a larger mmapped block: glibc then raises the
+    threshold to that block's size (mallopt(3), "dynamic mmap threshold"), and such buffers come
+    from the heap and are reused. Free one such block at start-up rather than by chance (a
+    leaner agent no longer did by chance). Other allocators ignore it."""
+    bytearray(1 << 20)  # allocated with mmap, freed at once
 
 
 def setup_logging(level: str = "info", log_file: str = "", *, name: str = "rport") -> None:

@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any, Iterable
 
 import attrs
-import importlib_metadata
+from importlib import metadata
 import pluggy
 
 log = logging.getLogger("rport.plugins")
@@ -73,7 +73,7 @@ def create_plugin_manager(group: str, specs: ModuleType, *, disabled: Iterable[s
         pm.set_blocked(name)
     plugins = PluginSet(pm=pm, disabled=disabled)
     seen: set[str] = set()
-    for ep in sorted(importlib_metadata.entry_points(group=group), key=_builtin_first):
+    for ep in sorted(metadata.entry_points(group=group), key=_builtin_first):
         if ep.name in seen:
             raise PluginError(f"plugin {ep.name!r}: two installed distributions register this name "
                               f"in {group!r}")
@@ -106,7 +106,7 @@ def create_plugin_manager(group: str, specs: ModuleType, *, disabled: Iterable[s
     return plugins
 
 
-def _builtin_first(ep: importlib_metadata.EntryPoint) -> tuple[bool, str]:
+def _builtin_first(ep: metadata.EntryPoint) -> tuple[bool, str]:
     return (not ep.value.startswith("rport.plugins."), ep.name)
 
 

@@ -70,6 +70,11 @@ class Stream(abc.ABC):
         side opened."""
 
     @abc.abstractmethod
+    def accept_nowait(self) -> None:
+        """:meth:`accept`, from a callback (e.g. the ``connection_made`` of the connection the
+        stream is about to be attached to)."""
+
+    @abc.abstractmethod
     async def read(self) -> bytes:
         """Next chunk of data, ``b""`` at EOF. Raises :class:`SessionClosed` after a reset."""
 

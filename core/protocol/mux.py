@@ -115,6 +115,9 @@ class MuxStream(Stream):
 
     async def accept(self) -> None:
         """Confirm a stream the peer opened (stream handlers call this once they are ready)."""
+        self.accept_nowait()
+
+    def accept_nowait(self) -> None:
         if not self._accepted:
             self._accepted = True
             if not self._silent_accept:  # an optimistic opener needs no OPEN_OK

@@ -29,8 +29,9 @@ import random
 import struct
 from typing import Any, Callable
 
+import enum
+
 import attrs
-from websockets.frames import CloseCode
 
 try:
     from websockets.speedups import apply_mask  # C
@@ -40,6 +41,27 @@ except ImportError:  # pragma: no cover - the pure Python fallback of websockets
 from ..session import ProtocolViolation
 
 log = logging.getLogger("rport.link")
+
+
+class CloseCode(enum.IntEnum):
+    """RFC 6455 §7.4 close codes, named as in ``websockets.frames`` (whose module the agent
+    does not need to load for them: it pulls in websockets' HTTP and extension modules)."""
+
+    NORMAL_CLOSURE = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS_RCVD = 1005
+    ABNORMAL_CLOSURE = 1006
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+    TLS_HANDSHAKE = 1015
 
 SUBPROTOCOL = "rport-py"
 

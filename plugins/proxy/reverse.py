@@ -1,313 +1,269 @@
-"""The reverse proxy of one tunnel, as an ASGI application.
+"""The rules of one tunnel's reverse proxy: who may use it, and how heads are rewritten.
 
-Requests come in over TLS (uvicorn handles HTTP/1.1, keep-alive, chunked bodies and WebSocket
-upgrades); they go to the raw tunnel on 127.0.0.1 with ``scheme`` (an https target's certificate
-is not verified: it is usually a device's self-signed one). Bodies are streamed both ways, never
-buffered whole. The tunnel's ACL (403) and optional basic auth (401) come first; Host is replaced
-by ``host_header`` when set; X-Forwarded-For/-Proto/-Host are set; redirects and cookies that
-name the target's host are rewritten to the proxy's.
+Requests come in over TLS; they go to the raw tunnel on 127.0.0.1 with ``scheme`` (an https
+target's certificate is not verified: it is usually a device's self-signed one). The tunnel's ACL
+(403) and optional basic auth (401) come first; Host is replaced by ``host_header`` when set;
+X-Forwarded-For/-Proto/-Host are set; hop-by-hop headers are dropped (and those the Connection
+header names); redirects and cookies that name the target's host are rewritten to the proxy's.
+
+Plain functions of bytes: :mod:`.client` and :mod:`.upstream` parse and moves the data, this module only decides
+what the heads say, so that it can be tested alone.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hmac
-import logging
 import ssl
-from typing import Any, AsyncIterator, Awaitable, Callable
+from http import HTTPStatus
+from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+import attrs
 
-log = logging.getLogger("rport.plugins.proxy")
-
-IDLE_POOL = 2.0  # seconds an idle proxy keeps its connections to the raw tunnel
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-              "trailer", "trailers", "transfer-encoding", "upgrade", "proxy-connection"}
-WS_SKIP = HOP_BY_HOP | {"host", "sec-websocket-key", "sec-websocket-version",
-                        "sec-websocket-extensions", "sec-websocket-protocol", "content-length"}
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+    b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"proxy-connection"})
+# Request headers the proxy sets itself.
+_REPLACED = frozenset({b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
+_CONNECTION_KEYWORDS = frozenset({b"close", b"keep-alive", b"upgrade"})
 
 
-def _unverified_context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+def reason_phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+class Request:
+    """One request from the client, as parsed (:mod:`.client` fills it in)."""
+
+    __slots__ = ("method", "url", "headers", "keep_alive", "upgrade", "http10", "head_done",
+                 "complete", "chunked", "forwarding", "body_sent", "discard", "retried", "body",
+                 "early", "error", "host")
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = True  # the client's: HTTP/1.1 without "Connection: close"
+        self.upgrade = False  # an upgrade request (WebSocket)
+        self.http10 = False
+        self.head_done = False
+        self.complete = False  # the whole request (body included) has been read
+        self.chunked = False  # the body goes to the target in chunked encoding
+        self.forwarding = False  # sent to the target: body parts follow it at once
+        self.body_sent = False  # some of its body went to the target (no retry then)
+        self.discard = False  # answered by the proxy: body parts are dropped
+        self.retried = False
+        self.body: list[bytes] = []  # parts read before it became the active request
+        self.early = b""  # bytes after an upgrade request: the relay's first, or the next request
+        self.error: tuple[int, str] | None = None  # malformed: answered with this, then closed
+        self.host = b""  # the client's Host
+
+
+@attrs.frozen
+class Head:
+    """A response head for the client and how its body is framed."""
+
+    data: bytes
+    chunked: bool  # re-chunk the body (the target's was chunked or delimited by its close)
+    until_close: bool  # the target's body ends when it closes the connection
+    close: bool  # close the client's connection after this response
 
 
 class ReverseProxy:
+    """One tunnel's proxy settings and rules."""
+
     def __init__(self, *, scheme: str, raw_port: int, host_header: str, acl: Any,
-                 auth_user: str, auth_password: str, on_activity: Callable[[], None]) -> None:
+                 auth_user: str, auth_password: str, on_activity: Callable[[], None],
+                 open_stream: Callable[[], Any] | None = None,
+                 stream_ended: Callable[[Any], None] | None = None) -> None:
+        """``open_stream()`` (with ``stream_ended(stream)`` once it is over): a stream of the
+        tunnel's to the target, used instead of a connection to the raw tunnel's listener on
+        ``raw_port`` when the target speaks plain HTTP."""
         self.scheme = scheme
+        self.open_stream = open_stream if scheme != "https" else None
+        self.stream_ended = stream_ended or (lambda stream: None)
+        self.raw_port = raw_port
         self.upstream = f"127.0.0.1:{raw_port}"
         self.host_header = host_header
+        self._host_header = host_header.encode("latin-1")
         self.acl = acl
-        self.auth = (auth_user, auth_password) if auth_user else None
+        self.auth = (auth_user.encode(), auth_password.encode()) if auth_user else None
         self.touch = on_activity
-        self.closing = False  # set by ProxyListener.close: requests still running end quietly
-        self.client = self._new_client()
-        self._inflight = 0
-        self._last_used = 0.0
-        self._janitor = asyncio.create_task(self._expire_idle_pool())
-
-    @staticmethod
-    def _new_client() -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            verify=False, follow_redirects=False, trust_env=False,
-            timeout=httpx.Timeout(None, connect=15.0),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=32,
-                                keepalive_expiry=IDLE_POOL))
-
-    async def _expire_idle_pool(self) -> None:
-        """httpx drops expired pooled connections only when the pool is used again; an idle
-        proxy would keep its raw-tunnel connections (and so its tunnel) open for ever, never
-        reaped and never deletable without force. Close the pool once nothing is in flight."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(IDLE_POOL / 2)
-            if self._last_used and not self._inflight and loop.time() - self._last_used >= IDLE_POOL:
-                old, self.client, self._last_used = self.client, self._new_client(), 0.0
-                await old.aclose()
-
-    async def aclose(self) -> None:
-        self._janitor.cancel()
-        await self.client.aclose()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            return
-        try:
-            await self._serve(scope, receive, send)
-        except asyncio.CancelledError:
-            if not self.closing:
-                raise
-            # The tunnel is closing (ProxyListener.close): the client's connection is already
-            # aborted; ending here keeps the server from logging an error and sending a 500.
-        except (httpx.HTTPError, OSError) as exc:
-            if not self.closing:
-                raise
-            log.debug("proxy on %s: request ended as the tunnel closed: %s", self.upstream, exc)
-
-    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        source = (scope.get("client") or ("?", 0))[0]
-        if self.acl is not None and not self.acl.allows(source):
-            log.info("proxy on %s: request from %s refused by the ACL", self.upstream, source)
-            await self._deny(scope, send, 403, "Forbidden: your address is not allowed\n")
-            return
-        if self.auth is not None and not self._authorized(scope):
-            await self._deny(scope, send, 401, "Unauthorized\n",
-                             [(b"www-authenticate", b'Basic realm="rport tunnel"')])
-            return
-        self.touch()
-        if scope["type"] == "websocket":
-            await self._websocket(scope, receive, send, source)
-        else:
-            await self._http(scope, receive, send, source)
+        self.ssl: ssl.SSLContext | None = None
+        if scheme == "https":
+            # No CA store is loaded (it would cost 20 ms and a megabyte): nothing is verified.
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.set_alpn_protocols(["http/1.1"])
+            self.ssl = ctx
+        # SNI towards an https target: host_header when set (an IP address sends none).
+        self.server_hostname = host_header if host_header and self.ssl else ("" if self.ssl else None)
 
     # -- checks ------------------------------------------------------------------------------------
 
-    def _authorized(self, scope: Scope) -> bool:
-        header = _header(scope, b"authorization")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "basic":
+    def allows(self, source: str) -> bool:
+        return self.acl is None or self.acl.allows(source)
+
+    def authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Basic auth against auth_user/auth_password, in constant time (both compared always)."""
+        assert self.auth is not None
+        value = b""
+        for name, v in headers:
+            if name.lower() == b"authorization":
+                value = v
+                break
+        scheme, _, token = value.strip().partition(b" ")
+        if scheme.lower() != b"basic":
             return False
         try:
-            user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+            user, _, password = base64.b64decode(token.strip(), validate=True).partition(b":")
+        except (binascii.Error, ValueError):
             return False
-        assert self.auth is not None
-        return (hmac.compare_digest(user.encode(), self.auth[0].encode())
-                & hmac.compare_digest(password.encode(), self.auth[1].encode()))
+        return (hmac.compare_digest(user, self.auth[0])
+                & hmac.compare_digest(password, self.auth[1]))
 
-    async def _deny(self, scope: Scope, send: Send, status: int, text: str,
-                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        body = text.encode()
-        if scope["type"] == "websocket":
-            if "websocket.http.response" not in scope.get("extensions", {}):
-                await send({"type": "websocket.close", "code": 1008})
-                return
-            await send({"type": "websocket.http.response.start", "status": status, "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()), *(headers or [])]})
-            await send({"type": "websocket.http.response.body", "body": body})
-            return
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()), *(headers or [])]})
-        await send({"type": "http.response.body", "body": body})
+    # -- request -----------------------------------------------------------------------------------
 
-    # -- headers -----------------------------------------------------------------------------------
+    def request_head(self, req: Request, source: str) -> bytes:
+        """The head sent to the target. Sets ``req.chunked`` for a body in chunked encoding."""
+        host = forwarded = b""
+        tokens: set[bytes] = set()
+        upgrade = b""
+        kept: list[tuple[bytes, bytes, bytes]] = []
+        drop_auth = self.auth is not None
+        for name, value in req.headers:
+            lname = name.lower()
+            if lname in _REPLACED:
+                if lname == b"host":
+                    host = host or value
+                elif lname == b"x-forwarded-for":
+                    forwarded = forwarded + b", " + value if forwarded else value
+            elif lname in HOP_BY_HOP:
+                if lname == b"connection":
+                    tokens.update(t.strip().lower() for t in value.split(b","))
+                elif lname == b"upgrade":
+                    upgrade = value
+                elif lname == b"transfer-encoding":
+                    req.chunked = True
+                    kept.append((lname, name, value))  # its codings stand; chunked is redone
+            elif lname == b"authorization" and drop_auth:
+                continue  # the proxy's own credentials are not the target's business
+            else:
+                kept.append((lname, name, value))
+        tokens -= _CONNECTION_KEYWORDS
+        req.host = host
+        out = [req.method, b" ", req.url, b" HTTP/1.1\r\nHost: ", self._host_header or host, b"\r\n"]
+        for lname, name, value in kept:
+            if tokens and lname in tokens:
+                continue
+            out += (name, b": ", value, b"\r\n")
+        out += (b"X-Forwarded-For: ", forwarded + b", " + source.encode() if forwarded else source.encode(),
+                b"\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: ", host, b"\r\n")
+        if req.upgrade and upgrade:
+            out += (b"Connection: Upgrade\r\nUpgrade: ", upgrade, b"\r\n")
+        out.append(b"\r\n")
+        return b"".join(out)
 
-    def _forward_headers(self, scope: Scope, source: str, skip: set[str]) -> list[tuple[str, str]]:
-        original_host = _header(scope, b"host")
-        forwarded_for = _header(scope, b"x-forwarded-for")
-        # The proxy's own basic auth is not the target's business.
-        drop = skip | {"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
-        if self.auth is not None:
-            drop.add("authorization")
-        out = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
-               if k.decode("latin-1").lower() not in drop]
-        out += [("Host", self.host_header or original_host),
-                ("X-Forwarded-For", f"{forwarded_for}, {source}" if forwarded_for else source),
-                ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", original_host)]
-        return out
+    # -- response ----------------------------------------------------------------------------------
 
-    def _rewrite_location(self, value: str, scope: Scope) -> str:
-        parts = urlsplit(value)
+    def response_head(self, req: Request, status: int, reason: bytes,
+                      headers: list[tuple[bytes, bytes]], *, no_body: bool) -> Head:
+        out = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status))]
+        tokens: set[bytes] = set()
+        length = chunked = False
+        kept: list[tuple[bytes, bytes, bytes]] = []
+        for name, value in headers:
+            lname = name.lower()
+            if lname in HOP_BY_HOP:
+                if lname == b"connection":
+                    tokens.update(t.strip().lower() for t in value.split(b","))
+                elif lname == b"transfer-encoding":
+                    chunked = True
+                continue
+            if lname == b"content-length":
+                length = True
+            elif lname == b"location":
+                value = self.rewrite_location(value, req.host)
+            elif lname == b"set-cookie" and self.host_header:
+                value = self.rewrite_cookie(value)
+            kept.append((lname, name, value))
+        tokens -= _CONNECTION_KEYWORDS
+        for lname, name, value in kept:
+            if tokens and lname in tokens:
+                continue
+            if chunked and lname == b"content-length":
+                continue  # both: the length is the chunks' (RFC 9112 §6.3)
+            out += (name, b": ", value, b"\r\n")
+        rechunk = close = False
+        if not no_body and (chunked or not length):
+            # A chunked body, or one delimited by the target's close: chunked to the client,
+            # whose connection stays open; an HTTP/1.0 client gets it delimited by our close.
+            if req.http10:
+                close = True
+            else:
+                rechunk = True
+                out.append(b"Transfer-Encoding: chunked\r\n")
+        if not req.keep_alive:
+            close = True
+        if close:
+            out.append(b"Connection: close\r\n")
+        elif req.http10:
+            out.append(b"Connection: keep-alive\r\n")
+        out.append(b"\r\n")
+        return Head(b"".join(out), rechunk, not no_body and not chunked and not length, close)
+
+    def switching_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+        """A 101 answer to an upgrade request, as the target sent it."""
+        out = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status))]
+        for name, value in headers:
+            out += (name, b": ", value, b"\r\n")
+        out.append(b"\r\n")
+        return b"".join(out)
+
+    def interim_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+        """A 1xx answer (100 Continue, 103 Early Hints) passed on before the final one."""
+        out = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status))]
+        for name, value in headers:
+            if name.lower() not in HOP_BY_HOP:
+                out += (name, b": ", value, b"\r\n")
+        out.append(b"\r\n")
+        return b"".join(out)
+
+    def rewrite_location(self, value: bytes, client_host: bytes) -> bytes:
+        text = value.decode("latin-1")
+        parts = urlsplit(text)
         if not parts.netloc:
             return value
-        targets = {self.upstream, self.host_header or _header(scope, b"host")}
+        host = client_host.decode("latin-1")
+        targets = {self.upstream, self.host_header or host}
         if parts.netloc in targets or parts.hostname in targets:
-            return urlunsplit(("https", _header(scope, b"host"), parts.path, parts.query, parts.fragment))
+            return urlunsplit(("https", host, parts.path, parts.query, parts.fragment)).encode("latin-1")
         return value
 
-    def _rewrite_cookie(self, value: str) -> str:
-        if not self.host_header:
-            return value
-        kept = [p for p in value.split(";")
-                if p.strip().lower() != f"domain={self.host_header.lower()}"
-                and p.strip().lower() != f"domain=.{self.host_header.lower()}"]
-        return ";".join(kept)
-
-    # -- HTTP --------------------------------------------------------------------------------------
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send, source: str) -> None:
-        url = f"{self.scheme}://{self.upstream}{scope.get('raw_path', scope['path'].encode()).decode('latin-1')}"
-        if scope.get("query_string"):
-            url += "?" + scope["query_string"].decode("latin-1")
-        headers = self._forward_headers(scope, source, HOP_BY_HOP)
-        has_body = _header(scope, b"content-length") not in ("", "0") or bool(
-            _header(scope, b"transfer-encoding"))
-        extensions = {"sni_hostname": self.host_header} if self.host_header and self.scheme == "https" else {}
-        client = self.client
-        request = client.build_request(
-            scope["method"], url, headers=headers,
-            content=self._body(receive) if has_body else None, extensions=extensions)
-        sent = {k.lower() for k, _ in headers}
-        for default in ("accept", "accept-encoding", "user-agent"):  # httpx's, not the client's
-            if default not in sent and default in request.headers:
-                del request.headers[default]
-        self._inflight += 1
-        try:
-            await self._exchange(client, request, scope, send)
-        finally:
-            self._inflight -= 1
-            self._last_used = asyncio.get_running_loop().time()
-
-    async def _exchange(self, client: httpx.AsyncClient, request: httpx.Request, scope: Scope,
-                        send: Send) -> None:
-        try:
-            response = await client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            log.warning("proxy on %s: %s %s failed: %s", self.upstream, scope["method"], scope["path"], exc)
-            await self._deny(scope, send, 502, f"Bad Gateway: {exc.__class__.__name__}\n")
-            return
-        try:
-            out = []
-            for key, value in response.headers.raw:
-                name = key.decode("latin-1").lower()
-                if name in HOP_BY_HOP:
-                    continue
-                text = value.decode("latin-1")
-                if name == "location":
-                    text = self._rewrite_location(text, scope)
-                elif name == "set-cookie":
-                    text = self._rewrite_cookie(text)
-                out.append((key, text.encode("latin-1")))
-            await send({"type": "http.response.start", "status": response.status_code, "headers": out})
-            async for chunk in response.aiter_raw():
-                self.touch()
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-        finally:
-            await response.aclose()
-
-    async def _body(self, receive: Receive) -> AsyncIterator[bytes]:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body = message.get("body", b"")
-            if body:
-                self.touch()
-                yield body
-            if not message.get("more_body", False):
-                return
-
-    # -- WebSocket ---------------------------------------------------------------------------------
-
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send, source: str) -> None:
-        first = await receive()
-        if first["type"] != "websocket.connect":
-            return
-        path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
-        if scope.get("query_string"):
-            path += "?" + scope["query_string"].decode("latin-1")
-        # The URI carries the Host the target must see; the socket goes to the raw tunnel.
-        host = self.host_header or _header(scope, b"host") or self.upstream
-        url = f"{'wss' if self.scheme == 'https' else 'ws'}://{host}{path}"
-        headers = [(k, v) for k, v in self._forward_headers(scope, source, WS_SKIP)
-                   if k.lower() not in ("host", "origin")]
-        origin = _header(scope, b"origin") or None
-        try:
-            upstream = await ws_connect(
-                url, additional_headers=headers, subprotocols=scope.get("subprotocols") or None,
-                origin=origin, ssl=_unverified_context() if self.scheme == "https" else None,
-                host="127.0.0.1", port=int(self.upstream.rsplit(":", 1)[1]),
-                user_agent_header=None, compression=None, max_size=None, open_timeout=15,
-                ping_interval=None)
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            status = exc.response.status_code if isinstance(exc, InvalidStatus) else 502
-            log.warning("proxy on %s: WebSocket %s failed: %s", self.upstream, path, exc)
-            await send({"type": "websocket.http.response.start", "status": status, "headers": []}
-                       if "websocket.http.response" in scope.get("extensions", {}) else
-                       {"type": "websocket.close", "code": 1011})
-            if "websocket.http.response" in scope.get("extensions", {}):
-                await send({"type": "websocket.http.response.body", "body": b""})
-            return
-        await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
-
-        async def client_to_upstream() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "websocket.disconnect":
-                    await upstream.close(message.get("code", 1000))
-                    return
-                self.touch()
-                data = message.get("bytes")
-                await upstream.send(data if data is not None else message.get("text", ""))
-
-        async def upstream_to_client() -> None:
-            try:
-                async for data in upstream:
-                    self.touch()
-                    await send({"type": "websocket.send", "bytes": data} if isinstance(data, bytes)
-                               else {"type": "websocket.send", "text": data})
-            except ConnectionClosed:
-                pass
-            code = upstream.close_code or 1000
-            await send({"type": "websocket.close", "code": code if code != 1005 else 1000})
-
-        tasks = [asyncio.ensure_future(client_to_upstream()), asyncio.ensure_future(upstream_to_client())]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await upstream.close()
+    def rewrite_cookie(self, value: bytes) -> bytes:
+        host = self._host_header.lower()
+        kept = [p for p in value.split(b";")
+                if p.strip().lower() not in (b"domain=" + host, b"domain=." + host)]
+        return b";".join(kept)
 
 
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return ""
+def local_response(status: int, text: str, *, head_only: bool = False, close: bool = False,
+                   extra: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
+    """An answer of the proxy's own (an error, a refusal), plain text."""
+    body = text.encode()
+    out = [b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
+           % (status, reason_phrase(status), len(body))]
+    for name, value in extra:
+        out += (name, b": ", value, b"\r\n")
+    if close:
+        out.append(b"connection: close\r\n")
+    out.append(b"\r\n")
+    if not head_only:
+        out.append(body)
+    return b"".join(out)

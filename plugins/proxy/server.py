@@ -10,7 +10,7 @@ from typing import Any
 
 from rport.core.plugin import ConfigError, hookimpl
 
-from .listener import ProxyListener
+from .listener import ProxyListener, server_context
 from .reverse import ReverseProxy
 
 NAME = "proxy"
@@ -27,7 +27,9 @@ class ProxyFactory:
         app = ReverseProxy(scheme=tunnel.scheme or "http", raw_port=tunnel.raw_port,
                            host_header=tunnel.host_header, acl=tunnel.acl_check,
                            auth_user=tunnel.auth_user, auth_password=tunnel.auth_password,
-                           on_activity=tunnel.touch)
+                           on_activity=tunnel.touch,
+                           open_stream=getattr(tunnel, "open_stream", None),
+                           stream_ended=getattr(tunnel, "stream_ended", None))
         listener = await ProxyListener.start(app, tunnel.lhost, tunnel.lport, self.cert_file,
                                              self.key_file)
         host = self.server.config.server.tunnel_host or (
@@ -47,7 +49,7 @@ def rport_server_startup(server: Any) -> None:
     if not (cert and key):
         raise ConfigError(["server.tunnel_proxy_cert_file and tunnel_proxy_key_file must be set together"])
     try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        server_context(cert, key)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError([f"server.tunnel_proxy_cert_file/key_file: cannot load {cert} / {key}: "
                            f"{exc}"]) from None

@@ -58,26 +58,36 @@ def rport_register_handlers(agent: Any, register: Any) -> None:
     async def tunnel(session: Any, stream: Any) -> None:
         host, port = _split_host_port(stream.meta.get("remote"))
         remote = join_host_port(host, port)
-        if not await agent.state[NAME].allows(host, port):
+        policy = agent.state[NAME]
+        allowed = policy.allows_now(host, port)  # an address needs no await (no DNS)
+        if allowed is None:
+            allowed = await policy.allows(host, port)
+        if not allowed:
             log.warning("tunnel connection to %s refused: not allowed by tunnel_allowed", remote)
             raise StreamRefused(f"Prohibited: {remote} is not allowed by the client's tunnel_allowed")
-        pipe = SocketPipe()
+
+        def connected(pipe: SocketPipe) -> None:
+            # In the connection's connection_made: what the stream holds (the user's first
+            # bytes, sent right behind the request to open) reaches the target now, not after
+            # this task has been resumed.
+            stream.accept_nowait()
+            pipe.attach(stream)
+
+        pipe = SocketPipe(on_connect=connected)
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):  # no extra task, unlike wait_for
                 await asyncio.get_running_loop().create_connection(lambda: pipe, host, port)
         except (OSError, TimeoutError, UnicodeError) as exc:  # UnicodeError: an invalid name
+            if pipe.stream is not None:  # connected just as the dial timed out: not a refusal
+                pipe.abort(dial_error(exc))
+                return
             reason = dial_error(exc)
             log.info("tunnel connection to %s failed: %s", remote, reason)
             raise StreamRefused(f"connection to {remote} failed: {reason}") from None
-        try:
-            await stream.accept()
-            pipe.attach(stream)
-            reason = await pipe.wait()
-        finally:
-            if not pipe.finished:  # cancelled: the session is ending
-                pipe.abort("session closed")
-        if reason:
-            log.info("connection to %s ended: %s", remote, reason)
+        # The task ends here; the pipe runs in callbacks until both sides are done (a session
+        # that ends resets the stream, which aborts the pipe).
+        pipe.add_done_callback(lambda reason: reason and log.info(
+            "connection to %s ended: %s", remote, reason))
 
     async def check_port(session: Any, body: Any) -> Any:
         host, port = _split_host_port((body or {}).get("remote"))

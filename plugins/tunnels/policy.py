@@ -57,15 +57,24 @@ class TunnelPolicy:
     def __init__(self, entries: Iterable[str]) -> None:
         self.rules = [parse_rule(e) for e in entries]
 
-    async def allows(self, host: str, port: int) -> bool:
+    def allows_now(self, host: str, port: int) -> bool | None:
+        """:meth:`allows` without waiting, or None when ``host`` is a name to resolve."""
         if not self.rules:
             return True
         try:
-            addresses = [ipaddress.ip_address(host)]
+            address = ipaddress.ip_address(host)
         except ValueError:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except (OSError, UnicodeError):  # UnicodeError: not a valid host name
-                return False
-            addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+            return None
+        return any(r.matches(address, port) for r in self.rules)
+
+    async def allows(self, host: str, port: int) -> bool:
+        allowed = self.allows_now(host, port)
+        if allowed is not None:
+            return allowed
+        # A name: every address it resolves to must be allowed.
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):  # UnicodeError: not a valid host name
+            return False
+        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
         return bool(addresses) and all(any(r.matches(a, port) for r in self.rules) for a in addresses)

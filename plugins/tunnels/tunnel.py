@@ -50,6 +50,7 @@ class Tunnel:
     connections: int = 0
     last_active: float = attrs.field(factory=time.monotonic)
     _server: asyncio.AbstractServer | None = attrs.field(default=None, repr=False)
+    _session_of: Callable[[], Session | None] | None = attrs.field(default=None, repr=False)
     _pipes: set[SocketPipe] = attrs.field(factory=set, repr=False)
     _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set, repr=False)
     closed: bool = False
@@ -82,6 +83,7 @@ class Tunnel:
 
     async def start(self, session_of: Callable[[], Session | None]) -> None:
         """Listen on lhost:lport; raises OSError if the port cannot be bound."""
+        self._session_of = session_of
         def on_connect(pipe: SocketPipe) -> None:
             self._admit(pipe, session_of)
 
@@ -139,6 +141,26 @@ class Tunnel:
             task = asyncio.get_running_loop().create_task(self._open(pipe, session))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def open_stream(self) -> Any:
+        """A stream to the remote, as a connection to the listener would get, for the proxy
+        plugin (whose requests then skip the loopback connection to the raw listener). Counted
+        in ``connections`` until :meth:`stream_ended`. None if the agent needs its open
+        answered first (the caller connects to the listener then); raises SessionClosed or
+        StreamRefused."""
+        session = self._session_of() if self._session_of is not None else None
+        if session is None or self.closed:
+            raise SessionClosed("agent not connected")
+        stream = session.open_stream_nowait("tunnel", {"remote": self.remote})
+        if stream is not None:
+            self.connections += 1
+            self.touch()
+        return stream
+
+    def stream_ended(self, stream: Any) -> None:
+        """The end of a stream from :meth:`open_stream` (its user logs a failure)."""
+        self.connections -= 1
+        self.touch()
 
     async def _open(self, pipe: SocketPipe, session: Session) -> None:
         try:

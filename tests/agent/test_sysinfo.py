@@ -67,3 +67,24 @@ def test_addresses_sorted_unique_without_loopback(info: dict[str, Any]) -> None:
         assert not any(ip.is_loopback for ip in ips), key
         assert ips == sorted(set(ips)), key
     assert all("%" not in a for a in info["ipv6"])
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="read without psutil and distro on Linux")
+def test_linux_facts_agree_with_psutil_and_distro(info: dict[str, Any]) -> None:
+    """On Linux the facts come from the standard library (os-release, sysconf, netlink): they
+    are what psutil and distro report."""
+    import distro
+    import psutil
+
+    assert info["mem_total"] == psutil.virtual_memory().total
+    assert info["os_full_name"] == f"{distro.name()} {distro.version()}".strip()
+    assert info["os_version"] == (distro.version() or platform.release())
+    expected: dict[int, set[Any]] = {4: set(), 6: set()}
+    for addrs in psutil.net_if_addrs().values():
+        for addr in addrs:
+            if addr.family in (socket.AF_INET, socket.AF_INET6):
+                ip = ipaddress.ip_address(addr.address.split("%", 1)[0])
+                if not ip.is_loopback:
+                    expected[ip.version].add(ip)
+    assert info["ipv4"] == [str(ip) for ip in sorted(expected[4])]
+    assert info["ipv6"] == [str(ip) for ip in sorted(expected[6])]

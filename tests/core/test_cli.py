@@ -324,9 +324,9 @@ def test_server_port_in_use_exits_1(tmp_path: Path) -> None:
 BAD_FILES = {
     # case: (bytes of the file, what the message says)
     "duplicated-key": (b'[server]\naddress = "127.0.0.1:0"\naddress = "127.0.0.1:1"\n',
-                       r'Key "address" already exists\. \(line 3\)'),
+                       r'Cannot overwrite a value \(at line 3, column \d+\)'),
     "duplicated-table": (b'[logging]\nlog_level = "info"\n[logging]\nlog_file = ""\n',
-                         r'Key "logging" already exists'),
+                         r"Cannot declare \('logging',\) twice \(at line 3"),
     "invalid-utf-8": (b'[logging]\nlog_file = "caf\xe9.log"\n',
                       r"not UTF-8 text: byte 0xe9 at line 2 col 16"),
     "deeply-nested": (b"[logging]\nx = " + b"[" * 5000 + b"]" * 5000 + b"\n", r"nested"),
