@@ -91,9 +91,6 @@ class CommandService:
         """The session each active job's run_cmd went out on (see :meth:`reconcile`)."""
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def open(self) -> None:
-        await self.jobs.open()
-
     # -- one client -----------------------------------------------------------------------------
 
     async def run_single(self, client_id: str, body: Any, user: str) -> dict[str, Any]:

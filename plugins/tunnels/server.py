@@ -14,12 +14,13 @@ from rport.core.plugin import (
     ClientDisconnected,
     ClientRemoved,
     ConfigError,
+    StoreSchema,
     data_response,
     hookimpl,
     visible_clients,
 )
 
-from . import hookspecs
+from . import hookspecs, store
 from .service import PUT_PARAMS, TunnelService, parse_bool
 
 NAME = "tunnels"
@@ -32,6 +33,11 @@ def service(server: Any) -> TunnelService:
 @hookimpl
 def rport_add_hookspecs(pluginmanager: Any) -> None:
     pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def rport_store_schema() -> StoreSchema:
+    return store.SCHEMA
 
 
 @hookimpl
