@@ -5,7 +5,8 @@ See :mod:`.engine` for the interface (``await store.run(fn, ...)``) and :mod:`.m
 migrations."""
 
 from .engine import Store, StoreError
+from .ordering import KeyedLocks
 from .schema import StoreSchema, upsert
 from .url import parse_url
 
-__all__ = ["Store", "StoreError", "StoreSchema", "parse_url", "upsert"]
+__all__ = ["KeyedLocks", "Store", "StoreError", "StoreSchema", "parse_url", "upsert"]

@@ -9,9 +9,9 @@ database; it must only touch the database (no awaiting, no network) and return p
 Where ``fn`` runs depends on the database, never on the plugin:
 
 - SQLite (the embedded default, ``rportd.db`` in ``data_dir``, WAL): SQLAlchemy's own sqlite3
-  dialect in one store thread, as before: one thread hop per transaction. (aiosqlite, selectable
-  with ``sqlite+aiosqlite://``, hops to its thread for every cursor call; measured 4-5 times
-  slower per commit, see docs/performance.md.)
+  dialect on one connection in one store thread, as before: one thread hop per transaction.
+  (aiosqlite, selectable with ``sqlite+aiosqlite://``, hops to its thread for every cursor call;
+  several times slower per transaction, see benchmarks/store_ops.py.)
 - PostgreSQL (``[database] url = "postgresql://..."``): SQLAlchemy's async engine with psycopg 3;
   ``fn`` runs through ``AsyncConnection.run_sync``, so the loop never blocks on the network.
 
@@ -36,6 +36,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 
 from . import clients as _clients
 from . import migrate
+from .ordering import KeyedLocks
 from .schema import StoreSchema, check_schemas
 from .url import connect_args, describe, display, parse_url, sqlite_url
 
@@ -65,9 +66,11 @@ class Store:
         self.dialect = self.url.get_backend_name()
         """``"sqlite"`` or ``"postgresql"``."""
         self._engine: sa.Engine | None = None
+        self._conn: sa.Connection | None = None
         self._async: AsyncEngine | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.schemas: dict[str, StoreSchema] = {}
+        self._client_order = KeyedLocks()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -83,12 +86,9 @@ class Store:
         self._create_engine()
         log.info("store: %s", describe(self.url))
         try:
-            if self._engine is not None:
-                outcomes = await self.connection_call(self._migrate, schemas)
-            else:
-                # Migrations are blocking work and Alembic is synchronous: a synchronous engine
-                # of the same database, in a worker thread, keeps the loop free meanwhile.
-                outcomes = await asyncio.to_thread(self._migrate_apart, schemas)
+            # Migrations are blocking work and Alembic is synchronous: a synchronous engine of
+            # the same database, in a worker thread, keeps the loop free meanwhile.
+            outcomes = await asyncio.to_thread(self._migrate_apart, schemas)
         except Exception as exc:
             await self.close()
             if isinstance(exc, StoreError):
@@ -106,7 +106,7 @@ class Store:
             url = url.set(drivername="sqlite+pysqlite")
         engine = sa.create_engine(url, poolclass=NullPool, connect_args=connect_args(url))
         if url.get_backend_name() == "sqlite":
-            _sqlite_events(engine)
+            _sqlite_events(engine, transactional_ddl=True)
         try:
             with engine.connect() as conn:
                 return self._migrate(conn, schemas)
@@ -117,7 +117,7 @@ class Store:
         url = self.url
         if url.get_driver_name() == "pysqlite":
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="rport-store")
-            # One connection, used only by the store's thread.
+            # One connection, opened and used only by the store's thread.
             self._engine = sa.create_engine(url, poolclass=StaticPool,
                                             connect_args={"check_same_thread": False})
             _sqlite_events(self._engine)
@@ -135,6 +135,9 @@ class Store:
             self._async = None
         if self._engine is not None:
             engine, self._engine = self._engine, None
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await self._in_thread(conn.close)
             await self._in_thread(engine.dispose)
         if self._executor is not None:
             self._executor.shutdown(wait=True)
@@ -158,25 +161,15 @@ class Store:
         async with self._async.begin() as conn:
             return await conn.run_sync(fn, *args, **kwargs)
 
-    async def connection_call(self, fn: Callable[Concatenate[sa.Connection, P], R], /,
-                              *args: P.args, **kwargs: P.kwargs) -> R:
-        """``fn(conn, ...)`` on a connection without a transaction begun for it (``fn``
-        manages its own, e.g. migrations, or work that must run outside a transaction)."""
-        if self._engine is not None:
-            engine = self._engine
-
-            def call() -> R:
-                with engine.connect() as conn:
-                    return fn(conn, *args, **kwargs)
-            return await self._in_thread(call)
-        if self._async is None:
-            raise RuntimeError("store is not open")
-        async with self._async.connect() as conn:
-            return await conn.run_sync(fn, *args, **kwargs)
-
     def _transaction(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
-        assert self._engine is not None
-        with self._engine.begin() as conn:
+        """In the store's thread: ``fn`` on its one connection (kept open: no checkout per call)."""
+        conn = self._conn
+        if conn is None or conn.invalidated or conn.closed:
+            if conn is not None:
+                conn.close()
+            assert self._engine is not None
+            conn = self._conn = self._engine.connect()
+        with conn.begin():
             return fn(conn, *args, **kwargs)
 
     async def _in_thread(self, fn: Callable[..., R], *args: Any) -> R:
@@ -233,33 +226,40 @@ class Store:
 
     async def save_client(self, client_id: str, record: dict[str, Any],
                           disconnected_at: float | None) -> None:
-        await self.run(_clients.save, client_id, record, disconnected_at)
+        async with self._client_order(client_id):  # a client's writes land in call order
+            await self.run(_clients.save, client_id, record, disconnected_at)
 
     async def mark_all_disconnected(self, at: float) -> None:
         await self.run(_clients.mark_all_disconnected, at)
 
     async def delete_client(self, client_id: str) -> None:
-        await self.run(_clients.delete, client_id)
+        async with self._client_order(client_id):
+            await self.run(_clients.delete, client_id)
 
     async def load_clients(self) -> list[tuple[dict[str, Any], float | None]]:
         return await self.run(_clients.load)
 
 
-def _sqlite_events(engine: sa.Engine) -> None:
-    """WAL, and real transactions: sqlite3's own transaction handling is switched off and
-    SQLAlchemy's BEGIN is emitted (SQLAlchemy's documented recipe), so migrations are atomic
-    and ``run`` reads and writes in one transaction."""
+def _sqlite_events(engine: sa.Engine, *, transactional_ddl: bool = False) -> None:
+    """WAL and the store's pragmas on every connection. With ``transactional_ddl`` (the
+    migrations' engine), sqlite3's own transaction handling is switched off and SQLAlchemy's
+    BEGIN is emitted (SQLAlchemy's documented recipe), so that a migration's DDL is rolled back
+    with it. The store's own connection keeps sqlite3's handling (BEGIN before the first write
+    of a transaction): every ``run`` goes through its one thread, one after the other, so a
+    transaction that reads before it writes is not interleaved with another, and a read-only
+    one costs no BEGIN and COMMIT."""
 
     @event.listens_for(engine, "connect")
     def connect(dbapi_conn: Any, record: Any) -> None:
-        dbapi_conn.isolation_level = None
+        if transactional_ddl:
+            dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000",
                        "foreign_keys=ON"):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
-
+    if transactional_ddl:
+        @event.listens_for(engine, "begin")
+        def begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("BEGIN")

@@ -76,28 +76,31 @@ def check_schemas(schemas: dict[str, StoreSchema]) -> list[str]:
 
 
 def upsert(conn: sa.Connection, table: sa.Table, key: Iterable[str],
-           update: Iterable[str] | None = None) -> sa.Executable:
+           update: Iterable[str] | None = None, where: sa.ColumnElement[bool] | None = None
+           ) -> sa.Executable:
     """``INSERT ... ON CONFLICT (key) DO UPDATE SET`` the ``update`` columns (default: every
     column not in ``key``) to the inserted values, in the dialect of ``conn`` (SQLite and
     PostgreSQL spell it the same way). Execute it with the rows as parameters:
     ``conn.execute(upsert(conn, jobs, ["jid"]), [{"jid": ..., "doc": ...}])``. The statement is
-    built once per dialect and table, so its compiled form is cached. With ``update=()`` it is
-    ``ON CONFLICT DO NOTHING``; add ``.returning(table.c.<key>)`` to learn whether a row was
-    inserted (``rowcount`` is reliable only for UPDATE and DELETE)."""
+    built once per dialect and arguments, so its compiled form is cached. With ``update=()`` it
+    is ``ON CONFLICT DO NOTHING``; add ``.returning(table.c.<key>)`` to learn whether a row was
+    inserted (``rowcount`` is reliable only for UPDATE and DELETE). ``where`` (build it once, at
+    module level) updates only the existing rows it holds for; the proposed row is
+    ``sa.literal_column("excluded.<column>")`` there."""
     key = tuple(key)
     return _upsert(conn.dialect.name, table, key,
                    tuple(update) if update is not None else
-                   tuple(c.name for c in table.columns if c.name not in key))
+                   tuple(c.name for c in table.columns if c.name not in key), where)
 
 
 @functools.lru_cache(maxsize=256)
-def _upsert(dialect: str, table: sa.Table, key: tuple[str, ...],
-            update: tuple[str, ...]) -> sa.Executable:
+def _upsert(dialect: str, table: sa.Table, key: tuple[str, ...], update: tuple[str, ...],
+            where: sa.ColumnElement[bool] | None) -> sa.Executable:
     module = {"sqlite": sqlite, "postgresql": postgresql}.get(dialect)
     if module is None:
         raise NotImplementedError(f"upsert is not available on {dialect}")
     stmt = module.insert(table)
     if not update:
         return stmt.on_conflict_do_nothing(index_elements=list(key))
-    return stmt.on_conflict_do_update(index_elements=list(key),
+    return stmt.on_conflict_do_update(index_elements=list(key), where=where,
                                       set_={name: stmt.excluded[name] for name in update})

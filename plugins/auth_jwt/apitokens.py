@@ -176,15 +176,22 @@ def _delete(conn: sa.Connection, username: str, prefix: str) -> bool:
     return conn.execute(api_tokens.delete().where(_one(username, prefix))).rowcount > 0
 
 
+# Built once (every request with an API token checks it).
+_TOKEN = sa.select(*_COLUMNS, api_tokens.c.token_hash).where(
+    api_tokens.c.username == sa.bindparam("user"), api_tokens.c.prefix == sa.bindparam("pre"))
+_USED = api_tokens.update().where(
+    api_tokens.c.username == sa.bindparam("user"), api_tokens.c.prefix == sa.bindparam("pre")
+).values(last_used=sa.bindparam("now"))
+
+
 def _check(conn: sa.Connection, username: str, prefix: str, digest: str,
            now: float) -> ApiToken | str | None:
-    row = conn.execute(sa.select(*_COLUMNS, api_tokens.c.token_hash)
-                       .where(_one(username, prefix))).first()
+    row = conn.execute(_TOKEN, {"user": username, "pre": prefix}).first()
     if row is None or not hmac.compare_digest(row[-1], digest):
         return None
     token = ApiToken(*row[:-1])
     if token.expires_at <= now:
         return f"API token {prefix} expired at {rfc3339(token.expires_at)}"
     if token.last_used is None or now - token.last_used >= 1:
-        conn.execute(api_tokens.update().where(_one(username, prefix)).values(last_used=now))
+        conn.execute(_USED, {"user": username, "pre": prefix, "now": now})
     return attrs.evolve(token, last_used=now)

@@ -116,10 +116,19 @@ def _insert(conn: sa.Connection, row: dict[str, Any]) -> None:
     conn.execute(api_sessions.insert(), row)
 
 
+# Built once (every request with a login token touches its session).
+_SESSION = sa.select(api_sessions.c.username, api_sessions.c.lifetime,
+                     api_sessions.c.expires_at).where(api_sessions.c.id == sa.bindparam("sid"))
+_EXTEND = api_sessions.update().where(api_sessions.c.id == sa.bindparam("sid")).values(
+    # never shortened, also when another node extended it meanwhile
+    expires_at=sa.case((api_sessions.c.expires_at > sa.bindparam("expiry"), api_sessions.c.expires_at),
+                       else_=sa.bindparam("expiry")),
+    last_used=sa.bindparam("now"))
+
+
 def _touch(conn: sa.Connection, sid: str, username: str, now: float) -> tuple[str, float] | str:
     """Extend a session in use; the reason (str) when it cannot be used."""
-    row = conn.execute(sa.select(api_sessions.c.username, api_sessions.c.lifetime,
-                                 api_sessions.c.expires_at).where(api_sessions.c.id == sid)).first()
+    row = conn.execute(_SESSION, {"sid": sid}).first()
     if row is None:
         return "token revoked or unknown session"
     owner, lifetime, expires_at = row
@@ -129,11 +138,7 @@ def _touch(conn: sa.Connection, sid: str, username: str, now: float) -> tuple[st
         conn.execute(api_sessions.delete().where(api_sessions.c.id == sid))
         return "token expired"
     new_expiry = max(expires_at, now + lifetime)
-    # Never shortened, also when another node extended it meanwhile.
-    conn.execute(api_sessions.update().where(api_sessions.c.id == sid).values(
-        expires_at=sa.case((api_sessions.c.expires_at > new_expiry, api_sessions.c.expires_at),
-                           else_=new_expiry),
-        last_used=now))
+    conn.execute(_EXTEND, {"sid": sid, "expiry": new_expiry, "now": now})
     return owner, new_expiry
 
 

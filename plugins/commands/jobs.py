@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from rport.core.plugin import StoreSchema, upsert
+from rport.core.plugin import KeyedLocks, StoreSchema, upsert
 
 JOB_FIELDS = ("jid", "status", "finished_at", "client_id", "client_name", "command", "cwd",
               "interpreter", "pid", "started_at", "created_by", "timeout_sec", "multi_job_id",
@@ -58,9 +58,14 @@ class JobStore:
 
     def __init__(self, store: Any) -> None:
         self.store = store
+        self._order = KeyedLocks()
 
     async def save(self, job: dict[str, Any]) -> None:
-        await self.store.run(_save_jobs, [_job_row(job, time.time())])
+        """Store the job as it is when its turn comes: the saves of one job are made in the
+        order they were asked for (one after the other, whatever the database), each of the
+        job's latest state, so an older state never lands last."""
+        async with self._order(job["jid"]):
+            await self.store.run(_save_jobs, [_job_row(job, time.time())])
 
     async def save_many(self, jobs: list[dict[str, Any]]) -> None:
         # One ``created`` per job, 1 µs apart: the list's order is the order they are listed in.
@@ -68,36 +73,45 @@ class JobStore:
         await self.store.run(_save_jobs, [_job_row(j, now + i * 1e-6) for i, j in enumerate(jobs)])
 
     async def delete(self, jid: str) -> None:
-        await self.store.run(_execute, jobs.delete().where(jobs.c.jid == jid))
+        await self.store.run(_execute, _DELETE, {"jid": jid})
 
     async def get(self, jid: str) -> dict[str, Any] | None:
-        docs = await self.store.run(_docs, sa.select(jobs.c.doc).where(jobs.c.jid == jid))
+        docs = await self.store.run(_docs, _GET, {"jid": jid})
         return docs[0] if docs else None
 
     async def of_client(self, client_id: str) -> list[dict[str, Any]]:
-        return await self.store.run(_docs, sa.select(jobs.c.doc).where(jobs.c.client_id == client_id)
-                                    .order_by(jobs.c.created.desc(), jobs.c.jid))
+        return await self.store.run(_docs, _OF_CLIENT, {"client_id": client_id})
 
     async def running_of(self, client_id: str) -> list[dict[str, Any]]:
         """The client's jobs still ``running``, without reading its whole history."""
-        return await self.store.run(_docs, sa.select(jobs.c.doc).where(
-            jobs.c.client_id == client_id, jobs.c.status == "running"))
+        return await self.store.run(_docs, _RUNNING_OF, {"client_id": client_id})
 
     async def of_multi(self, multi_jid: str) -> list[dict[str, Any]]:
-        return await self.store.run(_docs, sa.select(jobs.c.doc).where(jobs.c.multi_job_id == multi_jid)
-                                    .order_by(jobs.c.created, jobs.c.jid))
+        return await self.store.run(_docs, _OF_MULTI, {"multi_job_id": multi_jid})
 
     async def save_multi(self, multi: dict[str, Any]) -> None:
         await self.store.run(_save_multi, {"jid": multi["jid"], "created": time.time(),
                                            "doc": json.dumps(multi)})
 
     async def get_multi(self, jid: str) -> dict[str, Any] | None:
-        docs = await self.store.run(_docs, sa.select(multi_jobs.c.doc).where(multi_jobs.c.jid == jid))
+        docs = await self.store.run(_docs, _GET_MULTI, {"jid": jid})
         return docs[0] if docs else None
 
     async def all_multi(self) -> list[dict[str, Any]]:
-        return await self.store.run(_docs, sa.select(multi_jobs.c.doc)
-                                    .order_by(multi_jobs.c.created.desc(), multi_jobs.c.jid))
+        return await self.store.run(_docs, _ALL_MULTI, {})
+
+
+# Built once: SQLAlchemy then finds their compiled form in its cache without rebuilding them.
+_GET = sa.select(jobs.c.doc).where(jobs.c.jid == sa.bindparam("jid"))
+_DELETE = jobs.delete().where(jobs.c.jid == sa.bindparam("jid"))
+_OF_CLIENT = (sa.select(jobs.c.doc).where(jobs.c.client_id == sa.bindparam("client_id"))
+              .order_by(jobs.c.created.desc(), jobs.c.jid))
+_RUNNING_OF = sa.select(jobs.c.doc).where(jobs.c.client_id == sa.bindparam("client_id"),
+                                          jobs.c.status == "running")
+_OF_MULTI = (sa.select(jobs.c.doc).where(jobs.c.multi_job_id == sa.bindparam("multi_job_id"))
+             .order_by(jobs.c.created, jobs.c.jid))
+_GET_MULTI = sa.select(multi_jobs.c.doc).where(multi_jobs.c.jid == sa.bindparam("jid"))
+_ALL_MULTI = sa.select(multi_jobs.c.doc).order_by(multi_jobs.c.created.desc(), multi_jobs.c.jid)
 
 
 # -- in the store's transaction ---------------------------------------------------------------------
@@ -107,18 +121,23 @@ def _job_row(job: dict[str, Any], created: float) -> dict[str, Any]:
             "created": created, "status": job.get("status"), "doc": json.dumps(job)}
 
 
+_NOT_BACKWARDS = sa.or_(jobs.c.status.is_(None), jobs.c.status.not_in(FINAL),
+                       sa.literal_column("excluded.status").in_(FINAL))
+"""A final job is never made ``running`` again, whichever node or connection writes last."""
+
+
 def _save_jobs(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     # A job is inserted once, then only its document (and status) change.
-    conn.execute(upsert(conn, jobs, ["jid"], ["doc", "status"]), rows)
+    conn.execute(upsert(conn, jobs, ["jid"], ["doc", "status"], where=_NOT_BACKWARDS), rows)
 
 
 def _save_multi(conn: sa.Connection, row: dict[str, Any]) -> None:
     conn.execute(upsert(conn, multi_jobs, ["jid"], ["doc"]), row)
 
 
-def _execute(conn: sa.Connection, stmt: sa.Executable) -> None:
-    conn.execute(stmt)
+def _execute(conn: sa.Connection, stmt: sa.Executable, params: dict[str, Any]) -> None:
+    conn.execute(stmt, params)
 
 
-def _docs(conn: sa.Connection, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
-    return [json.loads(doc) for (doc,) in conn.execute(stmt)]
+def _docs(conn: sa.Connection, stmt: sa.Select[Any], params: dict[str, Any]) -> list[dict[str, Any]]:
+    return [json.loads(doc) for (doc,) in conn.execute(stmt, params)]

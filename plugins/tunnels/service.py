@@ -9,7 +9,7 @@ import logging
 import re
 from typing import Any, Mapping
 
-from rport.core.plugin import ApiError, Client, RemoteError, SessionClosed, call_each
+from rport.core.plugin import ApiError, Client, KeyedLocks, RemoteError, SessionClosed, call_each
 
 from . import store
 from .events import TunnelClosed, TunnelOpened
@@ -83,6 +83,7 @@ class TunnelService:
         # script holding the id of a closed tunnel cannot delete the next one by mistake
         self._last_id: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._persisting = KeyedLocks()
 
     # -- store -------------------------------------------------------------------------------------
 
@@ -91,9 +92,12 @@ class TunnelService:
             self.saved.setdefault(client_id, []).append(spec)
 
     async def _persist(self, client_id: str) -> None:
-        specs = [t.spec() for t in self.tunnels.get(client_id, {}).values()]
-        self.saved[client_id] = specs
-        await self.server.store.run(store.replace, client_id, specs)
+        # One client's writes in the order they were asked for, each of the tunnels as they are
+        # when its turn comes (on PostgreSQL, two writes could otherwise commit crosswise).
+        async with self._persisting(client_id):
+            specs = [t.spec() for t in self.tunnels.get(client_id, {}).values()]
+            self.saved[client_id] = specs
+            await self.server.store.run(store.replace, client_id, specs)
 
     def lock(self, client_id: str) -> asyncio.Lock:
         return self._locks.setdefault(client_id, asyncio.Lock())

@@ -4,6 +4,7 @@ exactly the declared tables, bad databases at start-up, and several nodes on one
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -16,9 +17,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from rport.core.config import load_server_config
 from rport.core.confload import ConfigError
-from rport.core.store import Store, parse_url, upsert
+from rport.core.store import KeyedLocks, Store, parse_url, upsert
 from rport.plugins.auth_jwt.tables import SCHEMA as AUTH_JWT, api_tokens
-from rport.plugins.commands.jobs import SCHEMA as COMMANDS
+from rport.plugins.commands.jobs import SCHEMA as COMMANDS, JobStore, _save_jobs, new_job
 from rport.plugins.targeting.store import SCHEMA as TARGETING
 from rport.plugins.tunnels.store import SCHEMA as TUNNELS
 
@@ -172,6 +173,45 @@ def test_run_commits_before_it_returns_and_rolls_back_on_errors(store_url: str) 
     opened(store_url, main)
 
 
+def test_a_job_is_stored_in_its_latest_state(store_url: str) -> None:
+    """On a pool of connections two saves of one job could commit crosswise: the saves of a
+    job are made in call order, each of its state when its turn comes, and the database itself
+    never turns a final job back to running (another node's late write)."""
+    async def main(store: Store) -> None:
+        jobs = JobStore(store)
+        job = new_job(jid="j1", status="running", client_id="c1", command="date")
+        first = asyncio.ensure_future(jobs.save(job))
+        job.update(status="successful", result={"stdout": "done", "stderr": "", "summary": ""})
+        await asyncio.gather(first, jobs.save(job), *(jobs.save(job) for _ in range(20)))
+        assert (await jobs.get("j1"))["status"] == "successful"
+        assert len(jobs._order) == 0  # no lock left behind
+        stale = {**job, "status": "running", "result": {"stdout": "", "stderr": "", "summary": ""}}
+        await store.run(_save_jobs, [{"jid": "j1", "client_id": "c1", "multi_job_id": None,
+                                      "created": 0.0, "status": "running", "doc": json.dumps(stale)}])
+        stored = await jobs.get("j1")
+        assert (stored["status"], stored["result"]["stdout"]) == ("successful", "done")
+        assert [j["jid"] for j in await jobs.running_of("c1")] == []
+        job.update(status="unknown")  # final states may follow each other (a late result)
+        await jobs.save(job)
+        assert (await jobs.get("j1"))["status"] == "unknown"
+    opened(store_url, main)
+
+
+def test_keyed_locks_serve_each_key_in_arrival_order() -> None:
+    async def main() -> None:
+        locks, order = KeyedLocks(), []
+
+        async def take(key: str, n: int) -> None:
+            async with locks(key):
+                order.append((key, n))
+                await asyncio.sleep(0)
+        await asyncio.gather(*(take(k, n) for n in range(5) for k in ("a", "b")))
+        assert [n for k, n in order if k == "a"] == list(range(5))
+        assert [n for k, n in order if k == "b"] == list(range(5))
+        assert len(locks) == 0
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_migrations_make_exactly_the_declared_tables(backend: str, tmp_path: Path,
                                                      request: pytest.FixtureRequest) -> None:
@@ -194,6 +234,22 @@ def test_migrations_make_exactly_the_declared_tables(backend: str, tmp_path: Pat
         return await store.run(diff)
     assert opened(url, check) == []
     assert opened(url, check) == []
+
+
+def test_postgresql_connections_lost_while_idle_are_replaced(postgresql: Any) -> None:
+    """PostgreSQL restarted or the connections killed by an administrator: the next call gets a
+    fresh connection (checked before use) instead of an error."""
+    url = postgresql.create_database()
+
+    async def main(store: Store) -> None:
+        read = lambda conn: conn.execute(sa.text("SELECT 1")).scalar_one()  # noqa: E731
+        assert await asyncio.gather(*(store.run(read) for _ in range(5))) == [1] * 5
+        with psycopg.connect(postgresql.url("postgres"), autocommit=True) as admin:
+            killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                   "WHERE datname = %s", (url.rsplit("/", 1)[1],)).fetchone()[0]
+        assert killed >= 1
+        assert await asyncio.gather(*(store.run(read) for _ in range(5))) == [1] * 5
+    opened(url, main)
 
 
 # -- bad databases at start-up ------------------------------------------------------------------------
