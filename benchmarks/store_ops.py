@@ -17,8 +17,8 @@ agents answering together), on
 * ``postgresql`` (``--postgresql``): a PostgreSQL started for the run (tests/services.py) on
   loopback, durability on (unlike the tests' server).
 
-Each figure is microseconds per operation (median of ``--rounds`` rounds), then its ratio to
-0.1's. A benchmark, not a test: it asserts nothing. Runs on uvloop, as rportd does.
+Each figure is microseconds per operation (median of ``--rounds`` rounds), wall clock and CPU
+time of the process (loop and store threads), then its ratio to 0.1's. A benchmark, not a test: it asserts nothing. Runs on uvloop, as rportd does.
 """
 
 from __future__ import annotations
@@ -132,18 +132,19 @@ def jobs(n: int) -> list[dict[str, Any]]:
             for i in range(n)]
 
 
-async def timed(ops: list[Callable[[], Awaitable[Any]]], concurrent: bool) -> float:
-    """Microseconds per operation."""
-    start = time.perf_counter()
+async def timed(ops: list[Callable[[], Awaitable[Any]]], concurrent: bool) -> tuple[float, float]:
+    """Microseconds per operation: wall clock, and CPU time of this process (every thread)."""
+    start, cpu = time.perf_counter(), time.process_time()
     if concurrent:
         await asyncio.gather(*(op() for op in ops))
     else:
         for op in ops:
             await op()
-    return (time.perf_counter() - start) / len(ops) * 1e6
+    return ((time.perf_counter() - start) / len(ops) * 1e6,
+            (time.process_time() - cpu) / len(ops) * 1e6)
 
 
-async def measure(store: Any, n: int) -> dict[str, float]:
+async def measure(store: Any, n: int) -> dict[str, tuple[float, float]]:
     batch = jobs(n)
     out = {}
     out["job save, one at a time"] = await timed([lambda j=j: store.save(j) for j in batch], False)
@@ -175,7 +176,7 @@ async def run(args: argparse.Namespace) -> None:
             conn.execute("ALTER SYSTEM SET synchronous_commit = on")
             conn.execute("SELECT pg_reload_conf()")
         backends["postgresql"] = lambda r: Current(pg.create_database("bench")).open()
-    figures: dict[str, dict[str, list[float]]] = {name: {} for name in backends}
+    figures: dict[str, dict[str, list[tuple[float, float]]]] = {name: {} for name in backends}
     try:
         for r in range(args.rounds):  # interleaved, so that load from others hits every backend
             for name, make in backends.items():
@@ -191,14 +192,15 @@ async def run(args: argparse.Namespace) -> None:
     print(f"{args.ops} operations per figure, median of {args.rounds} rounds; load average "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     names = list(backends)
-    print(f"{'µs per operation (ratio to 0.1)':34}" + "".join(f"{n:>20}" for n in names))
-    for op in figures["0.1"]:
-        base = statistics.median(figures["0.1"][op])
-        cells = []
-        for name in names:
-            value = statistics.median(figures[name][op])
-            cells.append(f"{value:9.0f} ({value / base:4.2f}x)")
-        print(f"{op:34}" + "".join(f"{c:>20}" for c in cells))
+    for index, what in ((0, "wall clock"), (1, "CPU (all threads)")):
+        print(f"\n{'µs per operation, ' + what:34}" + "".join(f"{n:>20}" for n in names))
+        for op in figures["0.1"]:
+            base = statistics.median(f[index] for f in figures["0.1"][op])
+            cells = []
+            for name in names:
+                value = statistics.median(f[index] for f in figures[name][op])
+                cells.append(f"{value:9.0f} ({value / base:4.2f}x)")
+            print(f"{op:34}" + "".join(f"{c:>20}" for c in cells))
 
 
 def main() -> None:

@@ -23,9 +23,12 @@ clients = sa.Table(
 SCHEMA = StoreSchema(METADATA, Path(__file__).resolve().parent.parent / "migrations")
 
 
+_KEY, _UPDATE = ("id",), ("record", "disconnected_at")
+
+
 def save(conn: sa.Connection, client_id: str, record: dict[str, Any],
          disconnected_at: float | None) -> None:
-    conn.execute(upsert(conn, clients, ["id"]), {
+    conn.execute(upsert(conn, clients, _KEY, _UPDATE), {
         "id": client_id, "record": json.dumps(record, separators=(",", ":")),
         "disconnected_at": disconnected_at})
 

@@ -10,8 +10,7 @@ in the order they were asked for; writes of different keys still run side by sid
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import Hashable
 
 
 class KeyedLocks:
@@ -21,19 +20,41 @@ class KeyedLocks:
     is of the latest state."""
 
     def __init__(self) -> None:
-        self._locks: dict[Hashable, tuple[asyncio.Lock, list[int]]] = {}
+        self._locks: dict[Hashable, _Held] = {}
 
-    @contextlib.asynccontextmanager
-    async def __call__(self, key: Hashable) -> AsyncIterator[None]:
-        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._locks[key]
+    def __call__(self, key: Hashable) -> "_Held":
+        held = self._locks.get(key)
+        if held is None:
+            held = self._locks[key] = _Held(self._locks, key)
+        return held
 
     def __len__(self) -> int:
         return len(self._locks)
+
+
+class _Held:
+    """The lock of one key and how many are in its block or waiting for it."""
+
+    __slots__ = ("_owner", "_key", "_lock", "_users")
+
+    def __init__(self, owner: dict[Hashable, "_Held"], key: Hashable) -> None:
+        self._owner, self._key = owner, key
+        self._lock = asyncio.Lock()
+        self._users = 0
+
+    async def __aenter__(self) -> None:
+        self._users += 1
+        try:
+            await self._lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        self._users -= 1
+        if not self._users:
+            del self._owner[self._key]

@@ -121,14 +121,18 @@ def _job_row(job: dict[str, Any], created: float) -> dict[str, Any]:
             "created": created, "status": job.get("status"), "doc": json.dumps(job)}
 
 
-_NOT_BACKWARDS = sa.or_(jobs.c.status.is_(None), jobs.c.status.not_in(FINAL),
-                       sa.literal_column("excluded.status").in_(FINAL))
-"""A final job is never made ``running`` again, whichever node or connection writes last."""
+_NOT_BACKWARDS = sa.or_(jobs.c.status.is_(None), jobs.c.status == "running",
+                       sa.literal_column("excluded.status") != "running")
+"""A final job (every status but ``running`` is) is never made ``running`` again, whichever
+node or connection writes last. (Equalities, not ``IN``: an expanding ``IN`` is re-rendered at
+every execution.)"""
 
 
 def _save_jobs(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
-    # A job is inserted once, then only its document (and status) change.
-    conn.execute(upsert(conn, jobs, ["jid"], ["doc", "status"], where=_NOT_BACKWARDS), rows)
+    # A job is inserted once, then only its document (and status) change. One row is executed
+    # as such: a list of parameters is an executemany, whose statement is built per call.
+    conn.execute(upsert(conn, jobs, ["jid"], ["doc", "status"], where=_NOT_BACKWARDS),
+                 rows[0] if len(rows) == 1 else rows)
 
 
 def _save_multi(conn: sa.Connection, row: dict[str, Any]) -> None:
