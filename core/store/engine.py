@@ -83,9 +83,9 @@ class Store:
         if problems:
             raise ValueError("; ".join(problems))
         self.schemas = schemas
-        self._create_engine()
         log.info("store: %s", describe(self.url))
         try:
+            self._create_engine()  # imports the driver
             # Migrations are blocking work and Alembic is synchronous: a synchronous engine of
             # the same database, in a worker thread, keeps the loop free meanwhile.
             outcomes = await asyncio.to_thread(self._migrate_apart, schemas)
@@ -218,7 +218,7 @@ class Store:
         reason = getattr(exc, "orig", None) or exc
         text = str(reason).strip().splitlines()
         detail = text[0] if text else reason.__class__.__name__
-        if isinstance(reason, ModuleNotFoundError):
+        if isinstance(reason, ImportError) and self.dialect == "postgresql":
             detail = f"{detail} (pip install 'rport-py[postgresql]')"
         return f"cannot use the database {display(self.url)}: {detail}"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -271,6 +272,23 @@ def test_an_unreachable_database_stops_rportd_with_exit_status_2(
     assert f"cannot use the database postgresql+psycopg://rport:***@127.0.0.1:{port}/rport" in output, output
     assert "Connection refused" in output
     assert "s3cret" not in output and "Traceback" not in output and "API listening" not in output
+
+
+def test_without_the_postgresql_driver_rportd_says_what_to_install(
+        make_server: Callable[..., Server], tmp_path: Path) -> None:
+    """As on an installation without the extra: psycopg cannot be imported."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "psycopg.py").write_text('raise ImportError("No module named \'psycopg\'")\n')
+    server = make_server(start=False, extra={"database": {"url": "postgresql://rport@db.example/rport"}})
+    write_toml(server.conf_path, server.config)
+    result = subprocess.run([PY, "-m", "rport.core.cli", "-c", str(server.conf_path)], capture_output=True,
+                            text=True, timeout=60, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert ("cannot use the database postgresql+psycopg://rport@db.example/rport: No module named "
+            "'psycopg' (pip install 'rport-py[postgresql]')") in output, output
+    assert "Traceback" not in output
 
 
 def test_a_wrong_password_stops_rportd_with_exit_status_2(
