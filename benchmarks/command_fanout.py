@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/command_fanout.py --agents 200 --procs 4
     .venv/bin/python benchmarks/command_fanout.py --agents 200 --procs 4 --full-sequential
     .venv/bin/python benchmarks/command_fanout.py --agents 200 --procs 4 --profile DIR
+    .venv/bin/python benchmarks/command_fanout.py --agents 200 --procs 4 --database-url postgresql://...
 
 The parent starts ``rportd`` (``python -m rport.core.cli -c <conf>``; ``log_level = "warning"``,
 API user ``admin:bench``, agent credential ``bench:secret``) on 127.0.0.1 with ports chosen by the
@@ -242,6 +243,8 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
         "api": {"address": f"{HOST}:0", "auth": f"{API_USER}:{API_PASSWORD}"},
         "logging": {"log_level": "warning"},
     }
+    if args.database_url:
+        conf["database"] = {"url": args.database_url}
     conf_path = tmp / "rportd.conf"
     write_toml(conf_path, conf)
     result: dict[str, Any] = {"agents": n, "procs": procs, "cpus": os.cpu_count(),
@@ -424,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile-format", choices=("flamegraph", "raw", "speedscope"),
                    default="flamegraph", help="py-spy output: flamegraph (.svg, default), raw "
                    "(collapsed stacks, .txt) or speedscope (.json)")
+    p.add_argument("--database-url", default="", help="[database] url of rportd (default: "
+                   "its embedded SQLite), e.g. sqlite+aiosqlite:///tmp/x.db or postgresql://...")
     p.add_argument("--json", type=Path, help="also write the raw figures to this file")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     p.add_argument("--worker", metavar="SPEC", help=argparse.SUPPRESS)

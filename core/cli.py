@@ -19,6 +19,7 @@ from .config import load_server_config
 from .logs import run, setup_logging
 from .plugins import PluginError, describe_plugins
 from .server import create_server
+from .store import StoreError
 
 log = logging.getLogger("rport.server")
 
@@ -120,6 +121,9 @@ async def _run(server: Any) -> int:
         return 0
     except ConfigError as exc:  # found by a plugin as it started: the configuration's fault
         log.error("%s", exc.render())
+        return 2
+    except StoreError as exc:  # the database is unreachable, refuses us, or a migration failed
+        log.error("%s", exc)
         return 2
     except PluginError as exc:  # e.g. the address is in use
         log.error("%s", exc)

@@ -78,6 +78,13 @@ class ApiSection:
 
 
 @attrs.frozen
+class DatabaseSection:
+    url: str = ""
+    """Empty: SQLite in ``data_dir/rportd.db``; else ``postgresql://user:password@host/db``
+    (or ``sqlite:////path``)."""
+
+
+@attrs.frozen
 class LoggingSection:
     log_file: str = ""
     log_level: str = "info"
@@ -93,6 +100,7 @@ class PluginsSection:
 class ServerConfig:
     server: ServerSection = attrs.field(factory=ServerSection)
     api: ApiSection = attrs.field(factory=ApiSection)
+    database: DatabaseSection = attrs.field(factory=DatabaseSection)
     logging: LoggingSection = attrs.field(factory=LoggingSection)
     plugins: PluginsSection = attrs.field(factory=PluginsSection)
     source: str = ""
@@ -102,7 +110,8 @@ class ServerConfig:
         return Path(self.server.data_dir).expanduser()
 
 
-SECTIONS = {"server": ServerSection, "api": ApiSection, "logging": LoggingSection}
+SECTIONS = {"server": ServerSection, "api": ApiSection, "database": DatabaseSection,
+            "logging": LoggingSection}
 LOG_LEVELS = ("error", "warning", "info", "debug")
 
 
@@ -202,6 +211,13 @@ def _check(s: dict[str, Any]) -> list[str]:
         problems.append("server.max_failed_login: must be at least 1")
     if server.max_request_bytes_client < 4096:
         problems.append("server.max_request_bytes_client: must be at least 4096")
+    if "database" in s and s["database"].url:
+        from .store.url import parse_url  # here: the agent imports this module too, not the store
+
+        try:
+            parse_url(s["database"].url)
+        except ValueError as exc:
+            problems.append(f"database.url: {exc}")
     if "logging" in s and s["logging"].log_level.lower() not in LOG_LEVELS:
         problems.append(f"logging.log_level: must be one of {', '.join(LOG_LEVELS)}")
     return problems

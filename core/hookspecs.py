@@ -37,6 +37,19 @@ def rport_config_class() -> Any:
     Result rule: one value per plugin, kept under that plugin's name."""
 
 
+@hookspec
+def rport_store_schema() -> Any:
+    """Return this plugin's tables and migrations, ``StoreSchema(metadata, migrations)``, or
+    None if it stores nothing: ``metadata`` is the ``sqlalchemy.MetaData`` of its tables and
+    ``migrations`` the directory of its Alembic revision files. At start-up, before any other
+    hook touches the store, the core runs the pending revisions of the core and of every plugin
+    (each plugin has its own history, in table ``alembic_version_<name>``), then checks that
+    every declared table exists. A table declared by two plugins, or a migration that fails,
+    stops start-up naming the plugin. The plugin then reads and writes its tables with
+    ``await server.store.run(fn, ...)``.
+    Result rule: one value per plugin, kept under that plugin's name."""
+
+
 # --- registration (called once, at start-up, after configuration) -----------------------------
 
 

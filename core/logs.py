@@ -54,7 +54,7 @@ def setup_logging(level: str = "info", log_file: str = "", *, name: str = "rport
         root.addHandler(handler)
     root.setLevel(LEVELS.get(level.lower(), logging.INFO))
     # Third-party libraries only speak up when something is wrong.
-    for noisy in ("websockets", "rport.websockets", "uvicorn", "uvicorn.error", "asyncio"):
+    for noisy in ("websockets", "rport.websockets", "uvicorn", "uvicorn.error", "asyncio", "alembic"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))
 
 

@@ -32,14 +32,15 @@ from .session import (
     StreamRefused,
     StreamSink,
 )
+from .store import KeyedLocks, StoreSchema, upsert
 from .users import ADMINISTRATORS, User, require_admin
 
 __all__ = [
     "ADMINISTRATORS", "ApiError", "access_denied", "can_access_client", "check_client_access",
     "client_user_groups", "visible_clients", "Client", "ClientConnected", "ClientDisconnected",
-    "ClientRegistry", "ClientRemoved", "ConfigError", "Duration", "ErrorItem", "EventBus", "Handlers", "HostPort",
+    "ClientRegistry", "ClientRemoved", "ConfigError", "Duration", "KeyedLocks", "ErrorItem", "EventBus", "Handlers", "HostPort",
     "PluginError", "ProtocolViolation", "RemoteError", "ResourceSpec", "Session", "SessionClosed",
-    "SessionError", "SocketPipe", "Stream", "StreamRefused", "StreamSink", "User", "apply_list_query", "bad_request", "call_each",
+    "SessionError", "SocketPipe", "StoreSchema", "Stream", "StreamRefused", "StreamSink", "User", "apply_list_query", "bad_request", "call_each",
     "data_response", "hookimpl", "matches", "not_found", "parse_duration", "parse_host_port",
-    "parse_list_query", "read_body", "read_json", "require_admin",
+    "parse_list_query", "read_body", "read_json", "require_admin", "upsert",
 ]

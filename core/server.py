@@ -83,7 +83,7 @@ class RportServer:
         self.clients = ClientRegistry()
         self.handlers = Handlers()
         self.routes = RouteTable()
-        self.store = Store(config.data_dir / "rportd.db")
+        self.store = Store(config.database.url, config.data_dir / "rportd.db")
         cfg = config.server
         # Failed logins, as RPort has them: addresses wait after each failure and are banned
         # after max_failed_login in a row; auth ids and user names only wait.
@@ -172,7 +172,7 @@ class RportServer:
             load_or_create_server_identity, data_dir, self.config.server.key_seed)
         log.info("data directory %s", data_dir)
         log.info("server key fingerprint %s (%s)", self.identity.fingerprint, self.identity.sha256)
-        await self.store.open()
+        await self._open_store()
         await self._load_clients()
         register_core_routes(self, self.routes.registrar("core"))
         for impl in impls(self.hook.rport_register_routes):
@@ -242,6 +242,22 @@ class RportServer:
         for path in data_dir.glob("rportd*"):  # the store and its -wal/-shm, keys, credentials
             if path.is_file():
                 make_private(path, log)
+
+    async def _open_store(self) -> None:
+        """Open the store with every plugin's tables migrated (``rport_store_schema``)."""
+        schemas: dict[str, Any] = {}
+        builtin = {name for name, info in self.plugins.info.items() if info.builtin}
+        # Built-ins first: a third-party plugin that declares one of their tables is the one named.
+        for impl in sorted(impls(self.hook.rport_store_schema), key=lambda i: i.plugin_name not in builtin):
+            schema = await call_impl(impl)
+            if schema is not None:
+                schemas[impl.plugin_name] = schema
+        if "core" in schemas:
+            raise PluginError("plugin 'core': this name is reserved for the core's tables")
+        try:
+            await self.store.open(schemas)
+        except ValueError as exc:  # a schema that cannot be used, naming its plugin
+            raise PluginError(str(exc)) from None
 
     async def _load_clients(self) -> None:
         now = time.time()

@@ -8,13 +8,41 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from .procs import Agent, Server
+from .services import PostgreSQL, ServiceUnavailable
+
+
+@pytest.fixture(scope="session")
+def postgresql() -> Iterator[PostgreSQL]:
+    """A PostgreSQL server for the whole session (skipped when it is not installed); take a
+    fresh database per test with ``create_database()``."""
+    try:
+        server = PostgreSQL()
+    except ServiceUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 @pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+def database_url(request: pytest.FixtureRequest) -> str:
+    """``[database] url`` for the servers of a test: "" (the embedded SQLite in data_dir) unless
+    the test is parametrised with ``services.both_databases``, which adds a run on a fresh
+    PostgreSQL database."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        return request.getfixturevalue("postgresql").create_database()
+    return ""
+
+
+@pytest.fixture
+def make_server(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
     def make(name: str = "server", start: bool = True, **kwargs: Any) -> Server:
+        if database_url:
+            extra = kwargs.setdefault("extra", {}) or {}
+            kwargs["extra"] = {**extra, "database": {"url": database_url, **extra.get("database", {})}}
         server = Server(tmp_path / name, **kwargs)
         servers.append(server)
         return server.start() if start else server

@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import textwrap
 import tomllib
@@ -27,6 +28,7 @@ import httpx
 import pytest
 
 from .procs import PY, Agent, Server, wait_for, write_toml
+from .services import both_databases
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "docs" / "examples" / "rport-diskusage"
@@ -208,6 +210,40 @@ def test_example_plugin_disabled_in_configuration(
         "diskusage", "(disabled", "in", "configuration)"]
 
 
+@both_databases
+def test_example_plugin_keeps_its_own_table(
+        diskusage: str, make_server: Callable[..., Server], make_agent: Callable[..., Agent],
+        database_url: str) -> None:
+    """The plugin declares a table and ships two Alembic revisions; rportd runs them at start-up
+    like the built-ins' (in SQLite or PostgreSQL alike), the route writes its samples through
+    ``server.store.run`` and they survive restarts, also one with the plugin disabled."""
+    server = make_server()
+    assert server.api is not None
+    assert "tables of plugin 'diskusage' migrated from nothing to 0002" in server.log()
+    make_agent(server, "disk-h", config={"plugins.diskusage": {"paths": ["/"]}})
+    measured = [server.api.get("/clients/disk-h/disk-usage").json()["data"] for _ in range(2)]
+    resp = server.api.get("/clients/disk-h/disk-usage/history")
+    assert resp.status_code == 200, resp.text
+    kept = resp.json()["data"]
+    assert [{k: s[k] for k in ("path", "total", "used", "free")} for s in kept] == [
+        {k: m[k] for k in ("path", "total", "used", "free")} for m in reversed(measured)]
+    assert kept[0]["measured_at"] >= kept[1]["measured_at"]
+
+    # Disabled, the plugin is not loaded: its table and history stay as they are.
+    server.stop()
+    server.config["plugins"] = {"disabled": ["diskusage"]}
+    server.start()
+    assert server.api.get("/clients/disk-h/disk-usage/history").status_code == 404
+    # Enabled again: nothing left to migrate, the samples are still there.
+    server.stop()
+    del server.config["plugins"]
+    server.start()
+    assert "tables of plugin 'diskusage' migrated" not in (server.workdir / "rportd-3.log").read_text()
+    again = server.api.get("/clients/disk-h/disk-usage/history").json()["data"]
+    assert again == kept
+    assert "Traceback" not in server.log()
+
+
 # -- broken plugins, from fake distributions on PYTHONPATH -------------------------------------------
 
 
@@ -298,6 +334,79 @@ def test_broken_server_plugin_stops_startup(
     for text in expected:
         assert text in output, output
     assert "API listening" not in output
+
+
+WITH_TABLES = """
+    from pathlib import Path
+
+    import sqlalchemy as sa
+    from rport.core.plugin import StoreSchema, hookimpl
+
+    METADATA = sa.MetaData()
+    sa.Table("{table}", METADATA, sa.Column("id", sa.Text, primary_key=True))
+
+    @hookimpl
+    def rport_store_schema():
+        return StoreSchema(METADATA, Path(__file__).resolve().parent / "broken_migrations")
+"""
+
+REVISION = """
+    import sqlalchemy as sa
+    from alembic import op
+
+    revision = "{revision}"
+    down_revision = {down!r}
+
+    def upgrade():
+        {upgrade}
+
+    def downgrade():
+        pass
+"""
+
+CREATES = 'op.create_table("broken_things", sa.Column("id", sa.Text, primary_key=True))'
+
+
+@pytest.mark.parametrize("table, revisions, expected, code", [
+    pytest.param("broken_things", [CREATES, 'op.execute("UPDATE no_such_table SET x = 1")'], [
+        "the migration of plugin 'broken' at revision 0002 failed (nothing of it was applied): "
+        "OperationalError: (sqlite3.OperationalError) no such table: no_such_table"], 2,
+        id="failing-revision"),
+    pytest.param("jobs", [CREATES], [
+        "plugin 'broken': table 'jobs' is already declared by plugin 'commands'"], 1,
+        id="table-of-another-plugin"),
+    pytest.param("ghost", [CREATES], [
+        "the migrations did not create every declared table: plugin 'broken': table 'ghost'"], 2,
+        id="table-not-created"),
+])
+def test_plugin_tables_that_cannot_be_used_stop_startup(
+        table: str, revisions: list[str], expected: list[str], code: int,
+        make_server: Callable[..., Server], tmp_path: Path) -> None:
+    """A plugin's migration that fails stops start-up (exit 2) naming the plugin and the
+    revision, and leaves its tables as they were (its revisions run in one transaction); a
+    table another plugin owns, or one its migrations never create, stops it too."""
+    site = fake_distribution(tmp_path / "site", {"broken_tables": WITH_TABLES.replace("{table}", table)},
+                             {"rport.server": {"broken": "broken_tables"}})
+    migrations = site / "broken_migrations"
+    migrations.mkdir()
+    for number, upgrade in enumerate(revisions, 1):
+        down = f"{number - 1:04d}" if number > 1 else None
+        (migrations / f"{number:04d}_step.py").write_text(textwrap.dedent(REVISION).format(
+            revision=f"{number:04d}", down=down, upgrade=upgrade))
+    server = make_server(start=False)
+    write_toml(server.conf_path, server.config)
+    result = run_cli("rport.core.cli", "-c", str(server.conf_path), env={"PYTHONPATH": str(site)})
+    output = result.stdout + result.stderr
+    assert result.returncode == code, output
+    for text in expected:
+        assert text in output, output
+    assert "API listening" not in output and "Traceback" not in output, output
+    if code == 2:  # the store opened: the others' tables are there, none of the plugin's
+        with sqlite3.connect(server.data_dir / "rportd.db") as db:
+            names = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"clients", "alembic_version_core"} <= names
+        if len(revisions) > 1:  # the failed revision's and the one before it: both undone
+            assert "broken_things" not in names and "alembic_version_broken" not in names
 
 
 @pytest.mark.parametrize("source, config, expected", [

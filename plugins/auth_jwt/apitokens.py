@@ -1,6 +1,6 @@
 """API tokens for scripts (RPort's ``/me/tokens``): ``<prefix>_<uuid>`` used as the password of
 HTTP Basic auth, each limited to a scope. Only a SHA-256 of the token is stored (table
-``api_tokens`` of rportd.db): the token has 122 random bits, so a slow hash would add nothing but
+``api_tokens`` of the store): the token has 122 random bits, so a slow hash would add nothing but
 latency to every call. The token itself is shown once, when it is created.
 
 Plain logic: the store runner and the clock are injected, as in :mod:`.sessions`.
@@ -13,34 +13,22 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import string
 import time
 import uuid
 from typing import Any
 
 import attrs
+import sqlalchemy as sa
 
 from .sessions import Clock, Runner
+from .tables import api_tokens
 
 SCOPES = ("read", "read+write", "clients-auth")
 PREFIX_LENGTH = 8
 MAX_NAME = 249
 TOKEN_RE = re.compile(r"([A-Za-z0-9]{8})_([0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12})")
 _ALPHABET = string.ascii_letters + string.digits
-
-_SCHEMA = """CREATE TABLE IF NOT EXISTS api_tokens (
-    username TEXT NOT NULL,
-    prefix TEXT NOT NULL,
-    name TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    token_hash TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    last_used REAL,
-    PRIMARY KEY (username, prefix)
-)"""
-
 
 class TokenConflict(Exception):
     """Another token of the user has this name."""
@@ -86,7 +74,8 @@ class ApiToken:
                 "last_used_at": rfc3339(self.last_used)}
 
 
-_COLUMNS = "username, prefix, name, scope, created_at, expires_at, last_used"
+_COLUMNS = [api_tokens.c[name] for name in ("username", "prefix", "name", "scope", "created_at",
+                                              "expires_at", "last_used")]
 
 
 class ApiTokens:
@@ -95,71 +84,32 @@ class ApiTokens:
         self.clock = clock
 
     async def open(self) -> None:
-        def setup(db: sqlite3.Connection) -> None:
-            with db:
-                db.execute(_SCHEMA)
-        await self._run(setup)
+        """Nothing to do: the table is the plugin's migration's."""
 
     async def create(self, username: str, name: str, scope: str, expires_at: float) -> tuple[ApiToken, str]:
         """A new token; returns it and its secret value (never stored in clear)."""
         now = self.clock()
-
-        def write(db: sqlite3.Connection) -> tuple[ApiToken, str]:
-            with db:
-                if db.execute("SELECT 1 FROM api_tokens WHERE username=? AND name=?",
-                              (username, name)).fetchone():
-                    raise TokenConflict(name)
-                while True:
-                    prefix = "".join(secrets.choice(_ALPHABET) for _ in range(PREFIX_LENGTH))
-                    if not db.execute("SELECT 1 FROM api_tokens WHERE username=? AND prefix=?",
-                                      (username, prefix)).fetchone():
-                        break
-                value = f"{prefix}_{uuid.uuid4()}"
-                db.execute(f"INSERT INTO api_tokens ({_COLUMNS}, token_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (username, prefix, name, scope, now, expires_at, None, hash_token(value)))
-            return ApiToken(username, prefix, name, scope, now, expires_at), value
-        return await self._run(write)
+        try:
+            return await self._run(_create, username, name, scope, now, expires_at)
+        except sa.exc.IntegrityError:  # the same name, created at the same time elsewhere
+            raise TokenConflict(name) from None
 
     async def list(self, username: str) -> list[ApiToken]:
-        def read(db: sqlite3.Connection) -> list[ApiToken]:
-            rows = db.execute(f"SELECT {_COLUMNS} FROM api_tokens WHERE username=? "
-                              "ORDER BY created_at, prefix", (username,)).fetchall()
-            return [ApiToken(*row) for row in rows]
-        return await self._run(read)
+        return await self._run(_list, username)
 
     async def get(self, username: str, prefix: str) -> ApiToken | None:
-        def read(db: sqlite3.Connection) -> ApiToken | None:
-            row = db.execute(f"SELECT {_COLUMNS} FROM api_tokens WHERE username=? AND prefix=?",
-                             (username, prefix)).fetchone()
-            return ApiToken(*row) if row else None
-        return await self._run(read)
+        return await self._run(_get, username, prefix)
 
     async def update(self, username: str, prefix: str, *, name: str | None = None,
                      expires_at: float | None = None) -> ApiToken | None:
         """Rename or re-date a token; None if the user has no such token."""
-        def write(db: sqlite3.Connection) -> ApiToken | None:
-            with db:
-                if name is not None and db.execute(
-                        "SELECT 1 FROM api_tokens WHERE username=? AND name=? AND prefix<>?",
-                        (username, name, prefix)).fetchone():
-                    raise TokenConflict(name)
-                if name is not None:
-                    db.execute("UPDATE api_tokens SET name=? WHERE username=? AND prefix=?",
-                               (name, username, prefix))
-                if expires_at is not None:
-                    db.execute("UPDATE api_tokens SET expires_at=? WHERE username=? AND prefix=?",
-                               (expires_at, username, prefix))
-                row = db.execute(f"SELECT {_COLUMNS} FROM api_tokens WHERE username=? AND prefix=?",
-                                 (username, prefix)).fetchone()
-            return ApiToken(*row) if row else None
-        return await self._run(write)
+        try:
+            return await self._run(_update, username, prefix, name, expires_at)
+        except sa.exc.IntegrityError:
+            raise TokenConflict(name) from None
 
     async def delete(self, username: str, prefix: str) -> bool:
-        def write(db: sqlite3.Connection) -> bool:
-            with db:
-                return db.execute("DELETE FROM api_tokens WHERE username=? AND prefix=?",
-                                  (username, prefix)).rowcount > 0
-        return await self._run(write)
+        return await self._run(_delete, username, prefix)
 
     async def check(self, username: str, value: str) -> ApiToken | str | None:
         """The token ``value`` of ``username``: the token if it is valid, a reason (str) if it
@@ -167,19 +117,81 @@ class ApiTokens:
         match = TOKEN_RE.fullmatch(value)
         if match is None:
             return None
-        prefix, digest, now = match.group(1), hash_token(value), self.clock()
+        return await self._run(_check, username, match.group(1), hash_token(value), self.clock())
 
-        def touch(db: sqlite3.Connection) -> ApiToken | str | None:
-            with db:
-                row = db.execute(f"SELECT {_COLUMNS}, token_hash FROM api_tokens "
-                                 "WHERE username=? AND prefix=?", (username, prefix)).fetchone()
-                if row is None or not hmac.compare_digest(row[-1], digest):
-                    return None
-                token = ApiToken(*row[:-1])
-                if token.expires_at <= now:
-                    return f"API token {prefix} expired at {rfc3339(token.expires_at)}"
-                if token.last_used is None or now - token.last_used >= 1:
-                    db.execute("UPDATE api_tokens SET last_used=? WHERE username=? AND prefix=?",
-                               (now, username, prefix))
-                return attrs.evolve(token, last_used=now)
-        return await self._run(touch)
+
+# -- in the store's transaction ---------------------------------------------------------------------
+
+def _one(username: str, prefix: str) -> Any:
+    return (api_tokens.c.username == username) & (api_tokens.c.prefix == prefix)
+
+
+def _name_taken(conn: sa.Connection, username: str, name: str, prefix: str = "") -> bool:
+    return conn.execute(sa.select(api_tokens.c.prefix).where(
+        api_tokens.c.username == username, api_tokens.c.name == name,
+        api_tokens.c.prefix != prefix)).first() is not None
+
+
+def _create(conn: sa.Connection, username: str, name: str, scope: str, now: float,
+            expires_at: float) -> tuple[ApiToken, str]:
+    if _name_taken(conn, username, name):
+        raise TokenConflict(name)
+    while True:
+        prefix = "".join(secrets.choice(_ALPHABET) for _ in range(PREFIX_LENGTH))
+        if conn.execute(sa.select(api_tokens.c.prefix).where(_one(username, prefix))).first() is None:
+            break
+    value = f"{prefix}_{uuid.uuid4()}"
+    conn.execute(api_tokens.insert().values(
+        username=username, prefix=prefix, name=name, scope=scope, created_at=now,
+        expires_at=expires_at, last_used=None, token_hash=hash_token(value)))
+    return ApiToken(username, prefix, name, scope, now, expires_at), value
+
+
+def _list(conn: sa.Connection, username: str) -> list[ApiToken]:
+    rows = conn.execute(sa.select(*_COLUMNS).where(api_tokens.c.username == username)
+                        .order_by(api_tokens.c.created_at, api_tokens.c.prefix))
+    return [ApiToken(*row) for row in rows]
+
+
+def _get(conn: sa.Connection, username: str, prefix: str) -> ApiToken | None:
+    row = conn.execute(sa.select(*_COLUMNS).where(_one(username, prefix))).first()
+    return ApiToken(*row) if row else None
+
+
+def _update(conn: sa.Connection, username: str, prefix: str, name: str | None,
+            expires_at: float | None) -> ApiToken | None:
+    if name is not None and _name_taken(conn, username, name, prefix):
+        raise TokenConflict(name)
+    values: dict[str, Any] = {}
+    if name is not None:
+        values["name"] = name
+    if expires_at is not None:
+        values["expires_at"] = expires_at
+    if values:
+        conn.execute(api_tokens.update().where(_one(username, prefix)).values(**values))
+    return _get(conn, username, prefix)
+
+
+def _delete(conn: sa.Connection, username: str, prefix: str) -> bool:
+    return conn.execute(api_tokens.delete().where(_one(username, prefix))).rowcount > 0
+
+
+# Built once (every request with an API token checks it).
+_TOKEN = sa.select(*_COLUMNS, api_tokens.c.token_hash).where(
+    api_tokens.c.username == sa.bindparam("user"), api_tokens.c.prefix == sa.bindparam("pre"))
+_USED = api_tokens.update().where(
+    api_tokens.c.username == sa.bindparam("user"), api_tokens.c.prefix == sa.bindparam("pre")
+).values(last_used=sa.bindparam("now"))
+
+
+def _check(conn: sa.Connection, username: str, prefix: str, digest: str,
+           now: float) -> ApiToken | str | None:
+    row = conn.execute(_TOKEN, {"user": username, "pre": prefix}).first()
+    if row is None or not hmac.compare_digest(row[-1], digest):
+        return None
+    token = ApiToken(*row[:-1])
+    if token.expires_at <= now:
+        return f"API token {prefix} expired at {rfc3339(token.expires_at)}"
+    if token.last_used is None or now - token.last_used >= 1:
+        conn.execute(_USED, {"user": username, "pre": prefix, "now": now})
+    return attrs.evolve(token, last_used=now)

@@ -4,7 +4,7 @@
 - ``[server] auth_file``: the JSON file auth_basic loaded; writes rewrite it atomically and update
   auth_basic's live table, so a new credential works (and a deleted one fails) at once;
 - neither: auth_basic's generated bootstrap credential stays as it is, and the API manages
-  credentials in the store (table ``clients_auth`` of rportd.db), checked by auth_jwt's
+  credentials in the store (table ``clients_auth``), checked by auth_jwt's
   ``rport_authenticate_agent``.
 
 Plain logic (no pluggy): the live tables are auth_basic's :class:`CredentialTable`.
@@ -13,21 +13,17 @@ Plain logic (no pluggy): the live tables are auth_basic's :class:`CredentialTabl
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from typing import Any
+
+import sqlalchemy as sa
 
 from rport.plugins.auth_basic.credentials import CredentialTable, Entry, save_agent_credentials
 
 from .sessions import Runner
+from .tables import clients_auth
 
 STATIC, FILE, DB = "Static Credentials", "File", "DB"
 MIN_LENGTH = 3
-
-_SCHEMA = """CREATE TABLE IF NOT EXISTS clients_auth (
-    id TEXT PRIMARY KEY,
-    password TEXT NOT NULL
-)"""
-
 
 class ClientsAuth:
     def __init__(self, source: str, table: CredentialTable, *, path: str = "",
@@ -62,11 +58,7 @@ class ClientsAuth:
         if self._run is None:
             return
 
-        def read(db: sqlite3.Connection) -> list[tuple[str, str]]:
-            with db:
-                db.execute(_SCHEMA)
-            return db.execute("SELECT id, password FROM clients_auth ORDER BY id").fetchall()
-        for cid, password in await self._run(read):
+        for cid, password in await self._run(_load):
             self.table.set(cid, Entry(password))
 
     def items(self) -> list[dict[str, Any]]:
@@ -88,11 +80,7 @@ class ClientsAuth:
                 await asyncio.to_thread(save_agent_credentials, self.path,
                                         {**self.table.stored(), cid: password})
             elif self._run is not None:
-                def write(db: sqlite3.Connection) -> None:
-                    with db:
-                        db.execute("INSERT INTO clients_auth (id, password) VALUES (?, ?)",
-                                   (cid, password))
-                await self._run(write)
+                await self._run(_insert, cid, password)
             self.table.set(cid, Entry(password))
             return True
 
@@ -105,10 +93,7 @@ class ClientsAuth:
                 remaining = {k: v for k, v in self.table.stored().items() if k != cid}
                 await asyncio.to_thread(save_agent_credentials, self.path, remaining)
             elif self._run is not None:
-                def write(db: sqlite3.Connection) -> None:
-                    with db:
-                        db.execute("DELETE FROM clients_auth WHERE id=?", (cid,))
-                await self._run(write)
+                await self._run(_delete, cid)
             self.table.remove(cid)
             return True
 
@@ -120,3 +105,19 @@ class ClientsAuth:
         if cid not in self.table:
             return None
         return ok
+
+
+# -- in the store's transaction ---------------------------------------------------------------------
+
+def _load(conn: sa.Connection) -> list[tuple[str, str]]:
+    rows = conn.execute(sa.select(clients_auth.c.id, clients_auth.c.password)
+                        .order_by(clients_auth.c.id))
+    return [(cid, password) for cid, password in rows]
+
+
+def _insert(conn: sa.Connection, cid: str, password: str) -> None:
+    conn.execute(clients_auth.insert().values(id=cid, password=password))
+
+
+def _delete(conn: sa.Connection, cid: str) -> None:
+    conn.execute(clients_auth.delete().where(clients_auth.c.id == cid))

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from rport.core.plugin import ClientDisconnected, ConfigError, User, hookimpl
+from rport.core.plugin import ClientDisconnected, ConfigError, StoreSchema, User, hookimpl
 
 from . import auth
 from .clientsauth import STATIC
 from .config import AuthJwtConfig
 from .routes import register_routes
 from .service import AuthJwt
+from .tables import SCHEMA
 
 NAME = "auth_jwt"
 BASIC = "auth_basic"
@@ -27,6 +28,11 @@ def _service(server: Any) -> AuthJwt:
 @hookimpl
 def rport_config_class() -> type:
     return AuthJwtConfig
+
+
+@hookimpl
+def rport_store_schema() -> StoreSchema:
+    return SCHEMA
 
 
 @hookimpl(trylast=True)  # after auth_basic's start-up: its users and agent credentials are ours too

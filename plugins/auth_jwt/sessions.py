@@ -1,38 +1,31 @@
 """Login sessions: an HS256 JWT names a session kept server-side (table ``api_sessions`` of
-rportd.db). As in RPort the token itself has no ``exp``: the session expires, is extended while it
+the store). As in RPort the token itself has no ``exp``: the session expires, is extended while it
 is used (to at least now + its lifetime) and is deleted at logout, so revocation is immediate.
 
-Plain logic: the store is any ``async run(fn(sqlite3.Connection))`` and the clock any
-``() -> float`` of Unix seconds, so tests inject both.
+Plain logic: the store is the server's ``store.run`` (``await run(fn, *args)`` calls
+``fn(sqlalchemy_connection, *args)`` in one transaction) and the clock any ``() -> float`` of Unix
+seconds, so tests inject both.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import time
 import uuid
 from typing import Any, Awaitable, Callable
 
 import attrs
 import jwt
+import sqlalchemy as sa
 
-Runner = Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
+from .tables import api_sessions
+
+Runner = Callable[..., Awaitable[Any]]
+"""``await run(fn, *args)``: ``fn(conn, *args)`` in one transaction of the store."""
 Clock = Callable[[], float]
 
 ALGORITHM = "HS256"
 CLAIMS = ("username", "sessionID", "scopes", "jti", "iat")
-
-_SCHEMA = """CREATE TABLE IF NOT EXISTS api_sessions (
-    id TEXT PRIMARY KEY,
-    username TEXT NOT NULL,
-    lifetime REAL NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    last_used REAL NOT NULL,
-    address TEXT NOT NULL DEFAULT ''
-)"""
-
 
 class TokenError(Exception):
     """A bearer token that is not valid; the message says why (for the 401's detail)."""
@@ -59,10 +52,6 @@ class Sessions:
         self.clock = clock
 
     async def open(self) -> None:
-        def setup(db: sqlite3.Connection) -> None:
-            with db:
-                db.execute(_SCHEMA)
-        await self._run(setup)
         await self.purge()
 
     async def create(self, username: str, lifetime: float, *, scopes: tuple[str, ...] = ("read+write",),
@@ -71,12 +60,9 @@ class Sessions:
         now = self.clock()
         sid = str(uuid.uuid4())
 
-        def write(db: sqlite3.Connection) -> None:
-            with db:
-                db.execute("INSERT INTO api_sessions (id, username, lifetime, created_at, expires_at, "
-                           "last_used, address) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           (sid, username, float(lifetime), now, now + lifetime, now, address))
-        await self._run(write)
+        await self._run(_insert, {"id": sid, "username": username, "lifetime": float(lifetime),
+                                  "created_at": now, "expires_at": now + lifetime,
+                                  "last_used": now, "address": address})
         claims = {"username": username, "sessionID": sid, "scopes": list(scopes), "jti": sid,
                   "iat": int(now)}
         return jwt.encode(claims, self._key, algorithm=ALGORITHM)
@@ -107,47 +93,61 @@ class Sessions:
         now = self.clock()
         sid, username = claims["sessionID"], claims["username"]
 
-        def touch(db: sqlite3.Connection) -> tuple[str, float] | str:
-            with db:
-                row = db.execute("SELECT username, lifetime, expires_at FROM api_sessions WHERE id=?",
-                                 (sid,)).fetchone()
-                if row is None:
-                    return "token revoked or unknown session"
-                owner, lifetime, expires_at = row
-                if owner != username:
-                    return "token does not match its session"
-                if expires_at <= now:
-                    db.execute("DELETE FROM api_sessions WHERE id=?", (sid,))
-                    return "token expired"
-                new_expiry = max(expires_at, now + lifetime)
-                db.execute("UPDATE api_sessions SET expires_at=?, last_used=? WHERE id=?",
-                           (new_expiry, now, sid))
-                return owner, new_expiry
-        result = await self._run(touch)
+        result = await self._run(_touch, sid, username, now)
         if isinstance(result, str):
             raise TokenError(result)
         return SessionInfo(sid, username, tuple(claims["scopes"]), result[1])
 
     async def revoke(self, session_id: str) -> bool:
         """Delete a session (logout); whether it existed."""
-        def write(db: sqlite3.Connection) -> bool:
-            with db:
-                return db.execute("DELETE FROM api_sessions WHERE id=?", (session_id,)).rowcount > 0
-        return await self._run(write)
+        return await self._run(_delete, api_sessions.c.id == session_id) > 0
 
     async def purge(self) -> int:
         """Delete expired sessions; how many."""
-        now = self.clock()
-
-        def write(db: sqlite3.Connection) -> int:
-            with db:
-                return db.execute("DELETE FROM api_sessions WHERE expires_at <= ?", (now,)).rowcount
-        return await self._run(write)
+        return await self._run(_delete, api_sessions.c.expires_at <= self.clock())
 
     async def count(self, username: str | None = None) -> int:
-        def read(db: sqlite3.Connection) -> int:
-            if username is None:
-                return db.execute("SELECT COUNT(*) FROM api_sessions").fetchone()[0]
-            return db.execute("SELECT COUNT(*) FROM api_sessions WHERE username=?",
-                              (username,)).fetchone()[0]
-        return await self._run(read)
+        return await self._run(_count, username)
+
+
+# -- in the store's transaction ---------------------------------------------------------------------
+
+def _insert(conn: sa.Connection, row: dict[str, Any]) -> None:
+    conn.execute(api_sessions.insert(), row)
+
+
+# Built once (every request with a login token touches its session).
+_SESSION = sa.select(api_sessions.c.username, api_sessions.c.lifetime,
+                     api_sessions.c.expires_at).where(api_sessions.c.id == sa.bindparam("sid"))
+_EXTEND = api_sessions.update().where(api_sessions.c.id == sa.bindparam("sid")).values(
+    # never shortened, also when another node extended it meanwhile
+    expires_at=sa.case((api_sessions.c.expires_at > sa.bindparam("expiry"), api_sessions.c.expires_at),
+                       else_=sa.bindparam("expiry")),
+    last_used=sa.bindparam("now"))
+
+
+def _touch(conn: sa.Connection, sid: str, username: str, now: float) -> tuple[str, float] | str:
+    """Extend a session in use; the reason (str) when it cannot be used."""
+    row = conn.execute(_SESSION, {"sid": sid}).first()
+    if row is None:
+        return "token revoked or unknown session"
+    owner, lifetime, expires_at = row
+    if owner != username:
+        return "token does not match its session"
+    if expires_at <= now:
+        conn.execute(api_sessions.delete().where(api_sessions.c.id == sid))
+        return "token expired"
+    new_expiry = max(expires_at, now + lifetime)
+    conn.execute(_EXTEND, {"sid": sid, "expiry": new_expiry, "now": now})
+    return owner, new_expiry
+
+
+def _delete(conn: sa.Connection, where: Any) -> int:
+    return conn.execute(api_sessions.delete().where(where)).rowcount
+
+
+def _count(conn: sa.Connection, username: str | None) -> int:
+    stmt = sa.select(sa.func.count()).select_from(api_sessions)
+    if username is not None:
+        stmt = stmt.where(api_sessions.c.username == username)
+    return conn.execute(stmt).scalar_one()

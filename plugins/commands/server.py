@@ -19,13 +19,14 @@ from rport.core.plugin import (
     apply_list_query,
     check_client_access,
     data_response,
+    StoreSchema,
     hookimpl,
     parse_list_query,
     read_json,
     visible_clients,
 )
 
-from .jobs import JOB_FIELDS
+from .jobs import JOB_FIELDS, SCHEMA
 from .service import CommandService
 
 NAME = "commands"
@@ -43,9 +44,12 @@ def service(server: Any) -> CommandService:
 
 @hookimpl
 async def rport_server_startup(server: Any) -> None:
-    svc = CommandService(server)
-    await svc.open()
-    server.state[NAME] = svc
+    server.state[NAME] = CommandService(server)
+
+
+@hookimpl
+def rport_store_schema() -> StoreSchema:
+    return SCHEMA
 
 
 @hookimpl

@@ -96,9 +96,6 @@ class CommandService:
         self._cancelled: dict[str, str] = {}
         """Multi-client jobs being cancelled, with who cancelled them."""
 
-    async def open(self) -> None:
-        await self.jobs.open()
-
     # -- one client -----------------------------------------------------------------------------
 
     async def run_single(self, client_id: str, body: Any, user: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from rport.core.plugin import (
     ResourceSpec,
+    StoreSchema,
     apply_list_query,
     data_response,
     hookimpl,
@@ -21,7 +22,7 @@ from rport.core.plugin import (
 )
 
 from .service import Targeting, not_found
-from .store import GroupStore
+from .store import SCHEMA, GroupStore
 
 NAME = "targeting"
 
@@ -39,6 +40,11 @@ TAGS = ResourceSpec(
 
 def targeting(server: Any) -> Targeting:
     return server.state[NAME]
+
+
+@hookimpl
+def rport_store_schema() -> StoreSchema:
+    return SCHEMA
 
 
 @hookimpl

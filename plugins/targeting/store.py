@@ -1,27 +1,58 @@
-"""Client groups in the server's store (table ``client_groups`` of ``rportd.db``), through
-``server.store.run``: every call runs in the store's thread and is committed before it returns."""
+"""Client groups in the server's store (table ``client_groups``), through ``server.store.run``:
+every call is one transaction, committed before it returns."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
+from pathlib import Path
 from typing import Any
 
-_SCHEMA = """CREATE TABLE IF NOT EXISTS client_groups (
-    id TEXT PRIMARY KEY,
-    description TEXT NOT NULL DEFAULT '',
-    params TEXT NOT NULL DEFAULT '{}',
-    allowed_user_groups TEXT NOT NULL DEFAULT '[]'
-)"""
+import sqlalchemy as sa
+
+from rport.core.plugin import StoreSchema, upsert
+
+METADATA = sa.MetaData()
+
+client_groups = sa.Table(
+    "client_groups", METADATA,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("params", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("allowed_user_groups", sa.Text, nullable=False, server_default="[]"),
+)
+
+SCHEMA = StoreSchema(METADATA, Path(__file__).resolve().parent / "migrations")
 
 
 class GroupExists(Exception):
     """An insert found a group with the same id."""
 
 
-def _row(record: dict[str, Any]) -> tuple[str, str, str, str]:
-    return (record["id"], record["description"], json.dumps(record["params"]),
-            json.dumps(record["allowed_user_groups"]))
+def _row(record: dict[str, Any]) -> dict[str, str]:
+    return {"id": record["id"], "description": record["description"],
+            "params": json.dumps(record["params"]),
+            "allowed_user_groups": json.dumps(record["allowed_user_groups"])}
+
+
+def _load(conn: sa.Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(sa.select(client_groups).order_by(client_groups.c.id))
+    return [{"id": gid, "description": description, "params": json.loads(params),
+             "allowed_user_groups": json.loads(allowed)}
+            for gid, description, params, allowed in rows]
+
+
+def _insert(conn: sa.Connection, row: dict[str, str]) -> bool:
+    """Whether the row was inserted (not when the id exists: ON CONFLICT DO NOTHING)."""
+    stmt = upsert(conn, client_groups, ["id"], update=()).returning(client_groups.c.id)
+    return conn.execute(stmt, row).first() is not None
+
+
+def _upsert(conn: sa.Connection, row: dict[str, str]) -> None:
+    conn.execute(upsert(conn, client_groups, ["id"]), row)
+
+
+def _delete(conn: sa.Connection, group_id: str) -> bool:
+    return conn.execute(client_groups.delete().where(client_groups.c.id == group_id)).rowcount > 0
 
 
 class GroupStore:
@@ -31,40 +62,17 @@ class GroupStore:
         self._store = store
 
     async def load(self) -> list[dict[str, Any]]:
-        """Create the table if needed; every stored record, in creation order."""
-        def read(db: sqlite3.Connection) -> list[tuple[str, str, str, str]]:
-            with db:
-                db.execute(_SCHEMA)
-            return db.execute("SELECT id, description, params, allowed_user_groups "
-                              "FROM client_groups ORDER BY rowid").fetchall()
-        rows = await self._store.run(read)
-        return [{"id": gid, "description": description, "params": json.loads(params),
-                 "allowed_user_groups": json.loads(allowed)}
-                for gid, description, params, allowed in rows]
+        """Every stored record, by id."""
+        return await self._store.run(_load)
 
     async def insert(self, record: dict[str, Any]) -> None:
         """Add a new group; :class:`GroupExists` if the id is taken."""
-        def write(db: sqlite3.Connection) -> None:
-            try:
-                with db:
-                    db.execute("INSERT INTO client_groups (id, description, params, "
-                               "allowed_user_groups) VALUES (?, ?, ?, ?)", _row(record))
-            except sqlite3.IntegrityError:
-                raise GroupExists(record["id"]) from None
-        await self._store.run(write)
+        if not await self._store.run(_insert, _row(record)):
+            raise GroupExists(record["id"])
 
     async def upsert(self, record: dict[str, Any]) -> None:
-        def write(db: sqlite3.Connection) -> None:
-            with db:
-                db.execute("INSERT INTO client_groups (id, description, params, allowed_user_groups) "
-                           "VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                           "description=excluded.description, params=excluded.params, "
-                           "allowed_user_groups=excluded.allowed_user_groups", _row(record))
-        await self._store.run(write)
+        await self._store.run(_upsert, _row(record))
 
     async def delete(self, group_id: str) -> bool:
         """Remove a group; whether it existed."""
-        def write(db: sqlite3.Connection) -> bool:
-            with db:
-                return db.execute("DELETE FROM client_groups WHERE id=?", (group_id,)).rowcount > 0
-        return await self._store.run(write)
+        return await self._store.run(_delete, group_id)

@@ -14,12 +14,13 @@ from rport.core.plugin import (
     ClientDisconnected,
     ClientRemoved,
     ConfigError,
+    StoreSchema,
     data_response,
     hookimpl,
     visible_clients,
 )
 
-from . import hookspecs
+from . import hookspecs, store
 from .config import TunnelsConfig
 from .remote import hello_remotes
 from .service import PUT_PARAMS, TunnelService, parse_bool
@@ -39,6 +40,11 @@ def rport_add_hookspecs(pluginmanager: Any) -> None:
 @hookimpl
 def rport_config_class() -> type:
     return TunnelsConfig
+
+
+@hookimpl
+def rport_store_schema() -> StoreSchema:
+    return store.SCHEMA
 
 
 @hookimpl

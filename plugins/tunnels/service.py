@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import logging
 import re
 from typing import Any, Mapping
 
-from rport.core.plugin import ApiError, Client, RemoteError, SessionClosed, call_each
+from rport.core.plugin import ApiError, Client, KeyedLocks, RemoteError, SessionClosed, call_each
 
+from . import store
 from .events import TunnelClosed, TunnelOpened
 from .ports import PortPool, port_free
 from .remote import Remote, RemoteError as DecodeError, decode_remote, hello_remotes, parse_local
@@ -26,8 +26,6 @@ PUT_PARAMS = ("local", "remote", "scheme", "acl", "idle-timeout-minutes", "skip-
               "auto-close", "check_port", "http_proxy", "host_header", "auth_user",
               "auth_password", "name", "protocol")
 _GO_DURATION = re.compile(r"^([-+]?)(0|(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+)$")
-_SCHEMA = """CREATE TABLE IF NOT EXISTS tunnels (
-    client_id TEXT NOT NULL, id TEXT NOT NULL, spec TEXT NOT NULL, PRIMARY KEY (client_id, id))"""
 
 
 def bad(title: str, code: str = "", detail: str = "", status: int = 400) -> ApiError:
@@ -98,26 +96,21 @@ class TunnelService:
         # script holding the id of a closed tunnel cannot delete the next one by mistake
         self._last_id: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._persisting = KeyedLocks()
 
     # -- store -------------------------------------------------------------------------------------
 
     async def load(self) -> None:
-        def read(db: Any) -> list[tuple[str, str]]:
-            db.execute(_SCHEMA)
-            return db.execute("SELECT client_id, spec FROM tunnels ORDER BY rowid").fetchall()
-        for client_id, spec in await self.server.store.run(read):
-            self.saved.setdefault(client_id, []).append(json.loads(spec))
+        for client_id, spec in await self.server.store.run(store.load):
+            self.saved.setdefault(client_id, []).append(spec)
 
     async def _persist(self, client_id: str) -> None:
-        specs = [t.spec() for t in self.tunnels.get(client_id, {}).values()]
-        self.saved[client_id] = specs
-
-        def write(db: Any) -> None:
-            with db:
-                db.execute("DELETE FROM tunnels WHERE client_id=?", (client_id,))
-                db.executemany("INSERT INTO tunnels (client_id, id, spec) VALUES (?, ?, ?)",
-                               [(client_id, s["id"], json.dumps(s)) for s in specs])
-        await self.server.store.run(write)
+        # One client's writes in the order they were asked for, each of the tunnels as they are
+        # when its turn comes (on PostgreSQL, two writes could otherwise commit crosswise).
+        async with self._persisting(client_id):
+            specs = [t.spec() for t in self.tunnels.get(client_id, {}).values()]
+            self.saved[client_id] = specs
+            await self.server.store.run(store.replace, client_id, specs)
 
     def lock(self, client_id: str) -> asyncio.Lock:
         return self._locks.setdefault(client_id, asyncio.Lock())

@@ -23,6 +23,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from ..procs import Agent, Server, wait_for
+from ..services import both_databases
 
 MakeAgent = Callable[..., Agent]
 
@@ -39,6 +40,7 @@ def listed_ids(server: Server) -> list[str]:
     return [c["id"] for c in resp.json()["data"]]
 
 
+@both_databases
 def test_server_restart_keeps_clients_and_agents_reconnect(server: Server,
                                                            make_agent: MakeAgent) -> None:
     stayer = make_agent(server, "stayer")

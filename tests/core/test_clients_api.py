@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from ..procs import Agent, Server, running
+from ..services import both_databases
 
 ERROR_ITEM_KEYS = {"code", "title", "detail"}
 
@@ -225,6 +226,7 @@ def test_unknown_route_and_wrong_method(fleet: Server) -> None:
         assert errors[0]["detail"] == f"GET /api/v1{path}"
 
 
+@both_databases
 def test_delete_lifecycle(server: Server, make_agent: Callable[..., Agent]) -> None:
     api = server.api
     make_agent(server, "keeper")

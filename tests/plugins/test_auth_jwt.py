@@ -32,6 +32,7 @@ import trustme
 from rport.plugins.auth_jwt.sessions import signing_key
 
 from ..procs import Agent, Server, wait_for
+from ..services import DATABASES, both_databases
 from ..targets import EchoServer, HttpFileServer
 
 SECRET = "e2e-jwt-secret-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -124,11 +125,15 @@ class Env:
         return self.server.api
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+@pytest.fixture(scope="module", params=DATABASES)
+def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """Once on the embedded SQLite, once on PostgreSQL: sessions and tokens live in the store."""
     tmp = tmp_path_factory.mktemp("auth_jwt")
+    database = ({"url": request.getfixturevalue("postgresql").create_database()}
+                if request.param == "postgresql" else {})
     # A high failure limit: the sweeps below send hundreds of bad credentials from 127.0.0.1.
-    server = Server(tmp / "server", extra={"api": {"jwt_secret": SECRET, "max_failed_login": 100_000}}).start()
+    server = Server(tmp / "server", extra={"api": {"jwt_secret": SECRET, "max_failed_login": 100_000},
+                                           "database": database}).start()
     agent = Agent(tmp / "agent", server, CLIENT)
     try:
         server.wait_connected(CLIENT)
@@ -435,6 +440,7 @@ def test_clients_auth_in_the_auth_file_with_a_real_agent(make_server: Any, make_
         assert [c["id"] for c in api.get("/clients-auth").json()["data"]] == ["second", "user1"]
 
 
+@both_databases
 def test_clients_auth_in_the_store_with_a_real_agent(make_server: Any, make_agent: Any) -> None:
     # Neither auth nor auth_file: auth_basic generates a bootstrap credential and the API keeps
     # the others in the store.

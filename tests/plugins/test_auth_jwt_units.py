@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import os
-import sqlite3
 import stat
 import time
 from pathlib import Path
@@ -18,15 +17,20 @@ import bcrypt
 import httpx
 import jwt
 import pytest
+import sqlalchemy as sa
 from rport.core.api.routing import check_scopes
 from rport.core.config import load_server_config
 from rport.core.errors import ApiError
 from rport.core.server import create_server
+from rport.core.store import Store
 from rport.core.users import User
 from rport.plugins.auth_basic.credentials import CredentialTable, Entry
 from rport.plugins.auth_jwt.apitokens import ApiTokens, TokenConflict, looks_like_token
 from rport.plugins.auth_jwt.clientsauth import DB, FILE, STATIC, ClientsAuth
 from rport.plugins.auth_jwt.sessions import Sessions, TokenError, signing_key
+from rport.plugins.auth_jwt.tables import SCHEMA
+
+from ..services import DATABASES
 
 SECRET = "unit-test-secret-0123456789abcdefghijklmnop"
 
@@ -43,24 +47,36 @@ class Clock:
 
 
 class Db:
-    """An in-memory SQLite behind the store's ``run(fn)`` interface."""
+    """A real store (SQLite in a file, or a fresh PostgreSQL database) with auth_jwt's tables,
+    opened by :func:`run` in the test's event loop."""
 
-    def __init__(self) -> None:
-        self.conn = sqlite3.connect(":memory:", isolation_level=None)
+    def __init__(self, url: str, path: Path) -> None:
+        self.store = Store(url, path)
 
-    async def run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        return fn(self.conn)
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self.store.run(fn, *args)
 
-
-@pytest.fixture
-def db() -> Any:
-    database = Db()
-    yield database
-    database.conn.close()
+    async def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        return await self.store.run(lambda conn: [tuple(r) for r in conn.execute(sa.text(sql))])
 
 
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
+@pytest.fixture(params=DATABASES)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Db:
+    url = request.getfixturevalue("postgresql").create_database() if request.param == "postgresql" else ""
+    return Db(url, tmp_path / "rportd.db")
+
+
+def run(coro: Any, db: Db | None = None) -> Any:
+    """Run a test's coroutine, with ``db``'s store open meanwhile."""
+    async def main() -> Any:
+        if db is None:
+            return await coro
+        await db.store.open({"auth_jwt": SCHEMA})
+        try:
+            return await coro
+        finally:
+            await db.store.close()
+    return asyncio.run(main())
 
 
 def b64url(data: bytes) -> str:
@@ -94,7 +110,7 @@ def test_session_is_extended_while_used_and_expires_when_idle(db: Db) -> None:
         with pytest.raises(TokenError, match="revoked or unknown"):
             await sessions.validate(token)
         assert await sessions.count() == 0
-    run(main())
+    run(main(), db)
 
 
 def test_extension_never_shortens_a_session(db: Db) -> None:
@@ -108,7 +124,7 @@ def test_extension_never_shortens_a_session(db: Db) -> None:
         assert (await sessions.validate(token)).expires_at == clock.now + 3600
         clock.advance(3599)
         assert (await sessions.validate(token)).expires_at == clock.now + 3600
-    run(main())
+    run(main(), db)
 
 
 def test_revocation_and_purge(db: Db) -> None:
@@ -130,7 +146,7 @@ def test_revocation_and_purge(db: Db) -> None:
         with pytest.raises(TokenError):
             await sessions.validate(short)
         await sessions.validate(keep)
-    run(main())
+    run(main(), db)
 
 
 def test_bad_tokens_are_token_errors(db: Db) -> None:
@@ -176,7 +192,7 @@ def test_bad_tokens_are_token_errors(db: Db) -> None:
             reasons.append(f"{label}: {info.value}")
         await sessions.validate(good)  # none of this harmed the real session
         return reasons
-    reasons = run(main())
+    reasons = run(main(), db)
     assert any("wrong signature" in r for r in reasons), reasons
 
 
@@ -191,7 +207,7 @@ def test_api_tokens(db: Db) -> None:
         token, value = await tokens.create("alice", "backup script", "read", clock.now + 100)
         assert looks_like_token(value) and value.startswith(token.prefix + "_")
         assert len(token.prefix) == 8 and token.prefix.isalnum()
-        stored = db.conn.execute("SELECT * FROM api_tokens").fetchall()
+        stored = await db.rows("SELECT * FROM api_tokens")
         assert value not in json.dumps(stored)  # only a hash is kept
         found = await tokens.check("alice", value)
         assert found is not None and not isinstance(found, str) and found.scope == "read"
@@ -212,7 +228,7 @@ def test_api_tokens(db: Db) -> None:
         assert await tokens.delete("alice", token.prefix)
         assert not await tokens.delete("alice", token.prefix)
         assert await tokens.check("alice", value) is None
-    run(main())
+    run(main(), db)
 
 
 # -- agent credentials -----------------------------------------------------------------------------
@@ -260,8 +276,8 @@ def test_clients_auth_in_the_store(db: Db) -> None:
         assert again.items() == [{"id": "agent9", "password": "secret9"}]
         assert await again.delete("agent9")
         assert await again.check_agent("agent9", "secret9") is None
-        assert db.conn.execute("SELECT COUNT(*) FROM clients_auth").fetchone() == (0,)
-    run(main())
+        assert await db.rows("SELECT COUNT(*) FROM clients_auth") == [(0,)]
+    run(main(), db)
 
 
 def test_single_static_credential_is_read_only() -> None:

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from ..procs import Agent, Server, running, wait_for
+from ..services import both_databases
 from ..targets import EchoServer, connect, recv_exactly
 
 USERS = [
@@ -330,6 +331,7 @@ def test_acl_is_for_administrators_and_validated(fleet: Fleet) -> None:
     assert_error(alice.get("/clients/web1"), 403, DENIED_CODE, denied("web1"))
 
 
+@both_databases
 def test_acl_survives_agent_reconnect_and_server_restart(make_server: Callable[..., Server],
                                                          make_agent: Callable[..., Agent]) -> None:
     server = with_users(make_server("persist", start=False)).start()

@@ -28,6 +28,7 @@ import pytest
 
 from ..attackers import register_clients
 from ..procs import Agent, Server, running, wait_for
+from ..services import both_databases
 
 FINAL = ("successful", "failed", "unknown", "cancelled", "skipped")
 JOB_KEYS = {"jid", "status", "finished_at", "client_id", "client_name", "command", "cwd",
@@ -949,6 +950,7 @@ def test_cancel_a_multi_job_errors(api: httpx.Client) -> None:
 # -- 7. persistence and reconnects ----------------------------------------------------------------
 
 
+@both_databases
 def test_job_of_a_restarted_agent_fails_instead_of_running_for_ever(make_server: Any, make_agent: Any,
                                                                      tmp_path: Path) -> None:
     """An agent killed while its command runs comes back as a new process that never heard of
@@ -987,6 +989,7 @@ def test_job_of_a_restarted_agent_fails_instead_of_running_for_ever(make_server:
     assert "job " + lost + " on k1 failed: the agent no longer knows it" in server.log()
 
 
+@both_databases
 def test_server_restart_with_jobs_running(make_server: Any, make_agent: Any, tmp_path: Path) -> None:
     """Job 1 ends while the server is down (the agent delivers its result after reconnecting),
     job 2 ends after the restart; finished jobs and the job list survive the restart."""

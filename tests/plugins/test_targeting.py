@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from ..procs import Agent, Server, running, wait_for
+from ..services import both_databases
 
 PARAM_KEYS = ("client_id", "name", "os", "os_arch", "os_family", "os_kernel", "hostname", "ipv4",
               "ipv6", "tag", "version", "address", "client_auth_id", "connection_state", "labels")
@@ -259,6 +260,7 @@ def test_client_document_groups(api: httpx.Client, fleet: Server) -> None:
 # -- permissions ------------------------------------------------------------------------------
 
 
+@both_databases
 def test_writes_need_an_administrator(make_server: Callable[..., Server],
                                       make_agent: Callable[..., Agent]) -> None:
     server = make_server("perm", start=False)
@@ -291,6 +293,7 @@ def test_writes_need_an_administrator(make_server: Callable[..., Server],
 # -- live membership and persistence ------------------------------------------------------------
 
 
+@both_databases
 def test_members_follow_the_clients_and_groups_survive_a_restart(
         server: Server, make_agent: Callable[..., Agent]) -> None:
     api = server.api

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from ..procs import PY, Agent, Proc, Server, wait_for, write_toml
+from ..services import both_databases
 from ..tunnel_api import (
     TUNNEL_FIELDS,
     all_tunnels,
@@ -741,6 +742,7 @@ def _check_agent_tunnels(server: Server, client_id: str, targets: list[EchoServe
     return by_port
 
 
+@both_databases
 @pytest.mark.parametrize("how", ["command-line", "config-file"])
 def test_agent_remotes(how: str, make_server: Callable[..., Server], make_agent: Callable[..., Agent],
                        tmp_path: Path) -> None:
@@ -834,6 +836,7 @@ def test_tunnel_allowed_rechecked_per_connection(make_server: Callable[..., Serv
         assert other.accepted == 0  # never reached, neither at creation (check_port=0) nor since
 
 
+@both_databases
 def test_restored_tunnels_filtered_by_tunnel_allowed(make_server: Callable[..., Server],
                                                      make_agent: Callable[..., Agent]) -> None:
     server = make_server()

@@ -1,21 +1,31 @@
 """diskusage, server side: ``GET /api/v1/clients/{client_id}/disk-usage[?path=...]`` asks that
-client's agent (request ``diskusage.usage``) and returns its answer. Hook implementations only."""
+client's agent (request ``diskusage.usage``), keeps the answer in the plugin's own table and
+returns it; ``GET /api/v1/clients/{client_id}/disk-usage/history`` lists what was kept. Hook
+implementations only (the table is :mod:`.history`'s)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from rport.core.plugin import ApiError, RemoteError, SessionClosed, data_response, hookimpl
+from rport.core.plugin import (
+    ApiError, RemoteError, SessionClosed, StoreSchema, data_response, hookimpl,
+)
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import NAME
+from . import NAME, history
 from .config import DiskUsageServerConfig
 
 
 @hookimpl
 def rport_config_class() -> type:
     return DiskUsageServerConfig
+
+
+@hookimpl
+def rport_store_schema() -> StoreSchema:
+    return history.SCHEMA  # its table, and the Alembic migrations rportd runs at start-up
 
 
 @hookimpl
@@ -37,6 +47,13 @@ def rport_register_routes(server: Any, register: Any) -> None:
         except (SessionClosed, TimeoutError):
             raise ApiError(409, f"client {client_id} did not answer", code="ERR_CODE_CLIENT_ERROR",
                            detail=f"no answer within {cfg.timeout:g}s or the client disconnected") from None
+        # Committed before the caller hears of it.
+        await server.store.run(history.add, client_id, answer, time.time())
         return data_response(answer)
 
+    async def usage_history(request: Request) -> Response:
+        """The disk usage measured on a client so far (up to 100), newest first."""
+        return data_response(await server.store.run(history.of_client, request.path_params["client_id"]))
+
     register("/clients/{client_id}/disk-usage", usage, name="usage", params=("path",))
+    register("/clients/{client_id}/disk-usage/history", usage_history, name="history")

@@ -1,0 +1,1 @@
+"""Alembic revision files of the diskusage plugin's table (run by rportd at start-up)."""

@@ -1,0 +1,1 @@
+"""The auth_jwt plugin's schema migrations (Alembic revision files)."""

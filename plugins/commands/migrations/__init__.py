@@ -1,0 +1,1 @@
+"""The commands plugin's schema migrations (Alembic revision files)."""

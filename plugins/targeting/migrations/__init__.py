@@ -1,0 +1,1 @@
+"""The targeting plugin's schema migrations (Alembic revision files)."""

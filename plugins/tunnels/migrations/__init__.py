@@ -1,0 +1,1 @@
+"""The tunnels plugin's schema migrations (Alembic revision files)."""
