@@ -55,7 +55,7 @@ def client(i: int) -> Client:
 
 
 async def seed(db: Path, count: int) -> None:
-    store = Store(db)
+    store = Store(default_path=db)
     await store.open()
     now = time.time()
     for i in range(count):

@@ -35,7 +35,7 @@ def seeded_client(i: int) -> Client:
 
 async def seed(db: Path, count: int) -> None:
     """``count`` disconnected clients in rportd's store, as a server that once had them."""
-    store = Store(db)
+    store = Store(default_path=db)
     await store.open()
     try:
         now = time.time()
