@@ -20,6 +20,31 @@ ERROR_SCHEMA = {
 }
 
 
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}}
+
+
+def _responses(spec: RouteSpec) -> dict[str, Any]:
+    """The route's declared status codes (errors in the error envelope); a route that declares
+    none is documented as "200, or an error"."""
+    if not spec.responses:
+        return {"200": {"description": "success: {\"data\": ...}"},
+                "default": {"description": "error", "content": _ERROR_CONTENT}}
+    declared = dict(spec.responses)
+    # What the core's wrapper answers for every route, unless the route says more.
+    declared.setdefault(400, "a query parameter this route does not take, or a bad value")
+    if not spec.public:
+        declared.setdefault(401, "no credentials, wrong ones, or too many failed logins")
+        declared.setdefault(403, "the caller's token scope, permissions or client access "
+                                 "do not allow this")
+    out: dict[str, Any] = {}
+    for status, description in sorted(declared.items()):
+        entry: dict[str, Any] = {"description": description}
+        if status >= 400:
+            entry["content"] = _ERROR_CONTENT
+        out[str(status)] = entry
+    return out
+
+
 def openapi_document(specs: Iterable[RouteSpec], *, bearer: bool = False) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for spec in specs:
@@ -30,12 +55,8 @@ def openapi_document(specs: Iterable[RouteSpec], *, bearer: bool = False) -> dic
             query = list(spec.params) + (list(_LIST_PARAMS) if spec.list_params else [])
             params += [{"name": name, "in": "query", "required": False,
                         "schema": {"type": "string"}} for name in query]
-            responses: dict[str, Any] = {
-                "200": {"description": "success: {\"data\": ...}"},
-                "default": {"description": "error",
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}}},
-            }
-            paths.setdefault(path, {})[method.lower()] = {
+            responses = _responses(spec)
+            operation: dict[str, Any] = {
                 "operationId": spec.name,
                 "summary": spec.summary,
                 "tags": [spec.owner],
@@ -43,6 +64,13 @@ def openapi_document(specs: Iterable[RouteSpec], *, bearer: bool = False) -> dic
                 "security": [] if spec.public else [{"basic": []}] + ([{"bearer": []}] if bearer else []),
                 "responses": responses,
             }
+            if spec.body is not None:
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": dict(spec.body)}}}
+            if spec.permission:
+                operation["x-rport-permission"] = spec.permission
+            paths.setdefault(path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": "rport for Python API", "version": __version__},

@@ -120,10 +120,28 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
         return JSONResponse(openapi_document(server.routes.specs,
                                              bearer="auth_jwt" in server.plugins.info))
 
-    register("/status", status, name="status")
-    register("/clients", list_clients, name="clients", list_params=True)
-    register("/clients/{client_id}", get_one, name="client", params=("fields[clients]",))
-    register("/clients/{client_id}", delete_client, ["DELETE"], name="client_delete")
-    register("/clients/{client_id}/acl", set_acl, ["POST"], name="client_acl")
-    register("/plugins", plugins, name="plugins")
-    register("/openapi.json", openapi, name="openapi")
+    register("/status", status, name="status", responses={200: "the status document"})
+    register("/clients", list_clients, name="clients", list_params=True,
+             responses={200: "the clients, with meta.count", 400: "a bad sort, filter, fields "
+                        "or page parameter"})
+    register("/clients/{client_id}", get_one, name="client", params=("fields[clients]",),
+             responses={200: "the client", 400: "a bad fields parameter",
+                        404: "no such client (or not visible to the caller)"})
+    register("/clients/{client_id}", delete_client, ["DELETE"], name="client_delete",
+             responses={204: "deleted", 400: "the client is connected",
+                        404: "no such client"})
+    register("/clients/{client_id}/acl", set_acl, ["POST"], name="client_acl",
+             body=ACL_BODY,
+             responses={204: "set", 400: "missing or invalid body", 403: "not an administrator",
+                        404: "no such client", 413: "body too large"})
+    register("/plugins", plugins, name="plugins",
+             responses={200: "the loaded plugins, with meta.count", 403: "not an administrator"})
+    register("/openapi.json", openapi, name="openapi", responses={200: "this document"})
+
+
+ACL_BODY = {
+    "type": "object", "required": ["allowed_user_groups"], "additionalProperties": False,
+    "properties": {"allowed_user_groups": {
+        "type": ["array", "null"], "items": {"type": "string"},
+        "description": "user groups whose members may see and use the client"}},
+}

@@ -9,7 +9,7 @@ import inspect
 import json
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping
 
 import attrs
 from starlette.requests import Request
@@ -41,6 +41,13 @@ class RouteSpec:
     list_params: bool = False  # ...which list routes accept)
     summary: str = ""
     public: bool = False
+    body: Mapping[str, Any] | None = None
+    """JSON schema of the request body (OpenAPI ``requestBody``), or None if it takes none."""
+    responses: Mapping[int, str] = attrs.field(factory=dict)
+    """Every status code the route answers, with what it means (success and errors)."""
+    permission: str | None = None
+    """The per-function permission a non-admin user needs (RPort's ``commands``, ``tunnels``,
+    ``scripts``, ...), or None if the route needs none (see docs/plugins.md)."""
 
 
 @attrs.frozen
@@ -63,14 +70,23 @@ class RouteTable:
     def registrar(self, owner: str) -> Callable[..., None]:
         def register(path: str, endpoint: Endpoint, methods: Iterable[str] = ("GET",), *,
                      name: str = "", params: Iterable[str] = (), list_params: bool = False,
-                     summary: str = "", public: bool = False) -> None:
+                     summary: str = "", public: bool = False,
+                     body: Mapping[str, Any] | None = None,
+                     responses: Mapping[int, str] | None = None,
+                     permission: str | None = None) -> None:
             if not path.startswith("/"):
                 raise ValueError(f"plugin {owner!r}: route path {path!r} must start with /")
+            for status in responses or {}:
+                if not (isinstance(status, int) and 100 <= status <= 599):
+                    raise ValueError(f"plugin {owner!r}: route {path}: {status!r} is not an "
+                                     "HTTP status code")
             spec = RouteSpec(
                 path=path, endpoint=endpoint, methods=tuple(m.upper() for m in methods),
                 name=f"{owner}:{name or endpoint.__name__}", owner=owner, params=tuple(params),
                 list_params=list_params, public=public,
-                summary=summary or (inspect.getdoc(endpoint) or "").split("\n")[0])
+                summary=summary or (inspect.getdoc(endpoint) or "").split("\n")[0],
+                body=body, responses=dict(sorted((responses or {}).items())),
+                permission=permission)
             if any(page.name == spec.name for page in self.pages):
                 raise ValueError(f"route name {spec.name!r} registered twice")
             for other in self.specs:

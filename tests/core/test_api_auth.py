@@ -163,6 +163,11 @@ def test_openapi_document_matches_routes(server: Server) -> None:
     assert {p["name"] for p in ops[("/api/v1/clients", "GET")]["parameters"]} >= {
         "sort", "page[limit]", "page[offset]"}
     assert client_get["operationId"] != ops[("/api/v1/clients/{client_id}", "DELETE")]["operationId"]
+    assert set(client_get["responses"]) == {"200", "400", "401", "403", "404"}
+    assert "$ref" in client_get["responses"]["404"]["content"]["application/json"]["schema"]
+    acl = ops[("/api/v1/clients/{client_id}/acl", "POST")]
+    body = acl["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["allowed_user_groups"] and "204" in acl["responses"]
 
     # Every documented operation is served: no generic "unknown route" 404, no 405; calls with a
     # dummy id reach the handler (which says which client it did not find).
@@ -178,6 +183,8 @@ def test_openapi_document_matches_routes(server: Server) -> None:
             assert (resp.status_code != 405
                     or resp.json()["errors"][0]["code"] != "ERR_CODE_METHOD_NOT_ALLOWED"), (method, path)
             assert resp.status_code < 500, (method, path, resp.text)
+            if "default" not in op["responses"]:  # a route that lists its codes lists this one
+                assert str(resp.status_code) in op["responses"], (method, path, resp.status_code)
             if path == "/api/v1/clients/{client_id}":
                 assert resp.status_code == 404, (method, path, resp.text)
                 assert "nope-openapi" in resp.json()["errors"][0]["title"], resp.text
