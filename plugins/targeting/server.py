@@ -49,7 +49,7 @@ def rport_store_schema() -> StoreSchema:
 
 @hookimpl
 async def rport_server_startup(server: Any) -> None:
-    service = Targeting(server.clients, GroupStore(server.store))
+    service = Targeting(server.clients, GroupStore(server.store), on_change=server.clients.changed)
     await service.load()
     server.state[NAME] = service
 

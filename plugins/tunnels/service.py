@@ -344,6 +344,7 @@ class TunnelService:
                 raise bad(f"unable to start tunnel: {exc.strerror or exc}", "ERR_CODE_TUNNEL_PROXY",
                           status=409) from None
         existing[tunnel.id] = tunnel
+        self.server.clients.changed(client_id)  # its document's "tunnels"
         self.server.bus.publish(TunnelOpened(client_id, tunnel))
 
     # -- delete ------------------------------------------------------------------------------------
@@ -362,6 +363,7 @@ class TunnelService:
         """Close a tunnel; ``forget`` also removes it from what reconnects restore."""
         if self.tunnels.get(tunnel.client_id, {}).get(tunnel.id) is tunnel:
             del self.tunnels[tunnel.client_id][tunnel.id]
+            self.server.clients.changed(tunnel.client_id)
         await tunnel.close()
         if forget:
             await self._persist(tunnel.client_id)
@@ -411,6 +413,7 @@ class TunnelService:
                 else:  # left over from a connection this one replaced
                     await self.close(tunnel, "client reconnected", forget=False)
             self.tunnels[client.id] = kept
+            self.server.clients.changed(client.id)
             restore = [spec for spec in old if str(spec.get("id")) not in kept]
             for r in requested:
                 spec = next((s for s in restore if matches(s, r)), None)
