@@ -98,7 +98,8 @@ def worker_main(spec: dict[str, Any]) -> int:
     return run_main(serve_fleet(configs))
 
 
-async def serve_fleet(configs: Callable[[], list[Any]]) -> int:
+async def serve_fleet(configs: Callable[[], list[Any]],
+                      on_line: Callable[[str], Any] | None = None) -> int:
     """Worker mode of this benchmark and command_fanout.py: run an agent for each config in
     this loop until SIGTERM/SIGINT or the parent closes stdin, reporting "built", "progress"
     (agents connected) and "error" (an agent stopped) as JSON lines on stdout."""
@@ -113,7 +114,9 @@ async def serve_fleet(configs: Callable[[], list[Any]]) -> int:
 
     def watch_stdin() -> None:  # the parent went away: stop too
         try:
-            sys.stdin.read()
+            for line in sys.stdin:  # or tells this worker something (on_line, in the loop)
+                if on_line is not None and line.strip():
+                    loop.call_soon_threadsafe(on_line, line.strip())
         finally:
             loop.call_soon_threadsafe(stop.set)
     threading.Thread(target=watch_stdin, daemon=True).start()
@@ -254,6 +257,7 @@ class Worker:
             [sys.executable, os.path.abspath(script), "--worker", json.dumps(spec)],
             stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.PIPE, text=True)
         self.connected = 0
+        self.events: list[dict[str, Any]] = []  # other events, as reported
         self.built_at: float | None = None  # wall clock (time.time()), as reported
         self.ready_at: float | None = None
         self.errors: list[str] = []
@@ -276,6 +280,14 @@ class Worker:
                     self.ready_at = event["t"]
             elif kind == "error":
                 self.errors.append(event.get("message", "?"))
+            else:
+                self.events.append(event)
+
+    def tell(self, line: str) -> None:
+        """A line for the worker's ``on_line``."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
 
     def cpu_seconds(self) -> float:
         import psutil
