@@ -352,9 +352,10 @@ class OpenRport:
             return False
 
     def connected(self) -> int:
-        resp = self.api.get("/clients", params={"fields[clients]": "id,connection_state"})
-        rows = resp.json().get("data", []) if resp.status_code == 200 else []
-        return sum(1 for c in rows if c.get("connection_state") == "connected")
+        # (its GET /clients pages by 50 by default: the count of the filtered list instead)
+        resp = self.api.get("/clients", params={"filter[connection_state]": "connected",
+                                                "fields[clients]": "id", "page[limit]": "1"})
+        return int(resp.json().get("meta", {}).get("count", 0)) if resp.status_code == 200 else 0
 
     def fan_out(self, timeout: float, poll_interval: float) -> dict[str, Any]:
         cpu0 = cpu_seconds(self.server.pid)
@@ -366,9 +367,11 @@ class OpenRport:
         jobs: list[dict[str, Any]] = []
         t_done = None
         while time.monotonic() < t0 + timeout:
-            r = self.api.get(f"/commands/{jid}")
+            # (its GET /commands/{jid} lists the first 100 jobs; this lists up to 1,000)
+            r = self.api.get(f"/commands/{jid}/jobs", params={
+                "page[limit]": "1000", "fields[commands]": "jid,status"})
             if r.status_code == 200:
-                jobs = r.json()["data"].get("jobs") or []
+                jobs = r.json().get("data") or []
                 if len(jobs) == len(self.ids) and all(j.get("status") in FINAL for j in jobs):
                     t_done = time.monotonic()
                     break
