@@ -299,6 +299,16 @@ class BoundedAcceptor:
 
 async def _readable(sock: socket.socket) -> None:
     """Until ``sock`` has something to read (or its peer closed it)."""
+    try:
+        # Most agents have sent their ClientHello by the time they are accepted: no reader
+        # to add and remove for them (a poll handle each, in uvloop). (The accepted socket is
+        # non-blocking: data, or b"" at the peer's end, or BlockingIOError.)
+        sock.recv(1, socket.MSG_PEEK)
+        return
+    except (BlockingIOError, InterruptedError):
+        pass
+    except OSError:
+        return  # reset: the handshake finds out
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
     fd = sock.fileno()
