@@ -236,6 +236,29 @@ def test_write_batcher_commits_writes_together_each_before_its_caller_goes_on(
     opened(store_url, main)
 
 
+def test_client_saves_and_deletes_share_transactions_and_land_in_call_order(
+        store_url: str) -> None:
+    """The saves of many clients connecting together (and deletes among them) are committed
+    before each caller goes on, each client ending as its last write says."""
+    async def main(store: Store) -> None:
+        await asyncio.gather(*(store.save_client(f"c{i}", {"id": f"c{i}", "n": 0}, None)
+                               for i in range(300)))
+        assert other_connection_sees(store_url, "SELECT COUNT(*) FROM clients") == [(300,)]
+        writes = [store.save_client("c1", {"id": "c1", "n": 1}, 5.0), store.delete_client("c2"),
+                  store.delete_client("c3"), store.save_client("c3", {"id": "c3", "n": 3}, None),
+                  store.save_client("new", {"id": "new", "n": 9}, None),
+                  store.delete_client("never-saved")]
+        await asyncio.gather(*writes)
+        loaded = {record["id"]: (record["n"], at) for record, at in await store.load_clients()}
+        assert len(loaded) == 300 and "c2" not in loaded
+        assert (loaded["c1"], loaded["c3"], loaded["new"]) == ((1, 5.0), (3, None), (9, None))
+        await store.save_client("c4", {"id": "c4", "n": 4}, None)
+        await store.mark_all_disconnected(7.0)  # after the writes asked for before it
+        assert other_connection_sees(
+            store_url, "SELECT COUNT(*) FROM clients WHERE disconnected_at IS NULL") == [(0,)]
+    opened(store_url, main)
+
+
 def test_keyed_locks_serve_each_key_in_arrival_order() -> None:
     async def main() -> None:
         locks, order = KeyedLocks(), []
