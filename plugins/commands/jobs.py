@@ -108,6 +108,10 @@ class JobStore:
         without reading its whole history."""
         return await self.store.run(_running, client_id)
 
+    async def clients_running(self) -> list[str]:
+        """The clients with ``running`` jobs."""
+        return await self.store.run(_texts, _CLIENTS_RUNNING, {})
+
     async def of_multi(self, multi_jid: str) -> list[dict[str, Any]]:
         return await self.store.run(_docs, _OF_MULTI, {"multi_job_id": multi_jid})
 
@@ -150,6 +154,7 @@ _RUNNING_OF = sa.select(jobs.c.doc, jobs.c.sent_to).where(
 _OF_MULTI = (sa.select(jobs.c.doc).where(jobs.c.multi_job_id == sa.bindparam("multi_job_id"))
              .order_by(jobs.c.created, jobs.c.jid))
 _QUEUED_MULTI = sa.select(jobs.c.multi_job_id).where(jobs.c.status == QUEUED).distinct()
+_CLIENTS_RUNNING = sa.select(jobs.c.client_id).where(jobs.c.status == "running").distinct()
 _GET_MULTI = sa.select(multi_jobs.c.doc).where(multi_jobs.c.jid == sa.bindparam("jid"))
 _ALL_MULTI = sa.select(multi_jobs.c.doc).order_by(multi_jobs.c.created.desc(), multi_jobs.c.jid)
 
