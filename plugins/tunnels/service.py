@@ -97,6 +97,7 @@ class TunnelService:
         self._last_id: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._persisting = KeyedLocks()
+        self._unwritten: set[str] = set()  # clients whose saved specs the store may not hold
 
     # -- store -------------------------------------------------------------------------------------
 
@@ -104,13 +105,18 @@ class TunnelService:
         for client_id, spec in await self.server.store.run(store.load):
             self.saved.setdefault(client_id, []).append(spec)
 
-    async def _persist(self, client_id: str) -> None:
+    async def _persist(self, client_id: str, *, force: bool = False) -> None:
         # One client's writes in the order they were asked for, each of the tunnels as they are
         # when its turn comes (on PostgreSQL, two writes could otherwise commit crosswise).
         async with self._persisting(client_id):
             specs = [t.spec() for t in self.tunnels.get(client_id, {}).values()]
+            if (not force and client_id not in self._unwritten
+                    and specs == self.saved.get(client_id, [])):
+                return  # what the store holds (e.g. an agent without tunnels connecting)
             self.saved[client_id] = specs
+            self._unwritten.add(client_id)  # until the store has it (a failed write is retried)
             await self.server.store.run(store.replace, client_id, specs)
+            self._unwritten.discard(client_id)
 
     def lock(self, client_id: str) -> asyncio.Lock:
         return self._locks.setdefault(client_id, asyncio.Lock())
@@ -490,7 +496,7 @@ class TunnelService:
 
     async def forget_client(self, client_id: str) -> None:
         self.saved.pop(client_id, None)
-        await self._persist(client_id)
+        await self._persist(client_id, force=True)
 
     async def shutdown(self) -> None:
         for tunnel in self.all():
