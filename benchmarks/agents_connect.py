@@ -39,6 +39,15 @@ POLL_INTERVAL = 0.020
 TARGET_CONNECT_S = 10.0
 TARGET_KIB_PER_AGENT = 100.0
 TARGET_API_MS = 100.0
+# From 10,000 agents (speed issue, item 3): connected and reconnected in < 20 s, <= 60 KiB each.
+TARGET_10K = {"connect_s": 20.0, "kib": 60.0}
+
+
+def targets(n: int) -> tuple[float, float]:
+    """(connect and storm seconds, KiB per agent) asked for N agents."""
+    if n >= 10_000:
+        return TARGET_10K["connect_s"], TARGET_10K["kib"]
+    return TARGET_CONNECT_S, TARGET_KIB_PER_AGENT
 
 _API_RE = re.compile(r"API listening on (https?)://(\S+):(\d+)")
 
@@ -56,10 +65,27 @@ def agent_auth_id(i: int, spec: dict[str, Any]) -> str:
     return f"{AGENT_ID}-{i}" if spec["distinct_ids"] else AGENT_ID
 
 
+def source_address(i: int) -> str:
+    """Agent ``i``'s own loopback address (Linux routes all of 127.0.0.0/8 to the loopback
+    device): as many source addresses as agents, as a fleet of machines has."""
+    return f"127.{10 + i // 62500}.{(i // 250) % 250 + 1}.{i % 250 + 1}"
+
+
+def raise_nofile() -> None:
+    """The soft limit of open files up to the hard one (a worker holds thousands of sockets;
+    rportd raises its own the same way)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def worker_main(spec: dict[str, Any]) -> int:
     import asyncio
+    import contextvars
     import logging
 
+    raise_nofile()
     if spec["nice"]:
         os.nice(spec["nice"])  # leave the CPU to the server first, as remote agents would
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
@@ -91,15 +117,38 @@ def worker_main(spec: dict[str, Any]) -> int:
                            "max_retry_interval": spec["max_retry"]},
         }, environ={}) for i in range(spec["first"], spec["first"] + spec["count"])]
 
-    try:  # the loop the real `rport` runs its agent on (uvloop when installed)
-        from rport.core.logs import run as run_main
-    except ImportError:
-        run_main = asyncio.run
-    return run_main(serve_fleet(configs))
+    if not spec.get("spread"):
+        try:  # the loop the real `rport` runs its agent on (uvloop when installed)
+            from rport.core.logs import run as run_main
+        except ImportError:
+            run_main = asyncio.run
+        return run_main(serve_fleet(configs))
+
+    # Each agent connects from its own loopback address: the loop the real `rport` runs on
+    # (uvloop), whose create_connection binds the address of the agent calling it.
+    import uvloop
+
+    source: contextvars.ContextVar[str] = contextvars.ContextVar("source")
+
+    class SpreadLoop(uvloop.Loop):  # type: ignore[misc]
+        async def create_connection(self, *args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("sock") is None and "local_addr" not in kwargs:
+                kwargs["local_addr"] = (source.get(), 0)
+            return await super().create_connection(*args, **kwargs)
+
+    def context(index: int) -> contextvars.Context:
+        ctx = contextvars.copy_context()
+        ctx.run(source.set, source_address(spec["first"] + index))
+        return ctx
+
+    bytearray(1 << 20)  # (as rport.core.logs.run: glibc's mmap threshold raised)
+    with asyncio.Runner(loop_factory=SpreadLoop) as runner:
+        return runner.run(serve_fleet(configs, context=context))
 
 
 async def serve_fleet(configs: Callable[[], list[Any]],
-                      on_line: Callable[[str], Any] | None = None) -> int:
+                      on_line: Callable[[str], Any] | None = None,
+                      context: Callable[[int], Any] | None = None) -> int:
     """Worker mode of this benchmark and command_fanout.py: run an agent for each config in
     this loop until SIGTERM/SIGINT or the parent closes stdin, reporting "built", "progress"
     (agents connected) and "error" (an agent stopped) as JSON lines on stdout."""
@@ -123,7 +172,9 @@ async def serve_fleet(configs: Callable[[], list[Any]],
 
     agents = [create_agent(config) for config in configs()]
     _emit(event="built", count=len(agents))
-    tasks = [asyncio.create_task(agent.run(), name=agent.client_id) for agent in agents]
+    tasks = [asyncio.create_task(agent.run(), name=agent.client_id,
+                                 context=context(i) if context is not None else None)
+             for i, agent in enumerate(agents)]
     last = -1
     while not stop.is_set():
         connected = sum(agent.connected.is_set() for agent in agents)
@@ -245,6 +296,30 @@ class ServerProc:
         return time.monotonic() - t0
 
 
+class Spy:
+    """``py-spy record`` of a process (collapsed stacks) until :meth:`stop` (--profile)."""
+
+    def __init__(self, pid: int, out: Path, rate: int = 200) -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        exe = Path(sys.executable).parent / "py-spy"
+        self._log = open(out.with_suffix(".log"), "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [str(exe) if exe.exists() else "py-spy", "record", "--pid", str(pid), "--rate",
+             str(rate), "--format", "raw", "--output", str(out), "--threads", "--nonblocking"],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        time.sleep(0.5)  # attached before what is measured starts
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+
 class Worker:
     """A worker process (``<script> --worker <spec>``) and what it reports."""
 
@@ -253,9 +328,12 @@ class Worker:
         self.index = index
         self.count = spec["count"]
         self._log = open(log_path, "ab")
+        # In their own session (process group): apart from the server's, so that what is
+        # measured of it is its own (and a signal to one group does not reach the other).
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(script), "--worker", json.dumps(spec)],
-            stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.PIPE, text=True,
+            start_new_session=True)
         self.connected = 0
         self.events: list[dict[str, Any]] = []  # other events, as reported
         self.built_at: float | None = None  # wall clock (time.time()), as reported
@@ -430,6 +508,7 @@ def pct(values: list[float], q: float) -> float:
 
 def latency_summary(values: list[float]) -> dict[str, float]:
     return {"n": len(values), "p50_ms": pct(values, 0.50) * 1000, "p95_ms": pct(values, 0.95) * 1000,
+            "p99_ms": pct(values, 0.99) * 1000,
             "max_ms": (max(values) * 1000) if values else float("nan")}
 
 
@@ -445,7 +524,12 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
         "api": {"address": f"{HOST}:0", "auth": f"{API_USER}:{API_PASSWORD}"},
         "logging": {"log_level": "warning"},
     }
+    if args.same_address:
+        # All agents behind one address, as behind a NAT: its pre-auth cap (64 by default)
+        # would turn most of a storm away; raised as operations.md says for such setups.
+        conf["server"]["max_pending_per_address"] = 1024
     result: dict[str, Any] = {"agents": n, "procs": procs, "bcrypt": args.bcrypt,
+                              "same_address": args.same_address,
                               "shared_client_ssl": args.shared_client_ssl,
                               "api_new_connections": args.api_new_connections,
                               "gather_each": args.gather_each, "worker_nice": args.worker_nice,
@@ -502,6 +586,9 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
 
     # -- connect phase ----------------------------------------------------------------------------
     poller.set_phase("connect")
+    profiler = Spy(server.pid, args.profile / "rportd-connect.txt") if args.profile else None
+    if profiler is not None:
+        cleanup.insert(0, profiler.stop)
     cpu0 = server_cpu(server.pid)
     overflows0 = listen_overflows()
     share, extra = divmod(n, procs)
@@ -515,12 +602,14 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
                 "first": first, "count": count, "data_dir": str(tmp / f"agent-data-{k}"),
                 "min_retry": "1s", "max_retry": "10s", "gather_each": args.gather_each,
                 "shared_ssl": args.shared_client_ssl, "nice": args.worker_nice,
-                "distinct_ids": args.distinct_ids}
+                "distinct_ids": args.distinct_ids, "spread": not args.same_address}
         first += count
         workers.append(Worker(k, spec, tmp / f"worker-{k}.log"))
     cleanup.insert(0, lambda: [w.stop() for w in workers])
     deadline = t_launch + args.timeout
     t_all = poller.wait_connected(n, deadline)
+    if profiler is not None:
+        profiler.stop()
     cpu1 = server_cpu(server.pid)
     overflows1 = listen_overflows()
     rss_connected = server_rss(server.pid)
@@ -583,7 +672,12 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
         poller.server_pid = server.pid
         server.wait_ready(args.timeout, known=(int(conf["api"]["address"].rsplit(":", 1)[1]),
                                                int(conf["server"]["address"].rsplit(":", 1)[1])))
+        profiler = Spy(server.pid, args.profile / "rportd-storm.txt") if args.profile else None
+        if profiler is not None:
+            cleanup.insert(0, profiler.stop)
         t_all2 = poller.wait_connected(n, t_restart + args.timeout, since=t_restart)
+        if profiler is not None:
+            profiler.stop()
         if t_all2 is None:
             result["storm_error"] = (f"only {poller.connected} of {n} agents reconnected within "
                                      f"{args.timeout}s")
@@ -647,6 +741,7 @@ class ReportTable:
 def report(r: dict[str, Any]) -> str:
     table = ReportTable()
     row = table.row
+    target_s, target_kib = targets(r["agents"])
 
     ac, ai = r.get("api_connect", {}), r.get("api_idle", {})
     row("agents (N)", r["agents"], "")
@@ -663,22 +758,25 @@ def report(r: dict[str, Any]) -> str:
         else "gathered once per worker", "")
     row("API connection", "new per request" if r["api_new_connections"] else "keep-alive", "")
     row("agent workers' nice value", r["worker_nice"], "")
+    row("agents' source addresses", "127.0.0.1 (max_pending_per_address raised to 1024)"
+        if r.get("same_address") else "one loopback address each (127.10.x.y)", "")
     if r["bcrypt"] or r["api_bcrypt"]:
         row("  one bcrypt check (this machine)", r.get("bcrypt_check_ms"), " ms", digits=1)
-    row("connect time, workers launched -> N connected", r.get("connect_s"), " s", TARGET_CONNECT_S)
+    row("connect time, workers launched -> N connected", r.get("connect_s"), " s", target_s)
     row("  workers started + agents built", r.get("workers_built_s"), " s")
-    row("  connect time after agents built", r.get("connect_after_built_s"), " s", TARGET_CONNECT_S)
+    row("  connect time after agents built", r.get("connect_after_built_s"), " s", target_s)
     row("  all agents saw WELCOME (worker view)", r.get("agents_ready_s"), " s")
     row("server memory per agent (idle, after connect)", r.get("kib_per_agent"), " KiB",
-        TARGET_KIB_PER_AGENT, digits=1)
+        target_kib, digits=1)
     row("  per agent at the moment N connected", r.get("kib_per_agent_connected"), " KiB",
-        TARGET_KIB_PER_AGENT, digits=1)
+        target_kib, digits=1)
     row("  server RSS baseline / N connected / idle", "{} / {} / {}".format(
         fmt(r.get("rss_baseline_mib"), " MiB", 1), fmt(r.get("rss_connected_mib"), " MiB", 1),
         fmt(r.get("rss_idle_mib"), " MiB", 1)), "")
     row("  server RSS peak during connect", r.get("rss_peak_connect_mib"), " MiB", digits=1)
     row("API /status p50, connect phase", ac.get("p50_ms"), " ms", TARGET_API_MS, digits=1)
     row("API /status p95, connect phase", ac.get("p95_ms"), " ms", TARGET_API_MS, digits=1)
+    row("API /status p99, connect phase", ac.get("p99_ms"), " ms", TARGET_API_MS, digits=1)
     row("API /status max, connect phase", ac.get("max_ms"), " ms", TARGET_API_MS, digits=1)
     row("  requests / failed, connect phase", f"{ac.get('n', 0)} / {r.get('api_connect_errors', 0)}", "")
     row("API /status p50, idle", ai.get("p50_ms"), " ms", TARGET_API_MS, digits=1)
@@ -698,7 +796,7 @@ def report(r: dict[str, Any]) -> str:
         a = r.get("api_storm", {})
         row("storm: server stop (SIGTERM -> exit)", r.get("server_stop_s"), " s")
         row("storm: restart -> API answering", r.get("storm_api_up_s"), " s")
-        row("storm: restart -> N reconnected", r.get("storm_s"), " s", TARGET_CONNECT_S)
+        row("storm: restart -> N reconnected", r.get("storm_s"), " s", target_s)
         row("storm: SIGTERM -> N reconnected", r.get("storm_from_kill_s"), " s")
         row("storm: server CPU since restart", r.get("storm_server_cpu_s"), " s")
         row("storm: accept-queue overflows (system-wide)", r.get("listen_overflows_storm"), "")
@@ -733,14 +831,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shared-client-ssl", action="store_true",
                    help="agents share one TLS client context instead of building one (and "
                         "loading the CA bundle) per connection attempt")
-    p.add_argument("--worker-nice", type=int, default=0, metavar="N",
-                   help="run the agent workers at nice N (e.g. 10) so that their CPU use, which "
-                        "real agents spend on other machines, does not delay the server")
+    p.add_argument("--worker-nice", type=int, default=10, metavar="N",
+                   help="run the agent workers at nice N (default 10; 0 to share the CPU "
+                        "evenly) so that their CPU use, which real agents spend on other "
+                        "machines, does not delay the server")
+    p.add_argument("--same-address", action="store_true",
+                   help="connect every agent from 127.0.0.1 (default: each from its own "
+                        "loopback address, as a fleet of machines); the server's "
+                        "max_pending_per_address is then raised to max_pending_connections")
     p.add_argument("--api-new-connections", action="store_true",
                    help="poll the API on a new TCP connection per request (default: keep-alive)")
     p.add_argument("--server-launcher", metavar="FILE",
                    help="run this Python file (given -c CONF) instead of -m rport.core.cli, "
                         "e.g. to try a patched server; default: the real rportd")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="py-spy record rportd while the agents connect and during the storm "
+                        "(collapsed stacks in DIR; needs py-spy and ptrace permission)")
     p.add_argument("--json", type=Path, help="also write the raw figures to this file")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     p.add_argument("--worker", metavar="SPEC", help=argparse.SUPPRESS)
