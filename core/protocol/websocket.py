@@ -1,10 +1,10 @@
 """The WebSocket link to an agent: RFC 6455 binary messages inside TLS.
 
-The ``websockets`` library does the opening handshake (HTTP Upgrade, subprotocol, limits on the
-request); then :func:`take_over` moves the connection to :class:`WebSocketLink`, our own
-framing on the same transport. The link is an ``asyncio.Protocol``: each message received is
-handed to the session *synchronously*, from the transport's callback, and a message is sent by
-one ``transport.write``. A tunnelled byte therefore crosses each process without a task switch,
+The opening handshake (HTTP Upgrade, subprotocol) is the agent's :mod:`rport.agent.dial` on one
+side and rportd's :mod:`.opening` on the other; then the connection is moved to
+:class:`WebSocketLink`, our own framing on the same transport (:func:`take_over`). The link is
+an ``asyncio.Protocol``: each message received is handed to the session *synchronously*, from
+the transport's callback, and a message is sent by one ``transport.write``. A tunnelled byte therefore crosses each process without a task switch,
 a queue or a lock (websockets' per-message machinery cost a third of a round trip through a
 tunnel; see docs/performance.md).
 
@@ -141,7 +141,9 @@ class WebSocketLink(asyncio.Protocol):
     """One end of the link. ``client`` is the agent's end (it masks what it sends)."""
 
     def __init__(self, ws: Any, settings: LinkSettings, *, client: bool) -> None:
-        self._ws = ws  # websockets' connection: told when the transport is gone, for its books
+        # websockets' connection (in tests): told when the transport is gone, for its books
+        self._on_lost: Callable[[Exception | None], None] | None = getattr(
+            ws, "connection_lost", None)
         self._transport: Any = ws.transport
         self._loop = asyncio.get_running_loop()
         self._settings = settings
@@ -174,7 +176,7 @@ class WebSocketLink(asyncio.Protocol):
         self._pong_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
-        self._rng = random.Random()
+        self._rng = random.Random() if client else None  # masks (the agent's frames only)
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -467,7 +469,7 @@ class WebSocketLink(asyncio.Protocol):
         else:
             header = _HDR64.pack(b0, mask_bit | 127, length)
         if self._client:
-            mask = self._rng.getrandbits(32).to_bytes(4, "big")
+            mask = self._rng.getrandbits(32).to_bytes(4, "big")  # type: ignore[union-attr]
             body = apply_mask(b"".join((head, payload)) if payload else head, mask)
             self._transport.write(b"".join((header, mask, body)))
         else:
@@ -607,7 +609,9 @@ class WebSocketLink(asyncio.Protocol):
         self._wake_reader()
         self._wake_writers()
         self._notify_closing()
-        self._ws.connection_lost(exc)  # websockets' books: its server and connection are done
+        if self._on_lost is not None:
+            on_lost, self._on_lost = self._on_lost, None
+            on_lost(exc)
 
     def eof_received(self) -> bool:
         return False  # the transport closes itself
