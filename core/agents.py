@@ -124,6 +124,7 @@ class AgentEndpoint:
         self.limits = Limits(max_frame=min(1 << 16, cfg.max_request_bytes_client - 1024))
         self.handshake_timeout = cfg.handshake_timeout
         self.handshakes = 0  # in progress, for metrics
+        self.connections = 0  # that reached the hello, since start-up (rportd's gc policy)
         self._serving: set[asyncio.Task[None]] = set()
 
     def open(self, transport: WebSocketLink, pending: Pending) -> None:
@@ -155,6 +156,7 @@ class AgentEndpoint:
     async def _serve(self, transport: WebSocketLink, address: str,
                      pending: Pending | None) -> None:
         self.handshakes += 1
+        self.connections += 1
         timeout = self.handshake_timeout
         if pending is not None:
             pending.reading_hello()
@@ -280,6 +282,7 @@ class AgentEndpoint:
                 # at the cost of a TLS handshake and a login: its address waits
                 # client_login_wait first, as after a failed login (it is not banned for it).
                 server.agent_id_throttle.failure(f"agent-violation:{address}")
+            session.on_close = None  # (a cycle through the session: freed without the gc)
             await asyncio.shield(self._gone(client, reason))
 
     def _mark_gone(self, client: Client, session: MuxSession) -> None:

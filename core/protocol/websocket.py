@@ -205,7 +205,9 @@ class WebSocketLink(asyncio.Protocol):
         while self._queue and not self._close_sent:
             self._deliver(self._queue.popleft())
         self._queued = 0
-        if self._reading_paused:
+        if self._gone:
+            self._receiver = None  # (see connection_lost)
+        elif self._reading_paused:
             self._reading_paused = False
             self._resume_reading()
 
@@ -612,6 +614,11 @@ class WebSocketLink(asyncio.Protocol):
         if self._on_lost is not None:
             on_lost, self._on_lost = self._on_lost, None
             on_lost(exc)
+        # The session's callbacks refer to the session, which refers to this link: without
+        # them, a link and its session that are done are freed at once (rportd's garbage
+        # collector no longer walks them, see core/gcpolicy.py).
+        self._receiver = self.on_writable = None
+        self._ping_timer = self._pong_timer = self._close_timer = None
 
     def eof_received(self) -> bool:
         return False  # the transport closes itself
