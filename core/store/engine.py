@@ -50,6 +50,12 @@ class StoreError(Exception):
     for the operator (no password in it); rportd stops with exit status 2."""
 
 
+CLIENT_BATCH = 100
+"""Client saves per transaction at most: each of their callers goes on in the same event-loop
+iteration once it commits (an agent admitted: its session starts, plugins are told), so a
+thousand at once would hold the loop (and the API) for tens of milliseconds."""
+
+
 class Store:
     """The database of one server. ``url`` is ``[database] url`` (empty: SQLite at
     ``default_path``)."""
@@ -71,7 +77,7 @@ class Store:
         self._executor: ThreadPoolExecutor | None = None
         self.schemas: dict[str, StoreSchema] = {}
         self._client_writes: WriteBatcher[tuple[str, str, Any, float | None]] = WriteBatcher(
-            self, _clients.write, prepare=_clients.prepare)
+            self, _clients.write, prepare=_clients.prepare, max_batch=CLIENT_BATCH)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
