@@ -84,6 +84,7 @@ def worker_main(spec: dict[str, Any]) -> int:
     import asyncio
     import contextvars
     import logging
+    import types
 
     raise_nofile()
     if spec["nice"]:
@@ -98,6 +99,21 @@ def worker_main(spec: dict[str, Any]) -> int:
         # only; in this benchmark they are gathered once per worker and every agent gets a copy.
         facts = sysinfo.gather()
         sysinfo.gather = lambda: dict(facts)  # type: ignore[assignment]
+    # Each real agent is a process of its own that reads the installed entry points once; the
+    # thousands of agents of a worker read them once in all (it was half of the time to build
+    # them, while the other workers' agents already connected).
+    from importlib import metadata
+
+    import rport.core.plugins as plugins_module
+
+    found: dict[str, Any] = {}
+
+    def entry_points(group: str) -> Any:
+        if group not in found:
+            found[group] = metadata.entry_points(group=group)
+        return found[group]
+    plugins_module.metadata = types.SimpleNamespace(  # type: ignore[assignment]
+        entry_points=entry_points, EntryPoint=metadata.EntryPoint)
     if spec["shared_ssl"]:
         # Each RportAgent builds one cheap client_ssl_context() (no CA bundle: the server is
         # verified by fingerprint). --shared-client-ssl shares one among all agents of a worker,
@@ -299,13 +315,14 @@ class ServerProc:
 class Spy:
     """``py-spy record`` of a process (collapsed stacks) until :meth:`stop` (--profile)."""
 
-    def __init__(self, pid: int, out: Path, rate: int = 200) -> None:
+    def __init__(self, pid: int, out: Path, rate: int = 200, native: bool = False) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         exe = Path(sys.executable).parent / "py-spy"
         self._log = open(out.with_suffix(".log"), "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [str(exe) if exe.exists() else "py-spy", "record", "--pid", str(pid), "--rate",
-             str(rate), "--format", "raw", "--output", str(out), "--threads", "--nonblocking"],
+             str(rate), "--format", "raw", "--output", str(out), "--threads",
+             *(["--native"] if native else ["--nonblocking"])],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         time.sleep(0.5)  # attached before what is measured starts
 
@@ -512,6 +529,18 @@ def latency_summary(values: list[float]) -> dict[str, float]:
             "max_ms": (max(values) * 1000) if values else float("nan")}
 
 
+def answered(poller: "Poller", phase: str, since: float = 0.0) -> list[tuple[float, float]]:
+    """(time of the request, latency) of a phase's answers to requests made after ``since``."""
+    pairs = zip(poller.answered_at.get(phase, []), poller.samples.get(phase, []))
+    return [(at - latency, latency) for at, latency in pairs if at - latency >= since]
+
+
+def slowest(pairs: list[tuple[float, float]], since: float, k: int = 5) -> list[list[float]]:
+    """The ``k`` slowest of ``pairs``: [seconds from ``since`` to the request, ms]."""
+    worst = sorted(pairs, key=lambda p: -p[1])[:k]
+    return [[round(at - since, 2), round(latency * 1000, 1)] for at, latency in worst]
+
+
 def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, Any]:
     import bcrypt
     import httpx
@@ -586,7 +615,8 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
 
     # -- connect phase ----------------------------------------------------------------------------
     poller.set_phase("connect")
-    profiler = Spy(server.pid, args.profile / "rportd-connect.txt") if args.profile else None
+    profiler = Spy(server.pid, args.profile / "rportd-connect.txt",
+                   native=args.profile_native) if args.profile else None
     if profiler is not None:
         cleanup.insert(0, profiler.stop)
     cpu0 = server_cpu(server.pid)
@@ -598,6 +628,8 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
     first = 0
     for k in range(procs):
         count = share + (1 if k < extra else 0)
+        # The worker's agents share one data directory: made here, or they race to make it.
+        (tmp / f"agent-data-{k}").mkdir(mode=0o700, exist_ok=True)
         spec = {"server": f"{HOST}:{server.agent_port}", "fingerprint": fingerprint,
                 "first": first, "count": count, "data_dir": str(tmp / f"agent-data-{k}"),
                 "min_retry": "1s", "max_retry": "10s", "gather_each": args.gather_each,
@@ -630,6 +662,7 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
     result["rss_peak_connect_mib"] = max(poller.peak_rss.get("connect", 0), rss_connected) / 2**20
     result["kib_per_agent_connected"] = (rss_connected - baseline) / 1024 / n
     result["api_connect"] = latency_summary(poller.samples.get("connect", []))
+    result["api_connect_slowest"] = slowest(answered(poller, "connect"), t_launch)
     result["api_connect_errors"] = poller.errors.get("connect", 0)
     # the workers' own view: every agent's connected event set
     ready_deadline = time.monotonic() + 30
@@ -672,7 +705,8 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
         poller.server_pid = server.pid
         server.wait_ready(args.timeout, known=(int(conf["api"]["address"].rsplit(":", 1)[1]),
                                                int(conf["server"]["address"].rsplit(":", 1)[1])))
-        profiler = Spy(server.pid, args.profile / "rportd-storm.txt") if args.profile else None
+        profiler = Spy(server.pid, args.profile / "rportd-storm.txt",
+                       native=args.profile_native) if args.profile else None
         if profiler is not None:
             cleanup.insert(0, profiler.stop)
         t_all2 = poller.wait_connected(n, t_restart + args.timeout, since=t_restart)
@@ -692,12 +726,82 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
             if overflows0 is not None and overflows1 is not None:
                 result["listen_overflows_storm"] = overflows1 - overflows0
             result["rss_after_storm_mib"] = server_rss(server.pid) / 2**20
-        result["api_storm"] = latency_summary(poller.samples.get("storm", []))
+        # Requests made once the new rportd was started (those during the old one's stop are
+        # counted apart: it closes every agent's session first).
+        after = answered(poller, "storm", t_restart)
+        result["api_storm"] = latency_summary([latency for _, latency in after])
+        result["api_storm_slowest"] = slowest(after, t_restart)
+        stopping = [latency for at, latency in answered(poller, "storm") if at < t_restart]
+        result["api_stopping"] = latency_summary(stopping)
         result["api_storm_errors"] = poller.errors.get("storm", 0)
 
     result["worker_errors"] = [e for w in workers for e in w.errors]
     result["load_after"] = os.getloadavg()[0]
     return result
+
+
+# =================================================================================================
+# OpenRPort's route, and ours at the same N.
+# =================================================================================================
+
+def peer_routes(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, Any]:
+    """OpenRPort 0.9.14 with ``--openrport-agents`` N of its clients (one process each), and
+    ours with N agents, one after the other: server memory and CPU per agent, the API while
+    they connect, and the storm after a restart."""
+    from openrport import OpenRport, openrport_bin
+
+    n = min(args.openrport_agents, args.agents)
+    bin_dir = openrport_bin()
+    if bin_dir is None:
+        return {"skipped": "the OpenRPort binaries are not there (OPENRPORT_BIN)"}
+    ours_args = argparse.Namespace(**{**vars(args), "agents": n, "procs": 1, "profile": None})
+    (tmp / "ours-at-n").mkdir()
+    ours = bench(ours_args, tmp / "ours-at-n", cleanup)
+    for fn in cleanup:
+        fn()
+    cleanup.clear()
+    out: dict[str, Any] = {"n": n, "ours": ours}
+    try:
+        peer = OpenRport(bin_dir, tmp, n, args.worker_nice, args.timeout, start_clients=False)
+    except RuntimeError as exc:
+        return {**out, "skipped": str(exc)}
+    cleanup.insert(0, peer.stop)
+    assert peer.server is not None
+    time.sleep(1.0)
+    theirs: dict[str, Any] = {"rss_baseline_mib": server_rss(peer.server.pid) / 2**20}
+    baseline = server_rss(peer.server.pid)
+    poller = Poller(peer.api_port, peer.server.pid)
+    poller.start()
+    cleanup.insert(0, poller.stop)
+    time.sleep(0.5)
+    poller.set_phase("connect")
+    cpu0, t0 = server_cpu(peer.server.pid), time.monotonic()
+    peer.start_clients()
+    t_all = poller.wait_connected(n, t0 + args.timeout)
+    if t_all is None:
+        return {**out, "skipped": f"only {poller.connected} of {n} OpenRPort clients connected"}
+    theirs["connect_s"] = t_all - t0  # (each of its clients first waits 0-10 s at random)
+    theirs["server_cpu_connect_s"] = server_cpu(peer.server.pid) - cpu0
+    theirs["api_connect"] = latency_summary(poller.samples.get("connect", []))
+    poller.set_phase("idle")
+    time.sleep(args.idle)
+    rss = server_rss(peer.server.pid)
+    theirs["rss_idle_mib"] = rss / 2**20
+    theirs["kib_per_agent"] = (rss - baseline) / 1024 / n
+    if not args.no_storm:
+        poller.set_phase("storm")
+        theirs["server_stop_s"] = peer.stop_server()
+        t_restart = time.monotonic()
+        peer.start_server()
+        poller.server_pid = peer.server.pid
+        t_all2 = poller.wait_connected(n, t_restart + args.timeout, since=t_restart)
+        if t_all2 is not None:
+            theirs["storm_s"] = t_all2 - t_restart
+        theirs["storm_server_cpu_s"] = server_cpu(peer.server.pid)
+        after = answered(poller, "storm", t_restart)
+        theirs["api_storm"] = latency_summary([latency for _, latency in after])
+    out["openrport"] = theirs
+    return out
 
 
 def fmt(value: Any, unit: str = "", digits: int = 2) -> str:
@@ -736,6 +840,41 @@ class ReportTable:
                          f"{target.rjust(widths[2])}  {ratio.rjust(widths[3])}")
         lines.append("ratio = value / target (below 1.00x is within the target)")
         return "\n".join(lines)
+
+
+def peer_report(peer: dict[str, Any] | None, row: Callable[..., None]) -> None:
+    """OpenRPort's route next to ours at the same N (ratio = ours / theirs)."""
+    if not peer:
+        return
+    n = peer.get("n", 0)
+    if "skipped" in peer and "openrport" not in peer:
+        row(f"OpenRPort 0.9.14 at {n} agents", f"skipped: {peer['skipped']}"[:90], "")
+        if "ours" not in peer:
+            return
+    ours, theirs = peer.get("ours", {}), peer.get("openrport", {})
+
+    def pair(name: str, a: Any, b: Any, unit: str, digits: int = 1) -> None:
+        ratio = f" ({a / b:.2f}x)" if isinstance(a, float) and isinstance(b, float) and b else ""
+        row(f"at {n}: {name}, ours / OpenRPort", f"{fmt(a, unit, digits)} / {fmt(b, unit, digits)}"
+            + ratio, "")
+    pair("server KiB per agent", ours.get("kib_per_agent"), theirs.get("kib_per_agent"), " KiB")
+    cpu_o = ours.get("server_cpu_connect_s")
+    cpu_t = theirs.get("server_cpu_connect_s")
+    pair("server CPU per agent connecting", cpu_o / n * 1000 if cpu_o is not None else None,
+         cpu_t / n * 1000 if cpu_t is not None else None, " ms", 2)
+    pair("API /status max while they connect", ours.get("api_connect", {}).get("max_ms"),
+         theirs.get("api_connect", {}).get("max_ms"), " ms")
+    pair("API /status p99 while they connect", ours.get("api_connect", {}).get("p99_ms"),
+         theirs.get("api_connect", {}).get("p99_ms"), " ms")
+    pair("connect time (OpenRPort's clients wait 0-10 s first)", ours.get("connect_s"),
+         theirs.get("connect_s"), " s", 2)
+    pair("storm: restart -> N reconnected", ours.get("storm_s"), theirs.get("storm_s"), " s", 2)
+    pair("storm: API max after the restart", ours.get("api_storm", {}).get("max_ms"),
+         theirs.get("api_storm", {}).get("max_ms"), " ms")
+
+
+def _slowest(pairs: list[list[float]] | None) -> str:
+    return ", ".join(f"{t:g}: {ms:g}" for t, ms in pairs[:3]) if pairs else "-"
 
 
 def report(r: dict[str, Any]) -> str:
@@ -779,6 +918,7 @@ def report(r: dict[str, Any]) -> str:
     row("API /status p99, connect phase", ac.get("p99_ms"), " ms", TARGET_API_MS, digits=1)
     row("API /status max, connect phase", ac.get("max_ms"), " ms", TARGET_API_MS, digits=1)
     row("  requests / failed, connect phase", f"{ac.get('n', 0)} / {r.get('api_connect_errors', 0)}", "")
+    row("  slowest, connect phase (s after launch: ms)", _slowest(r.get("api_connect_slowest")), "")
     row("API /status p50, idle", ai.get("p50_ms"), " ms", TARGET_API_MS, digits=1)
     row("API /status p95, idle", ai.get("p95_ms"), " ms", TARGET_API_MS, digits=1)
     row("API /status max, idle", ai.get("max_ms"), " ms", TARGET_API_MS, digits=1)
@@ -801,14 +941,18 @@ def report(r: dict[str, Any]) -> str:
         row("storm: server CPU since restart", r.get("storm_server_cpu_s"), " s")
         row("storm: accept-queue overflows (system-wide)", r.get("listen_overflows_storm"), "")
         row("storm: server RSS, N reconnected", r.get("rss_after_storm_mib"), " MiB", digits=1)
-        row("storm: API p50 / p95 / max (answered)", "{} / {} / {}".format(
+        row("storm: API max while the old rportd stopped", r.get("api_stopping", {}).get("max_ms"),
+            " ms", digits=1)
+        row("storm: API p50 / p95 / max (answered, after the restart)", "{} / {} / {}".format(
             fmt(a.get("p50_ms"), " ms", 1), fmt(a.get("p95_ms"), " ms", 1),
             fmt(a.get("max_ms"), " ms", 1)), "")
         row("  requests / failed (server down)", f"{a.get('n', 0)} / {r.get('api_storm_errors', 0)}", "")
+        row("  slowest (s after restart: ms)", _slowest(r.get("api_storm_slowest")), "")
         if "storm_error" in r:
             row("storm: error", r["storm_error"], "")
     if r.get("worker_errors"):
         row("worker errors", "; ".join(r["worker_errors"])[:200], "")
+    peer_report(r.get("peer"), row)
     return table.render()
 
 
@@ -847,6 +991,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="py-spy record rportd while the agents connect and during the storm "
                         "(collapsed stacks in DIR; needs py-spy and ptrace permission)")
+    p.add_argument("--profile-native", action="store_true",
+                   help="with --profile: native frames too (OpenSSL, uvloop; pauses rportd "
+                        "at each sample)")
+    p.add_argument("--openrport-agents", type=int, default=200, metavar="N",
+                   help="then N agents of OpenRPort 0.9.14 (its rportd and one rport process "
+                        "each) and N of ours, one after the other, where its binaries are "
+                        "(OPENRPORT_BIN or shared/peers/openrport/bin; skipped otherwise); 0: "
+                        "not at all (default 200)")
     p.add_argument("--json", type=Path, help="also write the raw figures to this file")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     p.add_argument("--worker", metavar="SPEC", help=argparse.SUPPRESS)
@@ -861,19 +1013,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rportd + {args.agents} agents in {min(args.procs, args.agents)} process(es)"
           f"{' (bcrypt)' if args.bcrypt else ''}; work dir {tmp}", flush=True)
     code = 0
+
+    def clean() -> None:
+        for fn in cleanup:
+            try:
+                fn()
+            except Exception as exc:  # keep cleaning up
+                print(f"cleanup: {exc!r}", file=sys.stderr)
+        cleanup.clear()
     try:
         result = bench(args, tmp, cleanup)
+        clean()  # the machine to the next route alone
+        if args.openrport_agents > 0:
+            result["peer"] = peer_routes(args, tmp, cleanup)
     except Exception as exc:  # noqa: BLE001 - report, clean up, keep the logs
         print(f"benchmark failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
         code, result = 1, None
     except KeyboardInterrupt:
         code, result = 130, None
     finally:
-        for fn in cleanup:
-            try:
-                fn()
-            except Exception as exc:  # keep cleaning up
-                print(f"cleanup: {exc!r}", file=sys.stderr)
+        clean()
     if result is not None:
         print(report(result))
         if args.json:

@@ -64,6 +64,7 @@ from agents_connect import (  # noqa: E402,F401
     serve_fleet,
     write_toml,
 )
+from openrport import OpenRport, openrport_bin  # noqa: E402
 
 HOST = "127.0.0.1"
 API_USER, API_PASSWORD = "admin", "bench"
@@ -262,152 +263,6 @@ def fan_out(api: Any, ids: list[str], concurrent: bool, timeout: float, server_p
     }
 
 
-# =================================================================================================
-# OpenRPort's route: its rportd and N of its rport processes, the same fan-out through its API.
-# =================================================================================================
-
-def openrport_bin() -> Path | None:
-    """OpenRPort's reference binaries (``$OPENRPORT_BIN`` or ``shared/peers/openrport/bin``
-    near the repository; never shipped), or None."""
-    here = Path(__file__).resolve().parent.parent
-    candidates = [Path(os.environ["OPENRPORT_BIN"])] if os.environ.get("OPENRPORT_BIN") else []
-    candidates += [here.parent / "shared/peers/openrport/bin",
-                   here.parent.parent / "shared/peers/openrport/bin"]
-    for d in candidates:
-        if (d / "rportd").is_file() and (d / "rport").is_file() and os.access(d / "rportd", os.X_OK):
-            return d
-    return None
-
-
-class OpenRport:
-    """OpenRPort's rportd with ``n`` of its clients (one process each, at the workers' nice
-    value), on loopback. Raises RuntimeError if they do not come up (the route is skipped)."""
-
-    def __init__(self, bin_dir: Path, tmp: Path, n: int, nice: int, timeout: float) -> None:
-        self.api: Any = None
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self._logs: list[Any] = []
-        try:
-            self._up(bin_dir, tmp, n, nice, timeout)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _up(self, bin_dir: Path, tmp: Path, n: int, nice: int, timeout: float) -> None:
-        import httpx
-
-        d = tmp / "openrport"
-        (d / "server-data").mkdir(parents=True)
-        agent_port, api_port = free_ports(2)
-        conf = d / "rportd.conf"
-        conf.write_text("\n".join([
-            "[server]", f'address = "{HOST}:{agent_port}"', 'key_seed = "openrport-fanout-seed"',
-            f'auth = "{AGENT_ID}:{AGENT_PASSWORD}"', f'data_dir = "{d / "server-data"}"',
-            "allow_root = true",
-            "[api]", f'address = "{HOST}:{api_port}"', f'auth = "{API_USER}:{API_PASSWORD}"',
-            'jwt_secret = "openrport-fanout-jwt-secret-0123456789"',
-            "[logging]", 'log_level = "error"', ""]))
-        self.server = self._start([str(bin_dir / "rportd"), "-c", str(conf)], d / "rportd.log", 0)
-        self.api = httpx.Client(base_url=f"http://{HOST}:{api_port}/api/v1",
-                                auth=(API_USER, API_PASSWORD), timeout=30)
-        fp_file = d / "server-data" / "rportd-fingerprint.txt"
-        deadline = time.monotonic() + timeout
-        while not (fp_file.exists() and self._status_ok()):
-            if self.server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"OpenRPort's rportd did not start (see {d / 'rportd.log'})")
-            time.sleep(0.05)
-        fingerprint = fp_file.read_text().strip()
-        self.ids = [f"or-{i}" for i in range(n)]
-        for cid in self.ids:
-            cd = d / cid
-            (cd / "data").mkdir(parents=True)
-            # This version reads the server's address from the file only; updates_interval 0
-            # keeps it from running `sudo apt-get update`.
-            (cd / "rport.conf").write_text("\n".join([
-                "[client]", f'server = "{HOST}:{agent_port}"', f'fingerprint = "{fingerprint}"',
-                f'auth = "{AGENT_ID}:{AGENT_PASSWORD}"', f'id = "{cid}"',
-                f'data_dir = "{cd / "data"}"', 'updates_interval = "0s"',
-                "[logging]", 'log_level = "error"', ""]))
-            self._start([str(bin_dir / "rport"), "--allow-root", "-c", str(cd / "rport.conf")],
-                        cd / "rport.log", nice)
-        # Each client waits a random 0-10 s before it registers.
-        while self.connected() < n:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {self.connected()} of {n} OpenRPort clients connected")
-            time.sleep(0.2)
-
-    def _start(self, argv: list[str], log: Path, nice: int) -> subprocess.Popen[bytes]:
-        out = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self._logs.append(out)
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL,
-                                preexec_fn=(lambda: os.nice(nice)) if nice else None)
-        self.procs.append(proc)
-        return proc
-
-    def _status_ok(self) -> bool:
-        try:
-            return self.api.get("/status").status_code == 200
-        except Exception:  # noqa: BLE001 - not up yet
-            return False
-
-    def connected(self) -> int:
-        # (its GET /clients pages by 50 by default: the count of the filtered list instead)
-        resp = self.api.get("/clients", params={"filter[connection_state]": "connected",
-                                                "fields[clients]": "id", "page[limit]": "1"})
-        return int(resp.json().get("meta", {}).get("count", 0)) if resp.status_code == 200 else 0
-
-    def fan_out(self, timeout: float, poll_interval: float) -> dict[str, Any]:
-        cpu0 = cpu_seconds(self.server.pid)
-        t0 = time.monotonic()
-        resp = self.api.post("/commands", json={"command": COMMAND, "client_ids": self.ids,
-                                                "execute_concurrently": True, "timeout_sec": 30})
-        resp.raise_for_status()
-        jid = resp.json()["data"]["jid"]
-        jobs: list[dict[str, Any]] = []
-        t_done = None
-        while time.monotonic() < t0 + timeout:
-            # (its GET /commands/{jid} lists the first 100 jobs; this lists up to 1,000)
-            r = self.api.get(f"/commands/{jid}/jobs", params={
-                "page[limit]": "1000", "fields[commands]": "jid,status"})
-            if r.status_code == 200:
-                jobs = r.json().get("data") or []
-                if len(jobs) == len(self.ids) and all(j.get("status") in FINAL for j in jobs):
-                    t_done = time.monotonic()
-                    break
-            time.sleep(poll_interval)
-        return {"total_s": None if t_done is None else t_done - t0,
-                "successful": sum(1 for j in jobs if j.get("status") == "successful"),
-                "server_cpu_s": cpu_seconds(self.server.pid) - cpu0}
-
-    def stop(self) -> None:
-        if self.api is not None:
-            self.api.close()
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        for out in self._logs:
-            out.close()
-
-
-def free_ports(count: int) -> list[int]:
-    import socket
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind((HOST, 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 def run_floor(workers: list[Worker], timeout: float) -> float:
     """Every worker runs its share of the commands itself at once; seconds until the last
     result (the workers' clock, the same machine)."""
@@ -578,7 +433,7 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
             cleanup.insert(0, peer.stop)
             theirs = []
             for _ in range(args.repeat):
-                theirs.append(peer.fan_out(args.timeout, args.poll_interval))
+                theirs.append(peer.fan_out(COMMAND, args.timeout, args.poll_interval))
                 time.sleep(1.0)
             result["openrport"] = theirs
         result["openrport_n"] = n_open
