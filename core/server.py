@@ -185,6 +185,10 @@ class RportServer:
         await self.bus.start()
         await self._listen_agents()
         await self._listen_api()
+        # Agents are accepted once the API answers: restarted under a fleet that comes back at
+        # once, the API waited for seconds of handshakes before it even listened.
+        if self._acceptor is not None:
+            self._acceptor.start()
         self._tasks.append(asyncio.create_task(self._purge_loop(), name="purge"))
         for impl in impls(self.hook.rport_server_started):
             await call_impl(impl, server=self)
@@ -274,8 +278,7 @@ class RportServer:
         self._acceptor = BoundedAcceptor(
             sock, server_ssl_context(self.identity), self.endpoint.open, settings,
             handshake_timeout=cfg.handshake_timeout, max_pending=cfg.max_pending_connections,
-            per_address=cfg.max_pending_per_address)
-        self._acceptor.start()
+            per_address=cfg.max_pending_per_address)  # started by start()
         self.agent_address = _bound(sock)
         log.info("agent endpoint listening on %s (TLS)", self.agent_address)
         if not cfg.url and self.agent_address.host in ("0.0.0.0", "::"):
