@@ -688,6 +688,10 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
         resp = api.get("/clients")
         result["list_clients_ms"] = (time.monotonic() - t0) * 1000
         result["list_clients_count"] = len(resp.json().get("data", []))
+        result["list_clients_bytes"] = len(resp.content)
+        t0 = time.monotonic()
+        api.get("/clients", params={"page[limit]": "50"}).raise_for_status()
+        result["list_clients_page_ms"] = (time.monotonic() - t0) * 1000
     c0, t0 = server_cpu(server.pid), time.monotonic()
     time.sleep(2.0)
     result["server_cpu_idle_pct"] = (server_cpu(server.pid) - c0) / (time.monotonic() - t0) * 100
@@ -695,9 +699,13 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
     # -- reconnect storm --------------------------------------------------------------------------
     if not args.no_storm:
         poller.set_phase("storm")
+        stop_spy = Spy(server.pid, args.profile / "rportd-stop.txt",
+                       native=args.profile_native) if args.profile else None
         t_kill = time.monotonic()
         result["server_stop_s"] = server.stop()
         cleanup.remove(server.stop)
+        if stop_spy is not None:
+            stop_spy.stop()  # (it ended with the process)
         t_restart = time.monotonic()
         overflows0 = listen_overflows()
         server = ServerProc(conf_path, tmp / "rportd-2.log", args.server_launcher)
@@ -930,8 +938,11 @@ def report(r: dict[str, Any]) -> str:
     row("  worker CPU during connect (all workers)", r.get("workers_cpu_connect_s"), " s")
     row("server CPU while idle", r.get("server_cpu_idle_pct"), " %", digits=1)
     row("worker memory per agent (client side)", r.get("worker_kib_per_agent"), " KiB", digits=1)
-    row(f"GET /clients ({r.get('list_clients_count', '?')} clients)", r.get("list_clients_ms"),
+    row(f"GET /clients, all {r.get('list_clients_count', '?')} "
+        f"({(r.get('list_clients_bytes') or 0) / 2**20:.1f} MiB)", r.get("list_clients_ms"),
         " ms", TARGET_API_MS, digits=1)
+    row("GET /clients?page[limit]=50", r.get("list_clients_page_ms"), " ms", TARGET_API_MS,
+        digits=1)
     if "server_stop_s" in r:
         a = r.get("api_storm", {})
         row("storm: server stop (SIGTERM -> exit)", r.get("server_stop_s"), " s")
@@ -989,7 +1000,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="run this Python file (given -c CONF) instead of -m rport.core.cli, "
                         "e.g. to try a patched server; default: the real rportd")
     p.add_argument("--profile", type=Path, metavar="DIR",
-                   help="py-spy record rportd while the agents connect and during the storm "
+                   help="py-spy record rportd while the agents connect, while it stops and "
+                        "during the storm "
                         "(collapsed stacks in DIR; needs py-spy and ptrace permission)")
     p.add_argument("--profile-native", action="store_true",
                    help="with --profile: native frames too (OpenSSL, uvloop; pauses rportd "
