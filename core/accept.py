@@ -91,7 +91,7 @@ class Pending:
         self.task: asyncio.Task[None] | None = None
         self.transport: asyncio.BaseTransport | None = None
         self.received = 0
-        self.conn: socket.socket | None = None  # until its TLS handshake starts
+        self.conn: socket.socket | None = None  # until its task starts
         self._timer: asyncio.TimerHandle | None = None
 
     def remaining(self) -> float:
@@ -109,8 +109,8 @@ class Pending:
 
     def _abort(self) -> None:
         stage, self.stage = self.stage, CLOSED  # (a handshake finishing right now sees it)
-        if stage == IDLE and self.conn is not None:
-            self.conn.close()  # (its task may not even have started: accepted in a burst)
+        if self.conn is not None:  # its task has not started (accepted in a burst): no
+            self.conn.close()      # reader is on the socket, and the task will not close it
             self.conn = None
         if self.task is not None and not self.task.done() and stage in (IDLE, TLS):
             self.task.cancel()  # (closes the socket at TLS)
@@ -274,11 +274,11 @@ class BoundedAcceptor:
     # -- one connection ---------------------------------------------------------------------------
 
     async def _handshake(self, entry: Pending, conn: socket.socket) -> None:
+        entry.conn = None  # this task closes it from now on (never while a reader is on it)
         loop = asyncio.get_running_loop()
         try:
             await _readable(conn)  # an idle connection holds no TLS slot
             entry.stage = TLS
-            entry.conn = None
             self._idle.pop(entry, None)
             await self._slots.acquire()
             held = True

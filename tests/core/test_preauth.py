@@ -210,3 +210,17 @@ def test_opening_requests_that_cannot_be_upgraded_get_an_http_answer(
     make_agent(server, "good")  # and agents still get in
     assert server.proc is not None
     assert "Traceback" not in server.proc.log()
+
+
+def test_idle_connections_pushed_out_in_waves_leave_the_server_running(
+        make_server: Callable[..., Server], make_agent: Callable[..., Agent]) -> None:
+    """Connections evicted while their socket is watched for a first byte: each socket is
+    closed by its own task once no longer watched (closing a watched socket, whose number the
+    next accepted connection then takes, brought rportd down without a word)."""
+    server = make_server(extra={"server": {"max_pending_per_address": 4,
+                                           "handshake_timeout": "120s"}})
+    for _ in range(5):
+        with idle_connections(server.agent_port, ["127.0.5.1"] * 40) as socks:
+            wait_for(lambda: sum(map(is_open, socks)) <= 4, TIMEOUT, "the oldest to be closed")
+    make_agent(server, "good")
+    assert server.proc is not None and server.proc.alive()
