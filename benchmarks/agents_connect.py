@@ -71,6 +71,19 @@ def source_address(i: int) -> str:
     return f"127.{10 + i // 62500}.{(i // 250) % 250 + 1}.{i % 250 + 1}"
 
 
+def lower_priority(nice: int) -> None:
+    """This process at nice ``nice``, and so its session's autogroup: with the kernel's
+    autogroup scheduling (sched_autogroup_enabled, the default of most distributions) a session
+    of its own gets as much CPU as the server's, whatever the nice value of its processes,
+    unless the group itself is niced."""
+    os.nice(nice)
+    try:
+        with open("/proc/self/autogroup", "w") as autogroup:
+            autogroup.write(str(nice))
+    except OSError:
+        pass  # no autogroups here: the process's nice value is what counts
+
+
 def raise_nofile() -> None:
     """The soft limit of open files up to the hard one (a worker holds thousands of sockets;
     rportd raises its own the same way)."""
@@ -88,7 +101,7 @@ def worker_main(spec: dict[str, Any]) -> int:
 
     raise_nofile()
     if spec["nice"]:
-        os.nice(spec["nice"])  # leave the CPU to the server first, as remote agents would
+        lower_priority(spec["nice"])  # leave the CPU to the server first, as remote agents would
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from rport.agent import sysinfo
@@ -138,7 +151,7 @@ def worker_main(spec: dict[str, Any]) -> int:
             from rport.core.logs import run as run_main
         except ImportError:
             run_main = asyncio.run
-        return run_main(serve_fleet(configs))
+        return run_main(serve_fleet(configs, build_first=spec.get("build_first", False)))
 
     # Each agent connects from its own loopback address: the loop the real `rport` runs on
     # (uvloop), whose create_connection binds the address of the agent calling it.
@@ -159,18 +172,35 @@ def worker_main(spec: dict[str, Any]) -> int:
 
     bytearray(1 << 20)  # (as rport.core.logs.run: glibc's mmap threshold raised)
     with asyncio.Runner(loop_factory=SpreadLoop) as runner:
-        return runner.run(serve_fleet(configs, context=context))
+        return runner.run(serve_fleet(configs, context=context,
+                                      build_first=spec.get("build_first", False)))
 
 
 async def serve_fleet(configs: Callable[[], list[Any]],
                       on_line: Callable[[str], Any] | None = None,
-                      context: Callable[[int], Any] | None = None) -> int:
+                      context: Callable[[int], Any] | None = None,
+                      build_first: bool = False) -> int:
     """Worker mode of this benchmark and command_fanout.py: run an agent for each config in
     this loop until SIGTERM/SIGINT or the parent closes stdin, reporting "built", "progress"
-    (agents connected) and "error" (an agent stopped) as JSON lines on stdout."""
+    (agents connected) and "error" (an agent stopped) as JSON lines on stdout. Each agent starts
+    once it is built (``build_first``: once all are)."""
     import asyncio
 
-    from rport.agent.client import create_agent
+    from rport.agent.client import RportAgent, create_agent
+
+    plugins: Any = None
+
+    def build(config: Any) -> Any:
+        """An agent, on the worker's one plugin manager (a real agent, one per process, makes
+        one too; the plugins keep each agent's state in ``agent.state``)."""
+        nonlocal plugins
+        if plugins is None:
+            agent = create_agent(config)
+            plugins = agent.plugins
+            return agent
+        agent = RportAgent(config, plugins)
+        agent.configure_plugins()
+        return agent
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -186,11 +216,21 @@ async def serve_fleet(configs: Callable[[], list[Any]],
             loop.call_soon_threadsafe(stop.set)
     threading.Thread(target=watch_stdin, daemon=True).start()
 
-    agents = [create_agent(config) for config in configs()]
+    agents: list[Any] = []
+    tasks: list[asyncio.Task[Any]] = []
+    for i, config in enumerate(configs()):
+        agents.append(build(config))
+        if not build_first:  # each starts once built, as a machine's agent does
+            tasks.append(asyncio.create_task(
+                agents[-1].run(), name=agents[-1].client_id,
+                context=context(i) if context is not None else None))
+            if i % 20 == 19:
+                await asyncio.sleep(0)
     _emit(event="built", count=len(agents))
-    tasks = [asyncio.create_task(agent.run(), name=agent.client_id,
-                                 context=context(i) if context is not None else None)
-             for i, agent in enumerate(agents)]
+    if build_first:
+        tasks = [asyncio.create_task(agent.run(), name=agent.client_id,
+                                     context=context(i) if context is not None else None)
+                 for i, agent in enumerate(agents)]
     last = -1
     while not stop.is_set():
         connected = sum(agent.connected.is_set() for agent in agents)
@@ -492,6 +532,16 @@ def server_cpu(pid: int) -> float:
         return float("nan")
 
 
+def run_queue_wait(pid: int) -> float:
+    """Seconds the process's threads have waited for a CPU while runnable (Linux schedstat;
+    NaN elsewhere): the time others' work took from the server."""
+    try:
+        return sum(int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
+                   for tid in os.listdir(f"/proc/{pid}/task")) / 1e9
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def server_rss(pid: int) -> int:
     import psutil
     return psutil.Process(pid).memory_info().rss
@@ -559,6 +609,7 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
         conf["server"]["max_pending_per_address"] = 1024
     result: dict[str, Any] = {"agents": n, "procs": procs, "bcrypt": args.bcrypt,
                               "same_address": args.same_address,
+                              "build_first": args.build_first,
                               "shared_client_ssl": args.shared_client_ssl,
                               "api_new_connections": args.api_new_connections,
                               "gather_each": args.gather_each, "worker_nice": args.worker_nice,
@@ -619,7 +670,7 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
                    native=args.profile_native) if args.profile else None
     if profiler is not None:
         cleanup.insert(0, profiler.stop)
-    cpu0 = server_cpu(server.pid)
+    cpu0, wait0 = server_cpu(server.pid), run_queue_wait(server.pid)
     overflows0 = listen_overflows()
     share, extra = divmod(n, procs)
     workers: list[Worker] = []
@@ -634,7 +685,8 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
                 "first": first, "count": count, "data_dir": str(tmp / f"agent-data-{k}"),
                 "min_retry": "1s", "max_retry": "10s", "gather_each": args.gather_each,
                 "shared_ssl": args.shared_client_ssl, "nice": args.worker_nice,
-                "distinct_ids": args.distinct_ids, "spread": not args.same_address}
+                "distinct_ids": args.distinct_ids, "spread": not args.same_address,
+                "build_first": args.build_first}
         first += count
         workers.append(Worker(k, spec, tmp / f"worker-{k}.log"))
     cleanup.insert(0, lambda: [w.stop() for w in workers])
@@ -642,7 +694,7 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
     t_all = poller.wait_connected(n, deadline)
     if profiler is not None:
         profiler.stop()
-    cpu1 = server_cpu(server.pid)
+    cpu1, wait1 = server_cpu(server.pid), run_queue_wait(server.pid)
     overflows1 = listen_overflows()
     rss_connected = server_rss(server.pid)
     if t_all is None:
@@ -655,6 +707,7 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
         result["workers_built_s"] = max(built) - wall_launch
         result["connect_after_built_s"] = result["connect_s"] - result["workers_built_s"]
     result["server_cpu_connect_s"] = cpu1 - cpu0
+    result["server_run_queue_connect_s"] = wait1 - wait0
     if overflows0 is not None and overflows1 is not None:
         result["listen_overflows_connect"] = overflows1 - overflows0
     result["workers_cpu_connect_s"] = sum(w.cpu_seconds() for w in workers)
@@ -910,8 +963,10 @@ def report(r: dict[str, Any]) -> str:
     if r["bcrypt"] or r["api_bcrypt"]:
         row("  one bcrypt check (this machine)", r.get("bcrypt_check_ms"), " ms", digits=1)
     row("connect time, workers launched -> N connected", r.get("connect_s"), " s", target_s)
-    row("  workers started + agents built", r.get("workers_built_s"), " s")
-    row("  connect time after agents built", r.get("connect_after_built_s"), " s", target_s)
+    row("  workers started + every agent built" + ("" if r.get("build_first") else
+        " (each connecting once built)"), r.get("workers_built_s"), " s")
+    row("  connect time after the last agent was built", r.get("connect_after_built_s"), " s",
+        target_s)
     row("  all agents saw WELCOME (worker view)", r.get("agents_ready_s"), " s")
     row("server memory per agent (idle, after connect)", r.get("kib_per_agent"), " KiB",
         target_kib, digits=1)
@@ -932,6 +987,8 @@ def report(r: dict[str, Any]) -> str:
     row("API /status max, idle", ai.get("max_ms"), " ms", TARGET_API_MS, digits=1)
     row("  requests / failed, idle", f"{ai.get('n', 0)} / {r.get('api_idle_errors', 0)}", "")
     row("server CPU during connect", r.get("server_cpu_connect_s"), " s")
+    row("  server time waiting for a CPU (run queue)", r.get("server_run_queue_connect_s"),
+        " s")
     row("  server CPU per agent", (r["server_cpu_connect_s"] / r["agents"] * 1000)
         if "server_cpu_connect_s" in r else None, " ms", digits=2)
     row("  accept-queue overflows (kernel, system-wide)", r.get("listen_overflows_connect"), "")
@@ -990,6 +1047,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the agent workers at nice N (default 10; 0 to share the CPU "
                         "evenly) so that their CPU use, which real agents spend on other "
                         "machines, does not delay the server")
+    p.add_argument("--build-first", action="store_true",
+                   help="each worker builds all its agents before starting any (default: each "
+                        "starts once built, as on machines of its own)")
     p.add_argument("--same-address", action="store_true",
                    help="connect every agent from 127.0.0.1 (default: each from its own "
                         "loopback address, as a fleet of machines); the server's "

@@ -60,6 +60,7 @@ from agents_connect import (  # noqa: E402,F401
     fmt,
     latency_summary,
     listening_ports,
+    lower_priority,
     pct,
     serve_fleet,
     write_toml,
@@ -89,7 +90,7 @@ def worker_main(spec: dict[str, Any]) -> int:
     import logging
 
     if spec.get("nice"):
-        os.nice(spec["nice"])  # the agents' side after the server, as on other machines
+        lower_priority(spec["nice"])  # the agents' side after the server, as on other machines
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from rport.agent import sysinfo

@@ -146,9 +146,14 @@ class OpenRport:
         out = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self._logs.append(out)
 
-        def setup() -> None:
+        def setup() -> None:  # (in the child, after its new session: see lower_priority)
             if nice:
                 os.nice(nice)
+                try:
+                    with open("/proc/self/autogroup", "w") as autogroup:
+                        autogroup.write(str(nice))
+                except OSError:
+                    pass
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, preexec_fn=setup,
                                 start_new_session=True)

@@ -116,13 +116,11 @@ async def _run(server: Any) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, main_task.cancel)
-    # Process-wide, so here rather than in the server (see gcpolicy).
+    # Process-wide, so here rather than in the server (see gcpolicy); from before the server
+    # starts, so that what start-up makes (every known client) is set aside before the API and
+    # the agents are served, not in their first seconds.
     collector = Collector(lambda: server.endpoint.connections)
-
-    async def collect_once_started() -> None:
-        await server.started.wait()
-        collector.start()
-    gc_start = asyncio.create_task(collect_once_started(), name="gc-start")
+    collector.start()
     try:
         await server.serve_forever()
     except asyncio.CancelledError:
@@ -137,7 +135,6 @@ async def _run(server: Any) -> int:
         log.error("%s", exc)
         return 1
     finally:
-        gc_start.cancel()
         await collector.stop()
     return 0
 
