@@ -94,8 +94,9 @@ def check_changes(body: Any, *, creating: bool, min_length: int, current: str = 
                                       f"password must be at most {MAX_PASSWORD_BYTES} bytes "
                                       "(bcrypt ignores the rest)"))
     for group in groups or ():
-        if not group or (problem := name_problem(group, "group name")):
-            problems.append(ErrorItem(problem or "group name must not be empty", INVALID))
+        problem = name_problem(group, "group name") if group else "group name must not be empty"
+        if problem:
+            problems.append(ErrorItem(problem, INVALID))
     if problems:
         raise ApiError.many(400, problems)
     return UserChanges(username=username or None, password=password or None,
