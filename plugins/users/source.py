@@ -59,7 +59,7 @@ class DbUsers:
         return await self._run(_count)
 
     async def list_groups(self) -> list[dict[str, Any]]:
-        """RPort's user groups: those with details, then those only users name, by name."""
+        """RPort's user groups: those with details and those only users name, by name."""
         return await self._run(_list_groups, self.group_permissions)
 
     async def get_group(self, name: str) -> dict[str, Any]:
@@ -207,7 +207,7 @@ def _list_groups(conn: sa.Connection, details: bool) -> list[dict[str, Any]]:
     named = conn.execute(sa.select(groups.c.group).distinct().order_by(groups.c.group)).scalars()
     for name in named:
         found.setdefault(name, all_permissions(not details))
-    return [_group(name, perms) for name, perms in found.items()]
+    return [_group(name, perms) for name, perms in sorted(found.items())]
 
 
 def _get_group(conn: sa.Connection, name: str, details: bool) -> dict[str, Any]:
