@@ -132,7 +132,8 @@ async def _basic(service: "AuthJwt", throttle: Any, request: Any, value: str) ->
                  client_address(request), username)
         raise error
     users = service.users
-    if looks_like_token(password) and (record := await users.get(username)) is not None:
+    record = await users.get(username)
+    if record is not None and looks_like_token(password):
         found = await service.tokens.check(username, password)
         if isinstance(found, str):
             raise unauthorized(found)
@@ -141,7 +142,7 @@ async def _basic(service: "AuthJwt", throttle: Any, request: Any, value: str) ->
             return User(username, record.groups, via=VIA, scopes=(found.scope,))
     # A password: auth_basic accepts it or not; we only make the user wait after a failure, so
     # that guessing one user's password from many addresses is slow too.
-    if await users.get(username) is not None:
+    if record is not None:
         if await users.check_password(username, password) is not None:
             throttle.success(user_key(username))
             if service.server.config.api.totp_enabled:

@@ -298,10 +298,23 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
         log.info("user %s deleted API token %s", user.username, prefix)
         return Response(status_code=204)
 
-    register("/me/tokens", list_tokens, name="tokens")
-    register("/me/tokens", create_token, ["POST"], name="token_create")
-    register("/me/tokens/{prefix}", update_token, ["PUT"], name="token_update")
-    register("/me/tokens/{prefix}", delete_token, ["DELETE"], name="token_delete")
+    token_props = {"name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME},
+                   "expires_at": {"type": "string", "format": "date-time"}}
+    register("/me/tokens", list_tokens, name="tokens", responses={200: "your API tokens"})
+    register("/me/tokens", create_token, ["POST"], name="token_create",
+             body={"type": "object", "required": ["scope", "name"], "additionalProperties": False,
+                   "properties": {"scope": {"enum": list(SCOPES)}, **token_props}},
+             responses={200: "the token, shown once", 400: "a bad scope, name or expires_at",
+                        403: "a clients-auth token for a user who is not an administrator",
+                        409: "you have a token of that name", 413: "body too large"})
+    register("/me/tokens/{prefix}", update_token, ["PUT"], name="token_update",
+             body={"type": "object", "additionalProperties": False,
+                   "properties": {"prefix": {"type": "string"}, **token_props}},
+             responses={200: "the token", 400: "a bad name or expires_at",
+                        404: "no token of yours with that prefix",
+                        409: "you have a token of that name", 413: "body too large"})
+    register("/me/tokens/{prefix}", delete_token, ["DELETE"], name="token_delete",
+             responses={204: "deleted", 404: "no token of yours with that prefix"})
 
     # -- clients-auth (administrators) -----------------------------------------------------
 
@@ -380,8 +393,23 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
                  request.state.user.username, deleted)
         return Response(status_code=204)
 
-    register("/clients-auth", list_clients_auth, name="clients_auth", list_params=True)
-    register("/clients-auth", add_client_auth, ["POST"], name="clients_auth_create")
-    register("/clients-auth/{client_auth_id}", get_client_auth, name="client_auth")
+    admin_403 = "the caller is not in the Administrators group, or a token's scope"
+    register("/clients-auth", list_clients_auth, name="clients_auth", list_params=True,
+             responses={200: "agent credentials", 400: "a bad sort, filter or page",
+                        403: admin_403})
+    register("/clients-auth", add_client_auth, ["POST"], name="clients_auth_create",
+             body={"type": "object", "required": ["id", "password"], "additionalProperties": False,
+                   "properties": {"id": {"type": "string", "minLength": MIN_LENGTH},
+                                  "password": {"type": "string", "minLength": MIN_LENGTH}}},
+             responses={201: "added", 400: "a bad id or password", 403: admin_403,
+                        405: "the credentials are one static [server] auth",
+                        409: "the id exists", 413: "body too large",
+                        500: "the auth file cannot be written"})
+    register("/clients-auth/{client_auth_id}", get_client_auth, name="client_auth",
+             responses={200: "the credential", 403: admin_403, 404: "no such id"})
     register("/clients-auth/{client_auth_id}", delete_client_auth, ["DELETE"],
-             name="client_auth_delete", params=("force",))
+             name="client_auth_delete", params=("force",),
+             responses={204: "deleted", 400: "a bad force", 403: admin_403,
+                        404: "no such id", 405: "the credentials are one static [server] auth",
+                        409: "clients still use it (use force=1)",
+                        500: "the auth file cannot be written"})

@@ -248,4 +248,4 @@ def register_routes(server: Any, register: Callable[..., None]) -> None:
     register("/me", change_me, ["PUT"], name="me_put", body=ME_BODY,
              responses={204: "changed", 400: "bad values, nothing to change, or users outside "
                         "the database", 403: "old_password missing or wrong",
-                        413: "body too large"})
+                        404: "your user was deleted meanwhile", 413: "body too large"})
