@@ -84,6 +84,10 @@ class UsersSource(Protocol):
     async def permissions(self, groups: tuple[str, ...]) -> dict[str, bool]:
         """The union of the permissions of ``groups`` (every name of :data:`PERMISSIONS`)."""
 
+    async def use_totp_step(self, username: str, step: int) -> bool:
+        """Record the time step of the TOTP code ``username`` just logged in with; False if a
+        code of that step or a later one was accepted already (a replayed code)."""
+
     async def update(self, username: str, **changes: Any) -> UserRecord:
         """Change ``username`` (keys: ``username``, ``password``, ``password_expired``,
         ``groups``, ``totp_secret``, ``two_fa_send_to``), validated as RPort does; raises

@@ -37,6 +37,9 @@ class TableUsers:
     async def update(self, username: str, **changes: Any) -> UserRecord:
         raise read_only(self.source)
 
+    async def use_totp_step(self, username: str, step: int) -> bool:
+        raise read_only(self.source)  # two-factor login needs the database (a config check)
+
     def users(self) -> list[UserRecord]:
         return [UserRecord(name, entry.secret, entry.groups)
                 for name, entry in sorted(self.table.entries.items())]

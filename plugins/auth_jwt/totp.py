@@ -7,6 +7,9 @@ code accepted one step either side of now, and the QR code as a base64 PNG of ab
 from __future__ import annotations
 
 import base64
+import binascii
+import datetime
+import hmac
 import io
 import time
 
@@ -40,16 +43,28 @@ def secret_of(stored: str) -> str:
     return stored
 
 
-def verify(secret: str, code: str, *, at: float | None = None) -> bool:
-    """True if ``code`` is the code of ``secret`` now, a step before or a step after."""
+def matching_step(secret: str, code: str, *, at: float | None = None) -> int | None:
+    """The time step (Unix time // 30) whose code ``code`` is, among now, a step before and a
+    step after; None if none (a wrong code). The step lets the caller refuse a code used
+    before (RFC 6238 §5.2)."""
     code = code.strip()
     if not (code.isascii() and code.isdigit() and len(code) == 6):
-        return False
+        return None
+    now = int(at if at is not None else time.time())
     try:
-        return pyotp.TOTP(secret).verify(code, for_time=int(at if at is not None else time.time()),
-                                         valid_window=1)
-    except (ValueError, TypeError):  # an unreadable stored secret: no code is right
-        return False
+        gen = pyotp.TOTP(secret)
+        for offset in (0, -1, 1):
+            when = now + offset * gen.interval
+            if hmac.compare_digest(gen.at(when), code):
+                return gen.timecode(datetime.datetime.fromtimestamp(when, datetime.timezone.utc))
+    except (ValueError, TypeError, binascii.Error):  # an unreadable stored secret: no code is right
+        return None
+    return None
+
+
+def verify(secret: str, code: str, *, at: float | None = None) -> bool:
+    """True if ``code`` is the code of ``secret`` now, a step before or a step after."""
+    return matching_step(secret, code, at=at) is not None
 
 
 def qr_png_base64(text: str) -> str:

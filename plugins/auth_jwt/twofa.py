@@ -97,11 +97,16 @@ def register_two_fa(server: Any, register: Callable[..., None],
         if not secret:
             raise ApiError(409, NO_SECRET, code="ERR_CODE_TOTP_NO_SECRET",
                            detail="create it with POST /api/v1/me/totp-secret and this token")
-        if not totp.verify(secret, code):
+        step = totp.matching_step(secret, code)
+        replayed = step is not None and not await service().users.use_totp_step(username, step)
+        if step is None or replayed:
             addresses.failure(address_key(address))
             users_.failure(user_key(username))
-            log.warning("second login step failed for user %r from %s: wrong code", username,
-                        address)
+            why = "a code used before" if replayed else "wrong code"
+            log.warning("second login step failed for user %r from %s: %s", username, address, why)
+            if replayed:
+                raise unauthorized("each code is good for one login: wait for the next one",
+                                   title="code already used")
             raise unauthorized("the code is not the authenticator app's code of now",
                                title="invalid code")
         addresses.success(address_key(address))

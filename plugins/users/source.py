@@ -123,6 +123,12 @@ class DbUsers:
             raise result
         return result
 
+    async def use_totp_step(self, username: str, step: int) -> bool:
+        """Record that ``username`` logged in with the TOTP code of time step ``step``; False if
+        a code of that step or a later one was used already (a replay). One conditional
+        update, so two nodes cannot both accept the same code."""
+        return await self._run(_use_step, username, step)
+
     async def import_users(self, entries: Iterable[tuple[str, str, tuple[str, ...]]]) -> list[str]:
         """Add the users of an auth file that the table does not have yet (plain passwords
         are hashed first); the names added."""
@@ -264,6 +270,7 @@ def _update(conn: sa.Connection, username: str, changes: UserChanges,
         values["two_fa_send_to"] = changes.two_fa_send_to
     if changes.totp_secret is not None:
         values["totp_secret"] = changes.totp_secret
+        values["totp_last_step"] = None
     if new_name is not None:
         values["username"] = new_name
     if values:
@@ -306,6 +313,13 @@ def _delete_group(conn: sa.Connection, name: str) -> list[str] | ApiError:
     conn.execute(groups.delete().where(groups.c.group == name))
     conn.execute(group_details.delete().where(group_details.c.name == name))
     return members
+
+
+def _use_step(conn: sa.Connection, username: str, step: int) -> bool:
+    last = users.c.totp_last_step
+    return conn.execute(users.update().where(
+        users.c.username == username, sa.or_(last.is_(None), last < step))
+        .values(totp_last_step=step)).rowcount == 1
 
 
 def _import(conn: sa.Connection, rows: list[UserRecord]) -> list[str]:

@@ -21,6 +21,7 @@ users = sa.Table(
     sa.Column("password_expired", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("two_fa_send_to", sa.Text, nullable=False, server_default=""),
     sa.Column("totp_secret", sa.Text, nullable=False, server_default=""),
+    sa.Column("totp_last_step", sa.BigInteger, nullable=True),  # the last code's time step
 )
 
 groups = sa.Table(

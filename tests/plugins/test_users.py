@@ -448,8 +448,8 @@ def test_two_factor_login_with_an_authenticator_app(totp_server: Server) -> None
                  title="token is required")
     assert_error(api.post(verify, headers=bearer(login_token),
                           json={"username": "admin", "token": code.now(), "x": 1}), 400)
-    resp = api.post(verify, headers=bearer(login_token), json={"username": "admin",
-                                                               "token": code.now()})
+    used = code.now()
+    resp = api.post(verify, headers=bearer(login_token), json={"username": "admin", "token": used})
     assert resp.status_code == 200, resp.text
     assert resp.json()["data"]["two_fa"] is None
     token = resp.json()["data"]["token"]
@@ -463,6 +463,12 @@ def test_two_factor_login_with_an_authenticator_app(totp_server: Server) -> None
                           json={"username": "admin", "token": code.now()}), 401)
     assert_error(api.post(verify, headers=bearer(token),
                           json={"username": "admin", "token": code.now()}), 401)
+    # A code opens one login only (RFC 6238 §5.2): seen on the wire, it is worth nothing.
+    replay_step, _ = first_step(*ADMIN)
+    assert_error(api.post(verify, headers=bearer(replay_step),
+                          json={"username": "admin", "token": used}), 401,
+                 "ERR_CODE_UNAUTHORIZED", "code already used")
+    assert "second login step failed for user 'admin' from 127.0.0.1: a code used before" in server.log()
     got = api.get("/me/totp-secret", headers=bearer(token)).json()
     assert got["secret"] == secret
     # Scripts use API tokens, which still work with Basic auth.

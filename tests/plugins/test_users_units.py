@@ -27,6 +27,10 @@ def test_codes_one_step_either_side_are_good_two_are_not() -> None:
     for bad in ("", "12345", "1234567", "abcdef", "１２３４５６", " " * 6):
         assert not totp.verify(secret, bad, at=NOW), bad
     assert not totp.verify("not base32!", "123456", at=NOW)  # unreadable secret: no code is right
+    # The time step of the code, which the second login step records to refuse a replay.
+    step = int(NOW) // 30
+    assert [totp.matching_step(secret, gen.at(NOW + o), at=NOW) for o in (-30, 0, 30)] == [
+        step - 1, step, step + 1]
 
 
 def test_rports_stored_secret_and_ours_are_read() -> None:
