@@ -75,6 +75,15 @@ class ApiSection:
     max_failed_login: int = 5
     ban_time: Duration = Duration(3600)
     user_login_wait: Duration = Duration(2)
+    # API users in the database (the users plugin), instead of auth or auth_file, as RPort.
+    auth_user_table: str = ""
+    auth_group_table: str = ""
+    auth_group_details_table: str = ""
+    password_min_length: int = 14
+    # Two-factor login with an authenticator app (TOTP), RPort's keys.
+    totp_enabled: bool = False
+    totp_login_session_ttl: Duration = Duration(600)
+    totp_account_name: str = "RPort"
 
 
 @attrs.frozen
@@ -174,6 +183,26 @@ def _check_addresses(raw: Mapping[str, Any], sections: dict[str, Any]) -> list[s
     return problems
 
 
+def _check_users_source(api: ApiSection) -> list[str]:
+    """One users source (auth, auth_file or auth_user_table), and its companions."""
+    problems = []
+    if api.auth_user_table and (api.auth or api.auth_file):
+        problems.append("api.auth_user_table: set only one of auth, auth_file or auth_user_table")
+    if api.auth_user_table and not api.auth_group_table:
+        problems.append("api.auth_group_table: must be set when auth_user_table is set")
+    for key in ("auth_group_table", "auth_group_details_table"):
+        if getattr(api, key) and not api.auth_user_table:
+            problems.append(f"api.{key}: needs auth_user_table (users in the database)")
+    if api.password_min_length < 1:
+        problems.append("api.password_min_length: must be at least 1")
+    if api.totp_enabled and not api.auth_user_table:
+        problems.append("api.totp_enabled: needs the users in the database (auth_user_table): "
+                        "each user's TOTP secret is kept there")
+    if api.totp_login_session_ttl <= 0:
+        problems.append("api.totp_login_session_ttl: must be more than 0")
+    return problems
+
+
 def _check(s: dict[str, Any]) -> list[str]:
     """Checks across keys, on the sections that structured (so every problem is reported)."""
     problems = []
@@ -187,6 +216,7 @@ def _check(s: dict[str, Any]) -> list[str]:
         problems.append("api.auth: set either auth or auth_file, not both")
     if api.auth and ":" not in api.auth:
         problems.append('api.auth: must be "user:password"')
+    problems += _check_users_source(api)
     if bool(api.cert_file) != bool(api.key_file):
         problems.append("api.cert_file: cert_file and key_file must be set together")
     for key, value in (("api.cert_file", api.cert_file), ("api.key_file", api.key_file),

@@ -33,7 +33,25 @@ from .session import (
     StreamSink,
 )
 from .store import KeyedLocks, StoreSchema, upsert
-from .users import ADMINISTRATORS, User, require_admin
+from .users import (
+    ADMINISTRATORS,
+    DB,
+    FILE,
+    PERMISSIONS,
+    STATIC,
+    User,
+    UserRecord,
+    UsersSource,
+    all_permissions,
+    check_permission,
+    effective_permissions,
+    on_revoke_sessions,
+    read_only,
+    require_admin,
+    revoke_sessions,
+    set_users_source,
+    users_source,
+)
 
 __all__ = [
     "ADMINISTRATORS", "ApiError", "access_denied", "can_access_client", "check_client_access",
@@ -43,4 +61,8 @@ __all__ = [
     "SessionError", "SocketPipe", "StoreSchema", "Stream", "StreamRefused", "StreamSink", "User", "apply_list_query", "bad_request", "call_each",
     "data_response", "hookimpl", "matches", "not_found", "parse_duration", "parse_host_port",
     "parse_list_query", "read_body", "read_json", "require_admin", "upsert",
+    # users: the users source, permissions, session revocation (rport.core.users)
+    "DB", "FILE", "PERMISSIONS", "STATIC", "UserRecord", "UsersSource", "all_permissions", "check_permission",
+    "effective_permissions", "on_revoke_sessions", "read_only", "revoke_sessions",
+    "set_users_source", "users_source",
 ]

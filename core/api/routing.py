@@ -19,7 +19,7 @@ from starlette.routing import Route
 from ..access import check_client_access
 from ..errors import ApiError
 from ..plugins import call_until
-from ..users import User
+from ..users import User, check_permission
 
 if TYPE_CHECKING:
     from ..server import RportServer
@@ -173,6 +173,8 @@ def _wrap(server: "RportServer", spec: RouteSpec) -> Endpoint:
             if not spec.public:
                 request.state.user = await authenticate(server, request)
                 check_scopes(request.state.user, request.method, spec.path)
+                if spec.permission is not None:  # RPort's per-function permission (403)
+                    await check_permission(server, request.state.user, spec.permission)
                 if checks_client:  # a client's route: only for users who may use the client
                     client = server.clients.get(request.path_params.get("client_id", ""))
                     if client is not None:

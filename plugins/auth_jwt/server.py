@@ -80,6 +80,8 @@ async def rport_authenticate_agent(server: Any, auth_id: str, password: str) -> 
 
 @hookimpl(trylast=True)  # after auth_basic, which reports its own (read-only) view
 def rport_status_document(server: Any, doc: dict) -> None:
+    doc["two_fa_enabled"] = server.config.api.totp_enabled
+    doc["two_fa_delivery_method"] = "totp_authenticator_app" if server.config.api.totp_enabled else ""
     service = server.state.get(NAME)
     if service is not None:
         doc["clients_auth_source"] = service.clients_auth.source

@@ -214,6 +214,11 @@ def rport_register_routes(server: Any, register: Any) -> None:
         jobs = await service(server).jobs.of_multi(multi["jid"])
         return data_response(jobs, count=len(jobs))
 
+    plain = register
+
+    def register(*args: Any, **kwargs: Any) -> None:  # every route here needs RPort's "commands"
+        plain(*args, permission="commands", **kwargs)
+
     register("/clients/{client_id}/commands", run, ["POST"], name="run")
     register("/clients/{client_id}/commands", list_jobs, name="list", list_params=True)
     register("/clients/{client_id}/commands/{jid}", get_job, name="get")

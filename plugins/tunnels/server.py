@@ -103,10 +103,11 @@ def rport_register_routes(server: Any, register: Any) -> None:
                 if t.client_id in visible]
         return data_response(rows, count=len(rows))
 
-    register("/clients/{client_id}/tunnels", create, ["PUT"], name="create", params=PUT_PARAMS)
+    register("/clients/{client_id}/tunnels", create, ["PUT"], name="create", params=PUT_PARAMS,
+             permission="tunnels")
     register("/clients/{client_id}/tunnels/{tunnel_id}", delete, ["DELETE"], name="delete",
-             params=("force",))
-    register("/tunnels", list_all, name="list")
+             params=("force",), permission="tunnels")
+    register("/tunnels", list_all, name="list", permission="tunnels")
 
 
 @hookimpl
