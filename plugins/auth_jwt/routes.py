@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from rport.core.plugin import (
     ApiError,
+    Audit,
     ResourceSpec,
     apply_list_query,
     data_response,
@@ -41,6 +42,8 @@ CLIENTS_AUTH = ResourceSpec(
     fields={"id", "password"}, default_fields=None, page_default=50, page_max=500)
 
 INVALID = "ERR_CODE_INVALID_REQUEST"
+LOGIN_AUDIT = Audit("auth.api.session", "create", request=False, failed="failed")
+"""Logins in the audit log (RPort records none): the user, from where, and failures."""
 
 
 def invalid(title: str, detail: str = "", status: int = 400, code: str = INVALID) -> ApiError:
@@ -133,6 +136,9 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
             log.info("login refused for user %r from %s: a login for it failed just now",
                      username, address)
             raise error
+        # audited from here on, failures too: not the refusals above, which cost nothing to
+        # provoke (a banned address could fill the audit log)
+        request.state.audit.username = request.state.audit.affected_id = username
         users = service().users
         if not (await users.check(username, password) and username in users):
             addresses.failure(address_key(address))
@@ -163,10 +169,13 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
             "effective_extended_permissions": {}, "group_permissions_enabled": False})
 
     register("/login", login, name="login", params=("token-lifetime",), public=True,
-             summary="Log in with HTTP Basic credentials and get a token for Bearer auth.")
+             summary="Log in with HTTP Basic credentials and get a token for Bearer auth.",
+             audit=LOGIN_AUDIT)
     register("/login", login, ["POST"], name="login_post", params=("token-lifetime",), public=True,
-             summary="Log in with a JSON or form body (username, password) and get a token.")
-    register("/logout", logout, ["DELETE"], name="logout")
+             summary="Log in with a JSON or form body (username, password) and get a token.",
+             audit=LOGIN_AUDIT)
+    register("/logout", logout, ["DELETE"], name="logout",
+             audit=Audit("auth.api.session", "delete", request=False))
     register("/me", me, name="me")
 
     # -- API tokens ------------------------------------------------------------------------
@@ -248,9 +257,12 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
         return Response(status_code=204)
 
     register("/me/tokens", list_tokens, name="tokens")
-    register("/me/tokens", create_token, ["POST"], name="token_create")
-    register("/me/tokens/{prefix}", update_token, ["PUT"], name="token_update")
-    register("/me/tokens/{prefix}", delete_token, ["DELETE"], name="token_delete")
+    register("/me/tokens", create_token, ["POST"], name="token_create",
+             audit=Audit("auth.user.me.token", "create", affected="response:prefix"))
+    register("/me/tokens/{prefix}", update_token, ["PUT"], name="token_update",
+             audit=Audit("auth.user.me.token", "update"))
+    register("/me/tokens/{prefix}", delete_token, ["DELETE"], name="token_delete",
+             audit=Audit("auth.user.me.token", "delete"))
 
     # -- clients-auth (administrators) -----------------------------------------------------
 
@@ -330,7 +342,9 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
         return Response(status_code=204)
 
     register("/clients-auth", list_clients_auth, name="clients_auth", list_params=True)
-    register("/clients-auth", add_client_auth, ["POST"], name="clients_auth_create")
+    register("/clients-auth", add_client_auth, ["POST"], name="clients_auth_create",
+             audit=Audit("client.auth", "create", affected="body:id"))
     register("/clients-auth/{client_auth_id}", get_client_auth, name="client_auth")
     register("/clients-auth/{client_auth_id}", delete_client_auth, ["DELETE"],
-             name="client_auth_delete", params=("force",))
+             name="client_auth_delete", params=("force",),
+             audit=Audit("client.auth", "delete"))

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from rport.core.plugin import (
     ApiError,
+    Audit,
     ClientConnected,
     ClientDisconnected,
     ClientRemoved,
@@ -103,9 +104,11 @@ def rport_register_routes(server: Any, register: Any) -> None:
                 if t.client_id in visible]
         return data_response(rows, count=len(rows))
 
-    register("/clients/{client_id}/tunnels", create, ["PUT"], name="create", params=PUT_PARAMS)
+    register("/clients/{client_id}/tunnels", create, ["PUT"], name="create", params=PUT_PARAMS,
+             audit=Audit("client.tunnel", "create", affected="response:id", response=True))
     register("/clients/{client_id}/tunnels/{tunnel_id}", delete, ["DELETE"], name="delete",
-             params=("force",))
+             params=("force",),
+             audit=Audit("client.tunnel", "delete", affected="path:tunnel_id"))
     register("/tunnels", list_all, name="list")
 
 
