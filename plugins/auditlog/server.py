@@ -95,3 +95,13 @@ def rport_register_routes(server: Any, register: Any) -> None:
 def rport_status_document(server: Any, doc: dict) -> None:
     doc["auditlog"] = {"enabled": enabled(server),
                        "rotation": server.config.api.audit_log_rotation}
+
+
+@hookimpl(optionalhook=True)
+def rport_register_metrics(server: Any, registry: Any) -> None:
+    """The metrics plugin's hook: entries written, dropped, failed, rotated out."""
+    if not enabled(server):
+        return
+    from .metrics import AuditlogCollector  # prometheus_client only when metrics are on
+
+    registry.register(AuditlogCollector(lambda: server.state.get(NAME)))

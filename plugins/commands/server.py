@@ -230,3 +230,11 @@ def rport_register_routes(server: Any, register: Any) -> None:
     register("/commands/{jid}/jobs", multi_jobs, name="multi_jobs")
     register("/commands/{jid}/cancel", cancel_multi, ["POST"], name="cancel_multi",
              audit=Audit("client.command", "cancel", affected="path:jid"))
+
+
+@hookimpl(optionalhook=True)
+def rport_register_metrics(server: Any, registry: Any) -> None:
+    """The metrics plugin's hook: jobs finished by status, jobs running (see metrics.py)."""
+    from .metrics import CommandsCollector  # prometheus_client only when metrics are on
+
+    registry.register(CommandsCollector(lambda: server.state.get(NAME)))

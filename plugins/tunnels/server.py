@@ -135,6 +135,14 @@ def rport_client_document(server: Any, client: Any, doc: dict) -> None:
     doc["tunnels"] = [t.to_json() for t in service(server).of(client.id)]
 
 
+@hookimpl(optionalhook=True)
+def rport_register_metrics(server: Any, registry: Any) -> None:
+    """The metrics plugin's hook: tunnels open, connections, bytes (see metrics.py)."""
+    from .metrics import TunnelsCollector  # prometheus_client only when metrics are on
+
+    registry.register(TunnelsCollector(lambda: server.state.get(NAME)))
+
+
 @hookimpl
 def rport_status_document(server: Any, doc: dict) -> None:
     cfg = server.config.server
