@@ -236,6 +236,9 @@ def test_non_administrators_see_only_their_own_entries(site: Site) -> None:
         assert item["detail"] == "only members of group Administrators can filter by usernames"
         assert_error(alice.get("/auditlog", params={"filter[username|action]": "x"}), 403,
                      "filter forbidden")
+        # filter[*] names no column: allowed, and still only alice's entries
+        rows, _ = entries(alice, **{"filter[*]": "auth.user.me.token", "page[limit]": "100"})
+        assert rows and {r["username"] for r in rows} == {"alice"}
     # the administrator sees everybody's
     assert {"admin", "alice"} <= {r["username"] for r in entries(site.api, **{"page[limit]": "100"})[0]}
 
