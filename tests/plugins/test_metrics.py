@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..procs import Agent, Server, running, wait_for
-from ..targets import EchoServer, connect, recv_exactly
+from ..procs import Agent, Proc, Server, running, wait_for
+from ..targets import EchoServer, connect, free_port, recv_exactly
 
 USERS = [
     {"username": "admin", "password": "foobaz", "groups": ["Administrators"]},
@@ -44,7 +46,8 @@ class Metered:
         assert server.api is not None
         self.api = server.api
         self.echo = echo
-        host, port = _LISTENING.search(server.log()).groups()  # type: ignore[union-attr]
+        assert server.proc is not None  # the listener starts just after the API: its log line
+        host, port = server.proc.wait_log(_LISTENING).groups()
         self.listener = f"http://{host}:{port}/metrics"
 
     def scrape(self) -> str:
@@ -194,3 +197,63 @@ def test_bans_are_counted(make_server: Any, make_agent: Any) -> None:
     assert metered.value("rport_api_requests_total", route="core:status", method="GET",
                          status="401") == 3
     assert "banned" in server.log() or "too many failed logins" in server.log()
+
+
+# -- the Grafana dashboard, against a real Prometheus ----------------------------------------
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "rport-dashboard.json"
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None or shutil.which("promtool") is None,
+                    reason="Prometheus is not installed (Debian package prometheus; .ci/run "
+                           "installs it)")
+def test_the_grafana_dashboard_queries_work_on_a_real_prometheus(metered: Metered,
+                                                                   tmp_path: Path) -> None:
+    """Prometheus scrapes the separate listener every second; every query of every panel of
+    docs/grafana/rport-dashboard.json (Grafana's variables filled in) evaluates without error
+    and returns series; the exposition passes promtool's lint."""
+    lint = subprocess.run(["promtool", "check", "metrics"], input=metered.scrape(),
+                          capture_output=True, text=True, timeout=30)
+    assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr
+    port = free_port(20000, 30000, host="127.0.0.1")
+    target = metered.listener.removeprefix("http://").removesuffix("/metrics")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(f"""global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: rportd
+    static_configs:
+      - targets: ["{target}"]
+""")
+    prometheus = Proc(["prometheus", f"--config.file={config}",
+                       f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                       f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                      tmp_path / "prometheus.log")
+    base = f"http://127.0.0.1:{port}/api/v1"
+
+    def query(expr: str) -> list[Any]:
+        resp = httpx.get(f"{base}/query", params={"query": expr}, timeout=10)
+        assert resp.status_code == 200, (expr, resp.text)
+        body = resp.json()
+        assert body["status"] == "success", (expr, body)
+        return body["data"]["result"]
+
+    try:
+        def scraped() -> bool:
+            try:
+                return len(query("rport_agents_connected[30s]")[0]["values"]) >= 3
+            except (httpx.HTTPError, AssertionError, IndexError, KeyError):
+                return False
+
+        assert metered.api.get("/clients/nope-dashboard").status_code == 404  # an API error
+        wait_for(scraped, timeout=30, what="three scrapes by Prometheus")
+        dashboard = json.loads(DASHBOARD.read_text())
+        exprs = [(panel["title"], target["expr"]) for panel in dashboard["panels"]
+                 for target in panel["targets"]]
+        assert len(exprs) >= 20
+        for title, expr in exprs:
+            filled = expr.replace("$__rate_interval", "30s").replace("$instance", ".*")
+            assert query(filled), f"panel {title!r}: no series for {filled}"
+        assert query('up{job="rportd"}')[0]["value"][1] == "1"
+    finally:
+        prometheus.stop()
