@@ -20,5 +20,5 @@ class AuditlogConfig:
     check_interval: Duration = Duration(3600)
     """How often entries are rotated out (also once at start-up)."""
     max_value_chars: int = 65536
-    """Longest request or response text recorded per entry: longer strings inside it are cut
-    (a command's output, say), so the text stays JSON."""
+    """Longest string recorded inside a request or response (a command's output, say): longer
+    ones are cut, so the text stays JSON; a whole text is at most four times this."""

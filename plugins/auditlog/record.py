@@ -43,15 +43,22 @@ def bounded(value: Any, max_chars: int) -> Any:
     return value
 
 
+TEXT_FACTOR = 4
+"""A recorded text is at most this many times max_value_chars (a job: its stdout, its stderr
+and the rest)."""
+
+
 def as_text(value: Any, max_chars: int) -> str:
-    """The JSON text recorded for a request or response ("" for none). Never longer than
-    ``max_chars`` + a note: a value made of many short strings is recorded as a note only."""
+    """The JSON text recorded for a request or response ("" for none): every string cut at
+    ``max_chars``, and the whole at most ``TEXT_FACTOR`` times that (a value made of very many
+    strings is recorded as a note saying so)."""
     if value is None:
         return ""
     text = json.dumps(bounded(redact(value), max_chars), ensure_ascii=False, default=str)
-    if len(text) > max_chars:
+    if len(text) > TEXT_FACTOR * max_chars:
         return json.dumps({"truncated": f"{len(text)} characters, more than the "
-                                        f"{max_chars} recorded (plugins.auditlog.max_value_chars)"})
+                                        f"{TEXT_FACTOR * max_chars} recorded "
+                                        "(plugins.auditlog.max_value_chars)"})
     return text
 
 
