@@ -23,7 +23,7 @@ from websockets.asyncio.server import ServerConnection
 from . import __version__
 from .accept import Pending
 from .clients import Client, clean_facts
-from .events import ClientConnected, ClientDisconnected
+from .events import AgentRefused, ClientConnected, ClientDisconnected
 from .plugins import call_each
 from .protocol import SUPPORTED_PROTOCOLS
 from .protocol.frames import T, decode, decode_json_object, encode_json
@@ -40,10 +40,12 @@ MAX_ID = 256
 
 
 class Refusal(Exception):
-    def __init__(self, reason: str, *, retry_after: float = 0, log_level: int = logging.WARNING):
+    def __init__(self, reason: str, *, retry_after: float = 0, log_level: int = logging.WARNING,
+                 kind: str = "invalid_hello"):
         super().__init__(reason)
         self.retry_after = retry_after
         self.log_level = log_level
+        self.kind = kind  # the reason of the AgentRefused event (metrics)
 
 
 @attrs.frozen
@@ -79,7 +81,8 @@ def parse_hello(obj: dict[str, Any]) -> Hello:
         theirs = ", ".join(map(str, protocols)) or "none"
         ours = ", ".join(map(str, SUPPORTED_PROTOCOLS))
         raise Refusal(f"incompatible protocol: the agent speaks version {theirs}, this server "
-                      f"(rportd {__version__}) speaks version {ours}; upgrade the older side")
+                      f"(rportd {__version__}) speaks version {ours}; upgrade the older side",
+                      kind="incompatible")
     auth = obj.get("auth")
     client = obj.get("client")
     if not isinstance(auth, dict) or not isinstance(client, dict):
@@ -150,16 +153,20 @@ class AgentEndpoint:
         except TimeoutError:
             log.warning("agent from %s: no hello within %gs, disconnecting", address,
                         self.handshake_timeout)
+            self.server.bus.publish(AgentRefused(address, "timeout"))
             await transport.close("handshake timeout", violation=True)
             return
         except ProtocolViolation as exc:
             log.warning("agent from %s: protocol violation in handshake: %s, disconnecting", address, exc)
+            self.server.bus.publish(AgentRefused(address, "protocol"))
             await transport.close(str(exc), violation=True)
             return
         except TransportClosed:
+            self.server.bus.publish(AgentRefused(address, "closed"))
             return
         except Refusal as exc:
             log.log(exc.log_level, "agent from %s refused: %s", address, exc)
+            self.server.bus.publish(AgentRefused(address, exc.kind))
             try:
                 transport.write(encode_json(T.REFUSED, 0, {
                     "reason": str(exc), "retry_after": exc.retry_after}))
@@ -189,14 +196,15 @@ class AgentEndpoint:
             banned = server.agent_throttle.failures(address_key) >= server.agent_throttle.max_failures
             why = f"too many failed logins from {address}" if banned else \
                 f"a login from {address} failed just now (server.client_login_wait)"
-            raise Refusal(f"{why}; try again in {math.ceil(wait)}s", retry_after=wait)
+            raise Refusal(f"{why}; try again in {math.ceil(wait)}s", retry_after=wait,
+                          kind="banned" if banned else "throttled")
         if (wait := server.agent_id_throttle.blocked_for(f"agent-violation:{address}")) > 0:
             raise Refusal(f"an agent from {address} broke the protocol just now; try again in "
-                          f"{math.ceil(wait)}s", retry_after=wait)
+                          f"{math.ceil(wait)}s", retry_after=wait, kind="throttled")
         if (wait := server.agent_id_throttle.blocked_for(id_key)) > 0:
             raise Refusal(f"a login with id {hello.auth_id!r} failed just now "
                           f"(server.client_login_wait); try again in {math.ceil(wait)}s",
-                          retry_after=wait)
+                          retry_after=wait, kind="throttled")
         verdicts = await call_each(server.hook.rport_authenticate_agent, server=server,
                                    auth_id=hello.auth_id, password=hello.password, address=address)
         answers = [result for _, result in verdicts if result is not None]
@@ -205,7 +213,7 @@ class AgentEndpoint:
             server.agent_id_throttle.failure(id_key)
             raise Refusal(f"authentication failed for id {hello.auth_id!r}",
                           retry_after=max(server.agent_throttle.blocked_for(address_key),
-                                          server.agent_id_throttle.blocked_for(id_key)))
+                                          server.agent_id_throttle.blocked_for(id_key)), kind="auth")
         server.agent_throttle.success(address_key)
         server.agent_id_throttle.success(id_key)
         client_id = hello.client_id or hello.auth_id
@@ -213,7 +221,7 @@ class AgentEndpoint:
         if existing is not None and existing.connected:
             if not hello.session_id or hello.session_id != existing.session_id:
                 raise Refusal(f"client is already connected: {existing.name} [{client_id}]",
-                              retry_after=30)
+                              retry_after=30, kind="duplicate")
             log.info("client %s reconnected (same session); closing its previous connection", client_id)
             assert existing.session is not None
             await existing.session.close("replaced by a new connection of the same agent")
@@ -225,7 +233,7 @@ class AgentEndpoint:
         for plugin, reason in await call_each(server.hook.rport_agent_accepting, server=server,
                                               client=client, hello=hello):
             if isinstance(reason, str):
-                raise Refusal(f"{reason} (plugin {plugin})")
+                raise Refusal(f"{reason} (plugin {plugin})", kind="plugin")
         return client
 
     async def _run(self, client: Client, hello: Hello, transport: WebSocketLink,

@@ -84,6 +84,10 @@ class ApiSection:
     totp_enabled: bool = False
     totp_login_session_ttl: Duration = Duration(600)
     totp_account_name: str = "RPort"
+    # The audit log (RPort keeps these in [api]; read by the auditlog plugin).
+    enable_audit_log: bool = True
+    use_ip_obfuscation: bool = False
+    audit_log_rotation: str = "monthly"
 
 
 @attrs.frozen
@@ -122,6 +126,7 @@ class ServerConfig:
 SECTIONS = {"server": ServerSection, "api": ApiSection, "database": DatabaseSection,
             "logging": LoggingSection}
 LOG_LEVELS = ("error", "warning", "info", "debug")
+AUDIT_LOG_ROTATIONS = ("daily", "weekly", "monthly", "yearly")
 
 
 def load_server_config(path: Path | None = None, *, overrides: Mapping[str, Any] | None = None,
@@ -237,6 +242,9 @@ def _check(s: dict[str, Any]) -> list[str]:
         problems.append("api.max_connections: must be at least 1")
     if api.read_timeout <= 0:
         problems.append("api.read_timeout: must be more than 0")
+    if api.audit_log_rotation not in AUDIT_LOG_ROTATIONS:
+        problems.append("api.audit_log_rotation: must be one of "
+                        f"{', '.join(AUDIT_LOG_ROTATIONS)}, not {api.audit_log_rotation!r}")
     if server.max_failed_login < 1:
         problems.append("server.max_failed_login: must be at least 1")
     if server.max_request_bytes_client < 4096:

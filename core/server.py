@@ -27,7 +27,7 @@ from .clients import Client, ClientRegistry
 from .confload import ConfigError, HostPort, parse_host_port, structure
 from .datadir import make_private, prepare_data_dir
 from .config import ServerConfig
-from .events import ClientRemoved, EventBus
+from .events import AddressBanned, ClientRemoved, EventBus
 from .keys import ServerIdentity, load_or_create_server_identity, server_ssl_context
 from .plugins import PluginError, PluginSet, call_impl, create_plugin_manager, impls
 from .protocol.frames import HEADER
@@ -88,11 +88,11 @@ class RportServer:
         # Failed logins, as RPort has them: addresses wait after each failure and are banned
         # after max_failed_login in a row; auth ids and user names only wait.
         self.agent_throttle = Throttle(wait=cfg.client_login_wait, max_failures=cfg.max_failed_login,
-                                       ban_time=cfg.ban_time)
+                                       ban_time=cfg.ban_time, on_ban=self._banned("agent"))
         self.agent_id_throttle = Throttle(wait=cfg.client_login_wait, max_failures=1,
                                           ban_time=cfg.client_login_wait)
         self.api_throttle = Throttle(wait=0, max_failures=config.api.max_failed_login,
-                                     ban_time=config.api.ban_time)
+                                     ban_time=config.api.ban_time, on_ban=self._banned("api"))
         self.api_user_throttle = Throttle(wait=config.api.user_login_wait, max_failures=1,
                                           ban_time=config.api.user_login_wait)
         self.endpoint = AgentEndpoint(self)
@@ -111,6 +111,12 @@ class RportServer:
         self.api_connections: ApiConnections | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
+
+    def _banned(self, scope: str) -> Any:
+        """The throttle's ``on_ban``: an AddressBanned event (keys are "<kind>-address:<ip>")."""
+        def on_ban(key: str) -> None:
+            self.bus.publish(AddressBanned(scope, key.partition(":")[2]))
+        return on_ban
 
     # -- plugins' view -------------------------------------------------------------------------
 

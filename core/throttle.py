@@ -22,12 +22,15 @@ class _Entry:
 
 class Throttle:
     def __init__(self, *, wait: float, max_failures: int, ban_time: float,
-                 clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000,
+                 on_ban: Callable[[str], None] | None = None) -> None:
         self.wait = wait
         self.max_failures = max_failures
         self.ban_time = ban_time
         self.clock = clock
         self.max_keys = max_keys
+        self.on_ban = on_ban
+        """Called with the key when a failure starts a ban (not again while it lasts)."""
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
 
     def blocked_for(self, *keys: str) -> float:
@@ -40,10 +43,13 @@ class Throttle:
         now = self.clock()
         for key in keys:
             entry = self._entries.pop(key, None) or _Entry()
+            was_banned = entry.failures >= self.max_failures and entry.until > now
             entry.failures += 1
-            ban = self.ban_time if entry.failures >= self.max_failures else self.wait
-            entry.until = now + ban
+            banned = entry.failures >= self.max_failures
+            entry.until = now + (self.ban_time if banned else self.wait)
             self._entries[key] = entry
+            if banned and not was_banned and self.on_ban is not None:
+                self.on_ban(key)
         while len(self._entries) > self.max_keys:
             self._entries.popitem(last=False)
 

@@ -70,6 +70,9 @@ def openapi_document(specs: Iterable[RouteSpec], *, bearer: bool = False) -> dic
                     "content": {"application/json": {"schema": dict(spec.body)}}}
             if spec.permission:
                 operation["x-rport-permission"] = spec.permission
+            if spec.audit is not None:
+                operation["x-rport-audit"] = {"application": spec.audit.application,
+                                              "action": spec.audit.action}
             paths.setdefault(path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",

@@ -15,7 +15,7 @@ from ..plugins import call_each_sync
 from ..users import require_admin
 from .openapi import openapi_document
 from .query import ResourceSpec, apply_list_query, parse_list_query
-from .routing import data_response, read_json
+from .routing import Audit, data_response, read_json
 
 if TYPE_CHECKING:
     from ..server import RportServer
@@ -129,11 +129,13 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
                         404: "no such client (or not visible to the caller)"})
     register("/clients/{client_id}", delete_client, ["DELETE"], name="client_delete",
              responses={204: "deleted", 400: "the client is connected",
-                        404: "no such client"})
+                        404: "no such client"},
+             audit=Audit("client", "delete"))
     register("/clients/{client_id}/acl", set_acl, ["POST"], name="client_acl",
              body=ACL_BODY,
              responses={204: "set", 400: "missing or invalid body", 403: "not an administrator",
-                        404: "no such client", 413: "body too large"})
+                        404: "no such client", 413: "body too large"},
+             audit=Audit("client.acl", "update"))
     register("/plugins", plugins, name="plugins",
              responses={200: "the loaded plugins, with meta.count", 403: "not an administrator"})
     register("/openapi.json", openapi, name="openapi", responses={200: "this document"})

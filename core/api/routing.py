@@ -9,6 +9,7 @@ import inspect
 import json
 import logging
 import math
+import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping
 
 import attrs
@@ -18,6 +19,7 @@ from starlette.routing import Route
 
 from ..access import check_client_access
 from ..errors import ApiError
+from ..events import ApiRequestServed, AuditEvent
 from ..plugins import call_until
 from ..users import User, check_permission
 
@@ -28,6 +30,52 @@ log = logging.getLogger("rport.api")
 
 API_PREFIX = "/api/v1"
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@attrs.frozen
+class Audit:
+    """What the audit log records for a route (``register(..., audit=Audit(...))``, or just
+    ``audit=("client.tunnel", "create")``): one entry per successful (2xx) request, with the
+    caller, their address, the client of a ``{client_id}`` path, and:
+
+    ``affected``: where the affected id comes from: ``"path:<param>"``, ``"body:<key>"`` (a key
+    of the JSON body), ``"response:<key>"`` (a key of the response's ``data``); empty: the last
+    path parameter, else the response's ``data.id`` or ``data.jid``, else the body's ``id``.
+    ``request``: record the JSON body and the query parameters. ``response``: record the
+    response's ``data``. ``failed``: also record requests answered 401 or 403, under this
+    action (e.g. ``"failed"`` for logins), once the endpoint has named the user in
+    ``request.state.audit.username`` (a login does so only past its throttling, so that
+    refusals that cost nothing to provoke are not recorded). An endpoint refines its entry
+    through ``request.state.audit`` (:class:`AuditNote`)."""
+
+    application: str
+    action: str
+    affected: str = ""
+    request: bool = True
+    response: bool = False
+    failed: str = ""
+
+
+@attrs.define
+class AuditNote:
+    """``request.state.audit`` of a route registered with ``audit=``: what the endpoint knows
+    better than the core. ``affected_id``, ``client_ids`` (the clients acted on, one entry
+    each) and ``username`` (the user a public route, such as a login, acted for) replace what
+    the core would record when they are set."""
+
+    affected_id: str | None = None
+    client_ids: list[str] | None = None
+    username: str | None = None
+
+
+def _audit_declaration(value: Any, owner: str, path: str) -> Audit | None:
+    if value is None or isinstance(value, Audit):
+        return value
+    if (isinstance(value, tuple) and len(value) == 2
+            and all(isinstance(v, str) and v for v in value)):
+        return Audit(*value)
+    raise ValueError(f"plugin {owner!r}: route {path}: audit must be an Audit or an "
+                     "(application, action) pair")
 
 
 @attrs.frozen
@@ -48,6 +96,8 @@ class RouteSpec:
     permission: str | None = None
     """The per-function permission a non-admin user needs (RPort's ``commands``, ``tunnels``,
     ``scripts``, ...), or None if the route needs none (see docs/plugins.md)."""
+    audit: Audit | None = None
+    """What the audit log records of a successful request, or None if nothing."""
 
 
 @attrs.frozen
@@ -73,7 +123,8 @@ class RouteTable:
                      summary: str = "", public: bool = False,
                      body: Mapping[str, Any] | None = None,
                      responses: Mapping[int, str] | None = None,
-                     permission: str | None = None) -> None:
+                     permission: str | None = None,
+                     audit: Audit | tuple[str, str] | None = None) -> None:
             if not path.startswith("/"):
                 raise ValueError(f"plugin {owner!r}: route path {path!r} must start with /")
             for status in responses or {}:
@@ -86,7 +137,7 @@ class RouteTable:
                 list_params=list_params, public=public,
                 summary=summary or (inspect.getdoc(endpoint) or "").split("\n")[0],
                 body=body, responses=dict(sorted((responses or {}).items())),
-                permission=permission)
+                permission=permission, audit=_audit_declaration(audit, owner, path))
             if any(page.name == spec.name for page in self.pages):
                 raise ValueError(f"route name {spec.name!r} registered twice")
             for other in self.specs:
@@ -168,7 +219,7 @@ def _wrap(server: "RportServer", spec: RouteSpec) -> Endpoint:
     allowed = set(spec.params)
     checks_client = "{client_id}" in spec.path
 
-    async def endpoint(request: Request) -> Response:
+    async def respond(request: Request) -> Response:
         try:
             if not spec.public:
                 request.state.user = await authenticate(server, request)
@@ -193,8 +244,89 @@ def _wrap(server: "RportServer", spec: RouteSpec) -> Endpoint:
             return error_response(ApiError(500, "internal server error",
                                            code="ERR_CODE_INTERNAL", detail=f"the plugin {spec.owner!r} failed; see the server log"))
 
+    # Observation (metrics, audit log), apart from the checks above: one event per request.
+    async def endpoint(request: Request) -> Response:
+        started = time.perf_counter()
+        if spec.audit is not None:
+            request.state.audit = AuditNote()
+        response = await respond(request)
+        _observe(server, spec, request, response, started)
+        return response
+
     endpoint.__name__ = spec.name
     return endpoint
+
+
+def _observe(server: "RportServer", spec: RouteSpec, request: Request, response: Response,
+             started: float) -> None:
+    """Publish the request's ApiRequestServed and, for a route with ``audit=``, its
+    AuditEvent (the writers are subscribers: the request does not wait for them)."""
+    status = response.status_code
+    server.bus.publish(ApiRequestServed(spec.name, request.method, status,
+                                        time.perf_counter() - started))
+    audit = spec.audit
+    if audit is None:
+        return
+    if 200 <= status < 300:
+        action = audit.action
+    elif audit.failed and status in (401, 403) and request.state.audit.username is not None:
+        action = audit.failed
+    else:
+        return
+    try:
+        server.bus.publish(_audit_event(spec, audit, action, request, response))
+    except Exception:  # what an endpoint left in request.state.audit, say: never the request's
+        log.exception("audit entry of %s %s (route %s) failed", request.method,
+                      request.url.path, spec.name)
+
+
+def _audit_event(spec: RouteSpec, audit: Audit, action: str, request: Request,
+                 response: Response) -> AuditEvent:
+    note: AuditNote = getattr(request.state, "audit", None) or AuditNote()
+    user = getattr(request.state, "user", None)
+    params = request.path_params
+    raw = getattr(request.state, "audit_body", None)
+    body = json.loads(raw) if raw is not None else None
+    data: Any = None
+    if (audit.response or audit.affected.startswith("response:") or not audit.affected) \
+            and isinstance(response, JSONResponse) and 200 <= response.status_code < 300:
+        try:
+            data = json.loads(bytes(response.body)).get("data")
+        except (ValueError, AttributeError):
+            data = None
+    affected = note.affected_id
+    if affected is None:
+        source, _, key = audit.affected.partition(":")
+        if source == "path":
+            affected = params.get(key)
+        elif source == "body":
+            affected = body.get(key) if isinstance(body, dict) else None
+        elif source == "response":
+            affected = data.get(key) if isinstance(data, dict) else None
+        elif params:
+            affected = list(params.values())[-1]
+        elif isinstance(data, dict) and (data.get("id") or data.get("jid")):
+            affected = data.get("id") or data.get("jid")
+        elif isinstance(body, dict):
+            affected = body.get("id")
+    if note.client_ids is not None:
+        client_ids: tuple[str, ...] = tuple(str(c) for c in note.client_ids)
+    else:
+        client_ids = (str(params["client_id"]),) if "client_id" in params else ()
+    recorded: Any = None
+    if audit.request:
+        query = dict(request.query_params)
+        if body is not None and query:
+            recorded = {"query": query, "body": body}
+        else:
+            recorded = body if body is not None else (query or None)
+    username = note.username if note.username is not None else \
+        (user.username if isinstance(user, User) else "")
+    return AuditEvent(
+        application=audit.application, action=action, username=username,
+        remote_ip=request.client.host if request.client else "",
+        affected_id="" if affected is None else str(affected), client_ids=client_ids,
+        request=recorded, response=data if audit.response else None)
 
 
 READ_METHODS = ("GET", "HEAD")
@@ -328,4 +460,6 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     problem = _json_problem(value)
     if problem:
         raise ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON", detail=problem)
+    if hasattr(request.state, "audit"):  # the audit log records it (as sent: not as changed)
+        request.state.audit_body = body
     return value

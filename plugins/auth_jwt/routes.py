@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from rport.core.plugin import (
     ApiError,
+    Audit,
     ResourceSpec,
     apply_list_query,
     data_response,
@@ -47,6 +48,8 @@ CLIENTS_AUTH = ResourceSpec(
     fields={"id", "password"}, default_fields=None, page_default=50, page_max=500)
 
 INVALID = "ERR_CODE_INVALID_REQUEST"
+LOGIN_AUDIT = Audit("auth.api.session", "create", request=False, failed="failed")
+"""Logins in the audit log (RPort records none): the user, from where, and failures."""
 
 
 def invalid(title: str, detail: str = "", status: int = 400, code: str = INVALID) -> ApiError:
@@ -144,6 +147,9 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
             log.info("login refused for user %r from %s: a login for it failed just now",
                      username, address)
             raise error
+        # audited from here on, failures too: not the refusals above, which cost nothing to
+        # provoke (a banned address could fill the audit log)
+        request.state.audit.username = request.state.audit.affected_id = username
         users = service().users
         record = await users.check_password(username, password)
         if record is None:
@@ -207,15 +213,16 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
                    413: "body too large", 429: "a login for this user failed just now"}
     register("/login", login, name="login", params=("token-lifetime",), public=True,
              summary="Log in with HTTP Basic credentials and get a token for Bearer auth.",
-             responses={k: v for k, v in login_codes.items() if k != 413})
+             responses={k: v for k, v in login_codes.items() if k != 413}, audit=LOGIN_AUDIT)
     register("/login", login, ["POST"], name="login_post", params=("token-lifetime",), public=True,
              summary="Log in with a JSON or form body (username, password) and get a token.",
              body={"type": "object", "required": ["username", "password"], "properties": {
                  "username": {"type": "string"}, "password": {"type": "string"},
                  "new_password": {"type": "string"}}},
-             responses=login_codes)
+             responses=login_codes, audit=LOGIN_AUDIT)
     register("/logout", logout, ["DELETE"], name="logout",
-             responses={204: "logged out", 400: "not a login session's token"})
+             responses={204: "logged out", 400: "not a login session's token"},
+             audit=Audit("auth.api.session", "delete", request=False))
     register("/me", me, name="me",
              responses={200: "you", 404: "your user was deleted"})
     register_two_fa(server, register, service)
@@ -306,15 +313,18 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
                    "properties": {"scope": {"enum": list(SCOPES)}, **token_props}},
              responses={200: "the token, shown once", 400: "a bad scope, name or expires_at",
                         403: "a clients-auth token for a user who is not an administrator",
-                        409: "you have a token of that name", 413: "body too large"})
+                        409: "you have a token of that name", 413: "body too large"},
+             audit=Audit("auth.user.me.token", "create", affected="response:prefix"))
     register("/me/tokens/{prefix}", update_token, ["PUT"], name="token_update",
              body={"type": "object", "additionalProperties": False,
                    "properties": {"prefix": {"type": "string"}, **token_props}},
              responses={200: "the token", 400: "a bad name or expires_at",
                         404: "no token of yours with that prefix",
-                        409: "you have a token of that name", 413: "body too large"})
+                        409: "you have a token of that name", 413: "body too large"},
+             audit=Audit("auth.user.me.token", "update"))
     register("/me/tokens/{prefix}", delete_token, ["DELETE"], name="token_delete",
-             responses={204: "deleted", 404: "no token of yours with that prefix"})
+             responses={204: "deleted", 404: "no token of yours with that prefix"},
+             audit=Audit("auth.user.me.token", "delete"))
 
     # -- clients-auth (administrators) -----------------------------------------------------
 
@@ -404,7 +414,8 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
              responses={201: "added", 400: "a bad id or password", 403: admin_403,
                         405: "the credentials are one static [server] auth",
                         409: "the id exists", 413: "body too large",
-                        500: "the auth file cannot be written"})
+                        500: "the auth file cannot be written"},
+             audit=Audit("client.auth", "create", affected="body:id"))
     register("/clients-auth/{client_auth_id}", get_client_auth, name="client_auth",
              responses={200: "the credential", 403: admin_403, 404: "no such id"})
     register("/clients-auth/{client_auth_id}", delete_client_auth, ["DELETE"],
@@ -412,4 +423,5 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
              responses={204: "deleted", 400: "a bad force", 403: admin_403,
                         404: "no such id", 405: "the credentials are one static [server] auth",
                         409: "clients still use it (use force=1)",
-                        500: "the auth file cannot be written"})
+                        500: "the auth file cannot be written"},
+             audit=Audit("client.auth", "delete"))

@@ -13,6 +13,7 @@ from starlette.responses import Response, StreamingResponse
 
 from rport.core.plugin import (
     ApiError,
+    Audit,
     ClientConnected,
     RemoteError,
     ResourceSpec,
@@ -179,6 +180,7 @@ def rport_register_routes(server: Any, register: Any) -> None:
         multi = await service(server).run_multi(
             body, user.username, check=lambda clients: check_client_access(server, user, clients),
             matchable=None if user.is_admin else visible_clients(server, user))
+        request.state.audit.client_ids = multi["target_client_ids"]  # an audit entry per client
         return data_response({"jid": multi["jid"]})
 
     async def list_multi(request: Request) -> Response:
@@ -219,13 +221,25 @@ def rport_register_routes(server: Any, register: Any) -> None:
     def register(*args: Any, **kwargs: Any) -> None:  # every route here needs RPort's "commands"
         plain(*args, permission="commands", **kwargs)
 
-    register("/clients/{client_id}/commands", run, ["POST"], name="run")
+    register("/clients/{client_id}/commands", run, ["POST"], name="run",
+             audit=Audit("client.command", "execute.start", affected="response:jid", response=True))
     register("/clients/{client_id}/commands", list_jobs, name="list", list_params=True)
     register("/clients/{client_id}/commands/{jid}", get_job, name="get")
-    register("/clients/{client_id}/commands/{jid}/cancel", cancel, ["POST"], name="cancel")
+    register("/clients/{client_id}/commands/{jid}/cancel", cancel, ["POST"], name="cancel",
+             audit=Audit("client.command", "cancel", affected="path:jid"))
     register("/clients/{client_id}/commands/{jid}/stream", stream, name="stream")
-    register("/commands", run_multi, ["POST"], name="run_multi")
+    register("/commands", run_multi, ["POST"], name="run_multi",
+             audit=Audit("client.command", "execute.start", affected="response:jid", response=True))
     register("/commands", list_multi, name="list_multi")
     register("/commands/{jid}", get_multi, name="get_multi")
     register("/commands/{jid}/jobs", multi_jobs, name="multi_jobs")
-    register("/commands/{jid}/cancel", cancel_multi, ["POST"], name="cancel_multi")
+    register("/commands/{jid}/cancel", cancel_multi, ["POST"], name="cancel_multi",
+             audit=Audit("client.command", "cancel", affected="path:jid"))
+
+
+@hookimpl(optionalhook=True)
+def rport_register_metrics(server: Any, registry: Any) -> None:
+    """The metrics plugin's hook: jobs finished by status, jobs running (see metrics.py)."""
+    from .metrics import CommandsCollector  # prometheus_client only when metrics are on
+
+    registry.register(CommandsCollector(lambda: server.state.get(NAME)))

@@ -10,9 +10,10 @@ import logging
 import re
 import time
 import uuid
+from collections import Counter
 from typing import Any, Callable, Mapping
 
-from rport.core.plugin import ApiError, Client, RemoteError, SessionClosed
+from rport.core.plugin import ApiError, AuditEvent, Client, RemoteError, SessionClosed
 
 from .jobs import FINAL, JobStore, new_job
 from .live import LiveHub
@@ -95,6 +96,8 @@ class CommandService:
         """The running multi-client jobs (their sequence or fan-out), by jid."""
         self._cancelled: dict[str, str] = {}
         """Multi-client jobs being cancelled, with who cancelled them."""
+        self.finished: Counter[str] = Counter()
+        """Jobs that became final since start-up, by status (metrics)."""
 
     # -- one client -----------------------------------------------------------------------------
 
@@ -181,12 +184,28 @@ class CommandService:
         self.live.publish(body["jid"], {"event": stream, "data": str(body.get("data", ""))})
 
     def _resolve(self, job: dict[str, Any]) -> None:
+        self._finished(job)
         self._active.pop(job["jid"], None)
         self._sent_on.pop(job["jid"], None)
         self.live.publish(job["jid"], {"event": "status", "data": job}, final=True)
         fut = self._waiters.pop(job["jid"], None)
         if fut is not None and not fut.done():
             fut.set_result(job)
+
+    def _finished(self, job: dict[str, Any]) -> None:
+        """A job ran and became final: counted (metrics), and its result recorded in the audit
+        log as RPort does (``execute.done``, the multi-client job's id for its jobs)."""
+        self.finished[job["status"]] += 1
+        self.server.bus.publish(AuditEvent(
+            "client.script" if job.get("is_script") else "client.command", "execute.done",
+            username=job.get("created_by") or "",
+            affected_id=job.get("multi_job_id") or job["jid"], client_ids=(job["client_id"],),
+            response=job))
+
+    @property
+    def running(self) -> int:
+        """Jobs started and not final yet (metrics)."""
+        return len(self._active)
 
     async def wait(self, jid: str, timeout: float) -> dict[str, Any] | None:
         fut = self._waiters.get(jid)
@@ -317,6 +336,7 @@ class CommandService:
                            "command", "interpreter", "cwd", "is_sudo", "timeout_sec")})
 
     def _not_run(self, multi: dict[str, Any], clients: list[Client], reason: str) -> list[dict[str, Any]]:
+        self.finished["skipped"] += len(clients)
         return [dict(self._child(multi, c), status="skipped", finished_at=_now(), error=reason)
                 for c in clients]
 

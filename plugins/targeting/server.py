@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rport.core.plugin import (
+    Audit,
     ResourceSpec,
     StoreSchema,
     apply_list_query,
@@ -120,11 +121,14 @@ def rport_register_routes(server: Any, register: Any) -> None:
         return data_response(rows, count=count)
 
     register("/client-groups", list_groups, name="groups", list_params=True)
-    register("/client-groups", create_group, ["POST"], name="group_create")
+    register("/client-groups", create_group, ["POST"], name="group_create",
+             audit=Audit("client.group", "create", affected="body:id"))
     register("/client-groups/{group_id}", get_group, name="group",
              params=("fields[client_groups]",))
-    register("/client-groups/{group_id}", put_group, ["PUT"], name="group_put")
-    register("/client-groups/{group_id}", delete_group, ["DELETE"], name="group_delete")
+    register("/client-groups/{group_id}", put_group, ["PUT"], name="group_put",
+             audit=Audit("client.group", "update"))
+    register("/client-groups/{group_id}", delete_group, ["DELETE"], name="group_delete",
+             audit=Audit("client.group", "delete"))
     register("/client-tags", client_tags, name="client_tags", list_params=True)
 
 

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from rport.core.plugin import (
     ApiError,
+    Audit,
     ClientConnected,
     ClientDisconnected,
     ClientRemoved,
@@ -104,9 +105,11 @@ def rport_register_routes(server: Any, register: Any) -> None:
         return data_response(rows, count=len(rows))
 
     register("/clients/{client_id}/tunnels", create, ["PUT"], name="create", params=PUT_PARAMS,
-             permission="tunnels")
+             permission="tunnels",
+             audit=Audit("client.tunnel", "create", affected="response:id", response=True))
     register("/clients/{client_id}/tunnels/{tunnel_id}", delete, ["DELETE"], name="delete",
-             params=("force",), permission="tunnels")
+             params=("force",), permission="tunnels",
+             audit=Audit("client.tunnel", "delete", affected="path:tunnel_id"))
     register("/tunnels", list_all, name="list", permission="tunnels")
 
 
@@ -131,6 +134,14 @@ def rport_register_subscribers(server: Any, register: Any) -> None:
 @hookimpl
 def rport_client_document(server: Any, client: Any, doc: dict) -> None:
     doc["tunnels"] = [t.to_json() for t in service(server).of(client.id)]
+
+
+@hookimpl(optionalhook=True)
+def rport_register_metrics(server: Any, registry: Any) -> None:
+    """The metrics plugin's hook: tunnels open, connections, bytes (see metrics.py)."""
+    from .metrics import TunnelsCollector  # prometheus_client only when metrics are on
+
+    registry.register(TunnelsCollector(lambda: server.state.get(NAME)))
 
 
 @hookimpl

@@ -15,6 +15,7 @@ from . import store
 from .events import TunnelClosed, TunnelOpened
 from .ports import PortPool, port_free
 from .remote import Remote, RemoteError as DecodeError, decode_remote, hello_remotes, parse_local
+from .traffic import Traffic
 from .tunnel import Tunnel
 
 log = logging.getLogger("rport.plugins.tunnels")
@@ -97,6 +98,8 @@ class TunnelService:
         self._last_id: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._persisting = KeyedLocks()
+        self.traffic = Traffic()
+        """What every tunnel's ended connections carried since start-up (metrics)."""
 
     # -- store -------------------------------------------------------------------------------------
 
@@ -122,6 +125,18 @@ class TunnelService:
 
     def all(self) -> list[Tunnel]:
         return [t for tunnels in self.tunnels.values() for t in tunnels.values()]
+
+    def traffic_totals(self) -> dict[str, int]:
+        """For metrics: tunnels and connections open now; connections, refusals and bytes
+        since start-up (ended connections and what the open ones carried so far)."""
+        tunnels = self.all()
+        sent, received = self.traffic.sent, self.traffic.received
+        for tunnel in tunnels:
+            live_sent, live_received = tunnel.live_bytes()
+            sent, received = sent + live_sent, received + live_received
+        return {"tunnels": len(tunnels), "open_connections": sum(t.connections for t in tunnels),
+                "connections": self.traffic.connections, "refused": self.traffic.refused,
+                "sent": sent, "received": received}
 
     def taken_ports(self) -> set[int]:
         return {t.lport for t in self.all()} | {t.raw_port for t in self.all() if t.raw_port}
@@ -325,6 +340,7 @@ class TunnelService:
             self._last_id[tunnel.client_id] = new_id
             tunnel.id = str(new_id)
         client_id = tunnel.client_id
+        tunnel.traffic = self.traffic
         tunnel.session = self.server.clients.session(client_id)
         try:
             await tunnel.start(lambda: self.server.clients.session(client_id))
