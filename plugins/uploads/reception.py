@@ -353,7 +353,7 @@ class Receiver:
                     raise ReceptionError(f"cannot write {dest}: permission denied") from None
             except OSError as err:
                 raise ReceptionError(f"cannot write {dest}: {err.strerror or err}") from None
-        why = await _run("sudo", "-n", shutil.which("mv") or "/bin/mv", "-f", str(temp), dest)
+        why = await _run("sudo", "-n", shutil.which("mv") or "/bin/mv", str(temp), dest)
         if why:
             raise ReceptionError(f"rename {temp} {dest}: permission denied; {why}")
 
