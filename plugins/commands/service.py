@@ -303,7 +303,7 @@ class CommandService:
     async def resolve_targets(self, body: Mapping[str, Any],
                               matchable: list[Client] | None = None) -> list[Client]:
         """The clients that ``client_ids``/``group_ids``/``tags``/``labels`` of ``body`` name, as a
-        multi-client job resolves them (for the scheduler and uploads plugins), or ApiError."""
+        multi-client job resolves them (for the scheduler plugin), or ApiError."""
         return await self._targets(body, matchable)
 
     async def _targets(self, body: Mapping[str, Any],

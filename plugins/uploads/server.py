@@ -65,8 +65,9 @@ def rport_store_schema() -> StoreSchema:
 
 
 @hookimpl
-def rport_server_startup(server: Any) -> None:
+async def rport_server_startup(server: Any) -> None:
     server.state[NAME] = UploadService(server)
+    await service(server).clean()
 
 
 @hookimpl

@@ -55,6 +55,22 @@ class UploadService:
         self._parallel = asyncio.Semaphore(PARALLEL)
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
+    async def clean(self) -> None:
+        """At start: files left in ``filepush/`` by a server that stopped without finishing
+        (killed, or the machine went down) can never be sent any more."""
+        def clean() -> int:
+            if not self.dir.is_dir():
+                return 0
+            gone = 0
+            for entry in self.dir.iterdir():
+                if entry.name.endswith("_rport_filepush") or entry.name.endswith(".part"):
+                    entry.unlink(missing_ok=True)
+                    gone += 1
+            return gone
+        gone = await asyncio.to_thread(clean)
+        if gone:
+            log.warning("removed %d file(s) of unfinished uploads from %s", gone, self.dir)
+
     # -- receiving ----------------------------------------------------------------------------
 
     async def create(self, request: Any) -> dict[str, Any]:

@@ -271,3 +271,15 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def test_files_of_unfinished_uploads_are_removed_at_start(make_server: Any) -> None:
+    server = make_server(start=False)
+    leftover = server.data_dir / "filepush"
+    leftover.mkdir(parents=True, mode=0o700)
+    server.data_dir.chmod(0o700)
+    (leftover / "0f3c_rport_filepush").write_bytes(b"half a file")
+    (leftover / ".abc.part").write_bytes(b"half a request")
+    server.start()
+    assert list(leftover.iterdir()) == []
+    assert f"removed 2 file(s) of unfinished uploads from {leftover}" in server.log()
