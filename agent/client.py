@@ -35,9 +35,10 @@ from rport.core.protocol.websocket import (
     WebSocketLink,
     take_over,
 )
-from rport.core.session import Handlers, ProtocolViolation
+from rport.core.session import Handlers, ProtocolViolation, RemoteError
 
 from . import hookspecs, sysinfo
+from .attributes import AttributesError, parse_attributes, read_attributes, write_attributes
 from .config import AgentConfig
 from .dial import HandshakeError, open_websocket
 
@@ -85,6 +86,9 @@ async def _ping(session: Any, body: Any) -> Any:
     return body
 
 
+ATTRIBUTES_REQUEST = "update_client_attributes"
+
+
 class RportAgent:
     def __init__(self, config: AgentConfig, plugins: PluginSet) -> None:
         self.config = config
@@ -92,6 +96,7 @@ class RportAgent:
         self.hook = plugins.pm.hook
         self.handlers = Handlers()
         self.handlers.add_request("ping", _ping, "core")
+        self.handlers.add_request(ATTRIBUTES_REQUEST, self._update_attributes, "core")
         self.session: MuxSession | None = None
         self.connected = asyncio.Event()
         self.session_id = str(uuid.uuid4())
@@ -99,6 +104,10 @@ class RportAgent:
         self.client_id = config.client.id or (machine_id() if config.client.use_system_id else "")
         self.name = config.client.name or (socket.gethostname() if config.client.use_hostname else "")
         self.url = server_url(config.client.server)
+        self.tags: list[str] = list(config.client.tags)
+        self.labels: dict[str, str] = dict(config.client.labels)
+        """The client's attributes as sent in the hello: ``[client] tags`` and ``labels``, or
+        those of ``attributes_file_path`` (read at start, rewritten by the server's requests)."""
         self._plugin_configs: dict[str, Any] = {}
         self._facts: dict[str, Any] = {}
         # One TLS context for every attempt: no CA bundle (the server is verified by its key's
@@ -137,11 +146,48 @@ class RportAgent:
         if problems:
             raise ConfigError(problems, source=self.config.source)
 
+    # -- attributes --------------------------------------------------------------------------------
+
+    @property
+    def attributes_path(self) -> Path | None:
+        path = self.config.client.attributes_file_path
+        return Path(path).expanduser() if path else None
+
+    async def _load_attributes(self) -> None:
+        """``attributes_file_path`` overrides the configured tags and labels; a file that cannot
+        be read is ignored (RPort's behaviour), saying why."""
+        path = self.attributes_path
+        if path is None:
+            return
+        try:
+            self.tags, self.labels = await asyncio.to_thread(read_attributes, path)
+        except AttributesError as exc:
+            log.warning("client attributes: %s; using the tags and labels of the configuration "
+                        "instead", exc)
+            return
+        log.info("client attributes from %s: tags %s, labels %s", path, self.tags, self.labels)
+
+    async def _update_attributes(self, session: Any, body: Any) -> Any:
+        """The server's ``PUT /clients/{id}/attributes``: rewrite the file, then use the new
+        values (the server shows them at once; the next hello carries them)."""
+        path = self.attributes_path
+        if path is None:
+            raise RemoteError("attributes file path not set ([client] attributes_file_path)")
+        try:
+            tags, labels = parse_attributes(body)
+            await asyncio.to_thread(write_attributes, path, tags, labels)
+        except AttributesError as exc:
+            raise RemoteError(str(exc)) from None
+        self.tags, self.labels = tags, labels
+        log.info("client attributes updated by the server: tags %s, labels %s", tags, labels)
+        return {"status": "OK"}
+
     # -- running -----------------------------------------------------------------------------------
 
     async def run(self) -> int:
         """Connect and keep connecting; returns an exit status when retries are exhausted."""
         await asyncio.to_thread(prepare_data_dir, self.data_dir, log)
+        await self._load_attributes()
         for impl in impls(self.hook.rport_register_handlers):
             await call_impl(impl, agent=self, register=self.handlers.registrar(impl.plugin_name))
         for impl in impls(self.hook.rport_agent_startup):
@@ -264,7 +310,7 @@ class RportAgent:
             "version": __version__,
             "auth": {"id": auth_id, "password": password},
             "client": {"id": self.client_id, "session_id": self.session_id, "name": self.name,
-                       "tags": list(self.config.client.tags), "labels": dict(self.config.client.labels),
+                       "tags": list(self.tags), "labels": dict(self.labels),
                        "facts": self._facts},
             "capabilities": self.handlers.capabilities,
             "plugins": plugins,

@@ -36,6 +36,9 @@ class ClientSection:
     use_hostname: bool = True
     tags: list[str] = attrs.field(factory=list)
     labels: dict[str, str] = attrs.field(factory=dict)
+    attributes_file_path: str = ""
+    """A JSON file of tags and labels that overrides ``tags`` and ``labels`` (RPort's
+    client attributes); ``PUT /clients/{id}/attributes`` rewrites it."""
     remotes: list[str] = attrs.field(factory=list)
     tunnel_allowed: list[str] = attrs.field(factory=list)
     data_dir: str = attrs.field(factory=lambda: default_data_dir("rport"))

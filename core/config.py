@@ -70,6 +70,8 @@ class ApiSection:
     cert_file: str = ""
     key_file: str = ""
     max_request_bytes: int = 10240
+    max_filepush_size: int = 10485760
+    """RPort's limit of a file uploaded to ``/files`` (the uploads plugin), in bytes."""
     max_connections: int = 1024
     read_timeout: Duration = Duration(10)
     max_failed_login: int = 5
@@ -236,6 +238,8 @@ def _check(s: dict[str, Any]) -> list[str]:
         problems.append("server.max_pending_connections: must be at least 1")
     if server.max_pending_per_address < 1:
         problems.append("server.max_pending_per_address: must be at least 1")
+    if api.max_filepush_size < 1:
+        problems.append("api.max_filepush_size: must be at least 1 (bytes)")
     if api.max_failed_login < 1:
         problems.append("api.max_failed_login: must be at least 1")
     if api.max_connections < 1:

@@ -65,9 +65,11 @@ def openapi_document(specs: Iterable[RouteSpec], *, bearer: bool = False) -> dic
                 "responses": responses,
             }
             if spec.body is not None:
-                operation["requestBody"] = {
-                    "required": True,
-                    "content": {"application/json": {"schema": dict(spec.body)}}}
+                # A JSON schema, or {"content": {<media type>: {"schema": ...}}} for a body that
+                # is not JSON (e.g. the uploads plugin's multipart/form-data)
+                content = (dict(spec.body["content"]) if "content" in spec.body
+                           else {"application/json": {"schema": dict(spec.body)}})
+                operation["requestBody"] = {"required": True, "content": content}
             if spec.permission:
                 operation["x-rport-permission"] = spec.permission
             if spec.audit is not None:

@@ -13,6 +13,7 @@ from ..clients import Client
 from ..errors import ApiError
 from ..plugins import call_each_sync
 from ..users import require_admin
+from .attributes import register_attribute_routes
 from .openapi import openapi_document
 from .query import ResourceSpec, apply_list_query, parse_list_query
 from .routing import Audit, data_response, read_json
@@ -136,6 +137,7 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
              responses={204: "set", 400: "missing or invalid body", 403: "not an administrator",
                         404: "no such client", 413: "body too large"},
              audit=Audit("client.acl", "update"))
+    register_attribute_routes(server, register)
     register("/plugins", plugins, name="plugins",
              responses={200: "the loaded plugins, with meta.count", 403: "not an administrator"})
     register("/openapi.json", openapi, name="openapi", responses={200: "this document"})

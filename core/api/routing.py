@@ -90,7 +90,8 @@ class RouteSpec:
     summary: str = ""
     public: bool = False
     body: Mapping[str, Any] | None = None
-    """JSON schema of the request body (OpenAPI ``requestBody``), or None if it takes none."""
+    """JSON schema of the request body (OpenAPI ``requestBody``), or None if it takes none; a
+    body of another media type is ``{"content": {"multipart/form-data": {"schema": ...}}}``."""
     responses: Mapping[int, str] = attrs.field(factory=dict)
     """Every status code the route answers, with what it means (success and errors)."""
     permission: str | None = None

@@ -64,6 +64,10 @@ def validate_command(body: Any, allowed: set[str], default_timeout: int) -> dict
 
 INT64 = 1 << 63
 
+RUN_REQUEST = {False: "run_cmd", True: "run_script"}
+"""The agent's request that starts a job: a command, or a script (the scripts plugin's, which
+applies ``[remote-scripts]``; an agent without it refuses the script)."""
+
 
 def _invalid_json(detail: str) -> ApiError:
     return ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON", detail=detail)
@@ -101,14 +105,17 @@ class CommandService:
 
     # -- one client -----------------------------------------------------------------------------
 
-    async def run_single(self, client_id: str, body: Any, user: str) -> dict[str, Any]:
+    async def run_single(self, client_id: str, body: Any, user: str, *,
+                         is_script: bool = False) -> dict[str, Any]:
+        """``is_script``: the job of a script (the scripts plugin: ``command`` holds the decoded
+        script, and the agent runs it with ``run_script``, within ``[remote-scripts]``)."""
         spec = validate_command(body, SINGLE_KEYS, self.default_timeout)
         client = self.server.clients.get(client_id)
         if client is None or not client.connected:
             raise ApiError(404, f'Active client with id="{client_id}" not found.',
                            code="ERR_CODE_CLIENT_NOT_FOUND")
         job = new_job(jid=str(uuid.uuid4()), status="running", client_id=client.id,
-                      client_name=client.name, created_by=user, **spec)
+                      client_name=client.name, created_by=user, is_script=is_script, **spec)
         await self._start(client, job, raise_errors=True)
         return job
 
@@ -125,7 +132,7 @@ class CommandService:
             self._sent_on[job["jid"]] = session
             await self.jobs.save(job)  # before the agent can answer with a result
             try:
-                answer = await session.request("run_cmd", {
+                answer = await session.request(RUN_REQUEST[bool(job["is_script"])], {
                     k: job[k] for k in ("jid", "command", "interpreter", "cwd", "is_sudo", "timeout_sec")})
                 job["pid"] = job["pid"] or (answer or {}).get("pid")
                 job["started_at"] = (answer or {}).get("started_at") or _now()
@@ -262,10 +269,13 @@ class CommandService:
 
     async def run_multi(self, body: Any, user: str,
                         check: Callable[[list[Client]], None] | None = None,
-                        matchable: list[Client] | None = None) -> dict[str, Any]:
+                        matchable: list[Client] | None = None, *, is_script: bool = False,
+                        schedule_id: str | None = None) -> dict[str, Any]:
         """Start a multi-client job; ``check`` may refuse the resolved clients (it raises
         :class:`ApiError`, e.g. the caller's 403 for clients it may not use) before anything runs.
-        Tags, labels and groups select among ``matchable`` (default: every client)."""
+        Tags, labels and groups select among ``matchable`` (default: every client).
+        ``is_script``: a script's (see :meth:`run_single`); ``schedule_id``: started by that
+        schedule (the scheduler plugin), in the multi-job and each of its jobs."""
         spec = validate_command(body, MULTI_KEYS, self.default_timeout)
         clients = await self._targets(body, matchable)
         if check is not None:
@@ -274,11 +284,11 @@ class CommandService:
         abort_on_error = _flag(body, "abort_on_error", True)
         multi = {
             "jid": str(uuid.uuid4()), "started_at": _now(), "created_by": user,
-            "schedule_id": None, "client_ids": body.get("client_ids"),
+            "schedule_id": schedule_id, "client_ids": body.get("client_ids"),
             "group_ids": body.get("group_ids"), "tags": body.get("tags"),
             "labels": body.get("labels"), "concurrent": concurrent,
             "abort_on_err": abort_on_error and not concurrent,
-            "is_script": False, **spec,
+            "is_script": is_script, **spec,
             "target_client_ids": [c.id for c in clients],
         }
         await self.jobs.save_multi(multi)
@@ -309,6 +319,12 @@ class CommandService:
             except ApiError:
                 pass  # ended meanwhile, or its client is gone: nothing left to stop
 
+    async def resolve_targets(self, body: Mapping[str, Any],
+                              matchable: list[Client] | None = None) -> list[Client]:
+        """The clients that ``client_ids``/``group_ids``/``tags``/``labels`` of ``body`` name, as a
+        multi-client job resolves them (for the scheduler plugin), or ApiError."""
+        return await self._targets(body, matchable)
+
     async def _targets(self, body: Mapping[str, Any],
                        matchable: list[Client] | None = None) -> list[Client]:
         targeting = self.server.state.get("targeting")
@@ -333,7 +349,8 @@ class CommandService:
         return new_job(jid=str(uuid.uuid4()), status="running", client_id=client.id,
                        client_name=client.name, created_by=multi["created_by"],
                        multi_job_id=multi["jid"], **{k: multi[k] for k in (
-                           "command", "interpreter", "cwd", "is_sudo", "timeout_sec")})
+                           "command", "interpreter", "cwd", "is_sudo", "timeout_sec",
+                           "is_script", "schedule_id")})
 
     def _not_run(self, multi: dict[str, Any], clients: list[Client], reason: str) -> list[dict[str, Any]]:
         self.finished["skipped"] += len(clients)
