@@ -105,8 +105,7 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
         # Looked up again after the await: a reconnection may have replaced the Client object.
         client = get_client(server, request.path_params["client_id"])
         client.allowed_user_groups = groups
-        await server.store.save_client(client.id, client.to_record(),
-                                       None if client.connected else client.disconnected_at)
+        await server.save_client_settings(client)
         return Response(status_code=204)
 
     async def plugins(request: Request) -> Response:

@@ -48,6 +48,9 @@ class RouteSpec:
     permission: str | None = None
     """The per-function permission a non-admin user needs (RPort's ``commands``, ``tunnels``,
     ``scripts``, ...), or None if the route needs none (see docs/plugins.md)."""
+    agent: bool = False
+    """The route talks to the agent of its ``{client_id}`` (through its session, or with
+    listeners that follow it): in a cluster it runs on the node holding that agent."""
 
 
 @attrs.frozen
@@ -73,9 +76,12 @@ class RouteTable:
                      summary: str = "", public: bool = False,
                      body: Mapping[str, Any] | None = None,
                      responses: Mapping[int, str] | None = None,
-                     permission: str | None = None) -> None:
+                     permission: str | None = None, agent: bool = False) -> None:
             if not path.startswith("/"):
                 raise ValueError(f"plugin {owner!r}: route path {path!r} must start with /")
+            if agent and "{client_id}" not in path:
+                raise ValueError(f"plugin {owner!r}: route {path}: agent=True needs a "
+                                 "{client_id} in the path (the agent it talks to)")
             for status in responses or {}:
                 if not (isinstance(status, int) and 100 <= status <= 599):
                     raise ValueError(f"plugin {owner!r}: route {path}: {status!r} is not an "
@@ -86,7 +92,7 @@ class RouteTable:
                 list_params=list_params, public=public,
                 summary=summary or (inspect.getdoc(endpoint) or "").split("\n")[0],
                 body=body, responses=dict(sorted((responses or {}).items())),
-                permission=permission)
+                permission=permission, agent=agent)
             if any(page.name == spec.name for page in self.pages):
                 raise ValueError(f"route name {spec.name!r} registered twice")
             for other in self.specs:
@@ -182,6 +188,11 @@ def _wrap(server: "RportServer", spec: RouteSpec) -> Endpoint:
                     if key not in allowed:
                         raise ApiError(400, f"unsupported query parameter '{key}'",
                                        code="ERR_CODE_BAD_QUERY_PARAM")
+            if spec.agent and server.cluster is not None:
+                # In a cluster, the node that holds the agent answers (see core/cluster).
+                forwarded = await server.cluster.forward_if_remote(request, spec)
+                if forwarded is not None:
+                    return forwarded
             return await spec.endpoint(request)
         except ApiError as exc:
             return error_response(exc)
@@ -193,6 +204,32 @@ def _wrap(server: "RportServer", spec: RouteSpec) -> Endpoint:
 
     endpoint.__name__ = spec.name
     return endpoint
+
+
+async def run_route(server: "RportServer", spec: RouteSpec, request: Request) -> Response:
+    """A route for a request another node of the cluster authenticated (``request.state.user``
+    is set): the same checks of the parameters, the endpoint, the same errors."""
+    try:
+        _check_params(spec, request)
+        return await spec.endpoint(request)
+    except ApiError as exc:
+        return error_response(exc)
+    except Exception:
+        return _failed(spec, request)
+
+
+def _check_params(spec: RouteSpec, request: Request) -> None:
+    if not spec.list_params:
+        for key in request.query_params:
+            if key not in spec.params:
+                raise ApiError(400, f"unsupported query parameter '{key}'",
+                               code="ERR_CODE_BAD_QUERY_PARAM")
+
+
+def _failed(spec: RouteSpec, request: Request) -> Response:
+    log.exception("route %s %s of plugin %r failed", request.method, request.url.path, spec.owner)
+    return error_response(ApiError(500, "internal server error", code="ERR_CODE_INTERNAL",
+                                   detail=f"the plugin {spec.owner!r} failed; see the server log"))
 
 
 READ_METHODS = ("GET", "HEAD")
