@@ -27,7 +27,7 @@ from rport.core.plugin import (
 )
 
 from .jobs import JOB_FIELDS, SCHEMA
-from .service import CommandService
+from .service import CommandService, JobFinished, MultiJobCancelled
 
 NAME = "commands"
 JOBS = ResourceSpec(name="jobs", sort_fields={"jid", "status", "finished_at", "started_at"},
@@ -45,6 +45,8 @@ def service(server: Any) -> CommandService:
 @hookimpl
 async def rport_server_startup(server: Any) -> None:
     server.state[NAME] = CommandService(server)
+    server.bus.share(JobFinished)
+    server.bus.share(MultiJobCancelled)
 
 
 @hookimpl
@@ -65,7 +67,15 @@ def rport_register_subscribers(server: Any, register: Any) -> None:
         if client is not None:
             await service(server).reconcile(client)
 
+    async def finished(event: JobFinished) -> None:
+        await service(server).finished_elsewhere(event.jid)
+
+    async def multi_cancelled(event: MultiJobCancelled) -> None:
+        await service(server).cancel_multi_here(event.jid, event.user)
+
     register(ClientConnected, connected)
+    register(JobFinished, finished)
+    register(MultiJobCancelled, multi_cancelled)
 
 
 @hookimpl
@@ -75,6 +85,8 @@ def rport_register_handlers(server: Any, register: Any) -> None:
         return {"ok": True}
 
     async def cmd_output(session: Any, body: Any) -> Any:
+        if server.cluster is not None:  # a job another node started on this node's agent
+            await service(server).adopt(session.context["client_id"], body)
         service(server).on_output(session.context["client_id"], body)
         return None
 
@@ -214,11 +226,12 @@ def rport_register_routes(server: Any, register: Any) -> None:
         jobs = await service(server).jobs.of_multi(multi["jid"])
         return data_response(jobs, count=len(jobs))
 
-    register("/clients/{client_id}/commands", run, ["POST"], name="run")
+    register("/clients/{client_id}/commands", run, ["POST"], name="run", agent=True)
     register("/clients/{client_id}/commands", list_jobs, name="list", list_params=True)
     register("/clients/{client_id}/commands/{jid}", get_job, name="get")
-    register("/clients/{client_id}/commands/{jid}/cancel", cancel, ["POST"], name="cancel")
-    register("/clients/{client_id}/commands/{jid}/stream", stream, name="stream")
+    register("/clients/{client_id}/commands/{jid}/cancel", cancel, ["POST"], name="cancel",
+             agent=True)
+    register("/clients/{client_id}/commands/{jid}/stream", stream, name="stream", agent=True)
     register("/commands", run_multi, ["POST"], name="run_multi")
     register("/commands", list_multi, name="list_multi")
     register("/commands/{jid}", get_multi, name="get_multi")
