@@ -43,6 +43,8 @@ log = logging.getLogger("rport.cluster")
 
 OUTBOX = 10_000
 """Broadcasts waiting to be sent (bounded: past it they are dropped, with a log line)."""
+LOADING_MAX = 200_000
+"""Broadcasts kept while a starting node reads the database (applied after)."""
 HANDLERS = 256
 """Requests from other nodes handled at once (more wait in NATS's bounded pending queue)."""
 
@@ -64,6 +66,7 @@ class Cluster:
         self._pending: set[asyncio.Task[Any]] = set()
         self._loading: list[tuple[dict[str, Any], bytes]] | None = None
         self._stopping = False
+        self._joined = False
         self._throttles: dict[str, Any] = {}
         self._throttle_rows: dict[tuple[str, str], dict[str, Any]] = {}
         self._throttle_dirty = asyncio.Event()
@@ -107,6 +110,14 @@ class Cluster:
         except Exception as exc:
             raise PluginError(f"cluster: cannot connect to NATS at {', '.join(_hide(u) for u in cfg.nats_url)}: "
                               f"{exc.__class__.__name__}: {exc}") from None
+        try:  # a live process answering for our node id: two nodes must not share one
+            other = await self.call_node(self.node_id, "ping", {}, timeout=2)
+        except TimeoutError:
+            other = None
+        if other is not None:
+            await self.nc.close()
+            raise PluginError(f"cluster: another live node already has node_id {self.node_id!r}; "
+                              "give each node its own ([cluster] node_id)")
         self._loading = []
         await self.nc.subscribe(self.broadcast_subject, cb=self._on_broadcast,
                                 pending_msgs_limit=65536, pending_bytes_limit=64 << 20)
@@ -118,6 +129,7 @@ class Cluster:
         loading, self._loading = self._loading, None
         for header, body in loading:  # what was said while we read the database
             await self._apply(header, body)
+        self._joined = True
         self._tasks += [asyncio.create_task(self._send_loop(), name="cluster-send"),
                         asyncio.create_task(self._heartbeat_loop(), name="cluster-heartbeat"),
                         asyncio.create_task(self._monitor_loop(), name="cluster-monitor"),
@@ -129,11 +141,12 @@ class Cluster:
         """Leave: what this node held is let go in the database and the others are told, so
         they do not wait for our heartbeat to time out."""
         self._stopping = True
-        with contextlib.suppress(Exception):
-            await self.server.store.run(tables.leave, self.node_id, time.time())
-        self.broadcast({"op": "leave", "node": self.node_id})
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._drain_outbox(), 5)
+        if self._joined:  # (a node refused at start leaves nothing of the live one's)
+            with contextlib.suppress(Exception):
+                await self.server.store.run(tables.leave, self.node_id, time.time())
+            self.broadcast({"op": "leave", "node": self.node_id})
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._drain_outbox(), 5)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -396,7 +409,11 @@ class Cluster:
         if header.get("from") == self.node_id:
             return
         if self._loading is not None and header.get("op") != "heartbeat":
-            self._loading.append((header, body))
+            if len(self._loading) < LOADING_MAX:
+                self._loading.append((header, body))
+            else:
+                log.error("cluster: more than %d messages while the clients were read; dropped a "
+                          "%r message", LOADING_MAX, header.get("op"))
             return
         try:
             await self._apply(header, body)

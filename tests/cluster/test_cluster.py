@@ -31,10 +31,15 @@ FAILOVER_DEADLINE = 10.0  # the issue's bound for agents and their tunnels to be
 
 class Cluster:
     def __init__(self, nodes: dict[str, Server], agents: dict[str, Agent],
-                 home: dict[str, str]) -> None:
+                 home: dict[str, str], database_url: str, nats: Nats) -> None:
         self.nodes = nodes
         self.agents = agents
         self.home = home  # client id -> the node it connected to first
+        self.database_url = database_url
+        self.nats = nats
+
+    def config(self, node: str) -> dict[str, dict[str, Any]]:
+        return _node_config(node, self.database_url, self.nats)
 
     def of(self, node: str) -> list[str]:
         return sorted(cid for cid, n in self.home.items() if n == node)
@@ -72,7 +77,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgresql: PostgreSQL,
                     "remote-commands": {"allow": [".*"], "deny": []}})
         for client_id, node in home.items():
             nodes[node].wait_connected(client_id, timeout=60)
-        yield Cluster(nodes, agents, home)
+        yield Cluster(nodes, agents, home, database_url, nats)
     finally:
         for agent in agents.values():
             agent.stop()
@@ -99,6 +104,14 @@ def test_every_node_lists_every_client(cluster: Cluster) -> None:
         assert (status["clients_connected"], status["clients_disconnected"]) == (30, 0)
         assert status["tunnel_host"] == f"127.0.0.{NODES.index(name) + 1}"
 
+
+def test_a_second_node_with_the_same_id_is_refused(cluster: Cluster, tmp_path: Path) -> None:
+    twin = Server(tmp_path / "twin", extra={**cluster.config("a"), "logging": {"log_level": "info"}})
+    with pytest.raises(RuntimeError, match="process exited"):
+        twin.start()
+    assert twin.proc is not None and twin.proc.proc.returncode == 1
+    assert "another live node already has node_id 'a'" in twin.log()
+    assert "Traceback" not in twin.log()
 
 def _sessions(agent: Agent) -> list[str]:
     """The agent's "connected to <url> as client <id>" log lines."""
