@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""A cluster of 1, 2 and 3 rportd nodes (one PostgreSQL, one nats-server, started for the run
+as the tests start them) against one rportd on its own (SQLite, no NATS) in the same run.
+
+    .venv/bin/python benchmarks/cluster.py [--agents 30] [--seconds 5] [--concurrency 16]
+
+For each setup, real agents are spread evenly over the nodes and the API load is spread over
+them too (each worker talks to one node, round robin):
+
+* ``reads``: ``GET /clients/{id}`` of random agents, answered by the node asked (every node
+  knows every agent): requests per second per node and in total;
+* ``commands``: ``POST /clients/{id}/commands`` (``true``) on random agents, so most calls need
+  an agent held by another node and are forwarded there: per node and in total;
+* ``forwarded vs local``: calls made one after the other (latency), alternately on the node
+  holding the agent and through another node: the cost of a forwarded call. Two agent routes:
+  ``POST /clients/{id}/commands`` (the agent starts ``true``; three job saves) and
+  ``POST /clients/{id}/commands/{jid}/cancel`` of a finished job (a 409 after one read of the
+  store: the forwarding's own cost stands out).
+
+Ratios are against the first setup of the run (one node on its own). A benchmark, not a test:
+it asserts nothing. On a 2-core machine three nodes, PostgreSQL, NATS and the agents share two
+cores: the total cannot grow much past one node's; the point is what forwarding costs and that
+nothing collapses as nodes are added.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.procs import Agent, Server, wait_for  # noqa: E402
+from tests.services import Nats, PostgreSQL, ServiceUnavailable  # noqa: E402
+
+SECRET = "benchmark-cluster-secret-0123456789"
+JWT = "benchmark-jwt-secret-0123456789abcdefgh"
+OPEN = {"allow": [".*"], "deny": []}
+
+
+class Setup:
+    def __init__(self, name: str, nodes: list[Server], agents: dict[str, Agent],
+                 home: dict[str, int]) -> None:
+        self.name, self.nodes, self.agents, self.home = name, nodes, agents, home
+
+    def stop(self) -> None:
+        for agent in self.agents.values():
+            agent.stop()
+        for node in self.nodes:
+            node.stop()
+
+
+def start(name: str, count: int, agents: int, root: Path, pg: PostgreSQL | None,
+          nats: Nats | None) -> Setup:
+    nodes: list[Server] = []
+    database = pg.create_database("bench") if pg is not None else ""
+    for i in range(count):
+        extra: dict[str, Any] = {"logging": {"log_level": "info"},
+                                 "api": {"max_connections": 4096}}
+        if nats is not None:
+            extra |= {"database": {"url": database},
+                      "cluster": {"nats_url": nats.url, "node_id": f"n{i}", "secret": SECRET},
+                      "api": {"jwt_secret": JWT, "max_connections": 4096}}
+        nodes.append(Server(root / name / f"node{i}", extra=extra).start(timeout=60))
+    fleet: dict[str, Agent] = {}
+    home: dict[str, int] = {}
+    for j in range(agents):
+        node = j % count
+        cid = f"{name}-agent{j:03d}"
+        home[cid] = node
+        others = [n.agent_url for k, n in enumerate(nodes) if k != node]
+        fleet[cid] = Agent(root / name / f"agent{j}", nodes[node], cid, config={
+            "client": {"fallback_servers": others}, "remote-commands": OPEN,
+            "logging": {"log_level": "warning"}})
+    for cid, node in home.items():
+        wait_for(lambda c=cid, n=node: _state(nodes[n], c) == "connected", 120, f"{cid} to connect")
+    for node in nodes:  # every node lists every agent before the load starts
+        wait_for(lambda n=node: len(_list(n)) == agents, 60, "every node to list every agent")
+    return Setup(name, nodes, fleet, home)
+
+
+def _state(node: Server, cid: str) -> str:
+    resp = node.api.get(f"/clients/{cid}")  # type: ignore[union-attr]
+    return resp.json()["data"]["connection_state"] if resp.status_code == 200 else ""
+
+
+def _list(node: Server) -> list[Any]:
+    return node.api.get("/clients").json()["data"]  # type: ignore[union-attr]
+
+
+async def load(setup: Setup, kind: str, seconds: float, concurrency: int) -> tuple[list[int], int]:
+    """Requests answered per node in ``seconds``; and the errors."""
+    done = [0] * len(setup.nodes)
+    errors = 0
+    ids = list(setup.home)
+    deadline = time.monotonic() + seconds
+    clients = [httpx.AsyncClient(base_url=n.api_url + "/api/v1", auth=("admin", "foobaz"),
+                                 timeout=30, limits=httpx.Limits(max_connections=concurrency))
+               for n in setup.nodes]
+
+    async def worker(w: int) -> None:
+        nonlocal errors
+        index = w % len(setup.nodes)
+        http = clients[index]
+        while time.monotonic() < deadline:
+            cid = random.choice(ids)
+            if kind == "reads":
+                resp = await http.get(f"/clients/{cid}")
+            else:
+                resp = await http.post(f"/clients/{cid}/commands", json={"command": "true"})
+            if resp.status_code == 200:
+                done[index] += 1
+            else:
+                errors += 1
+
+    try:
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    finally:
+        for http in clients:
+            await http.aclose()
+    return done, errors
+
+
+async def latency(local: Server, remote: Server, cid: str, calls: int) -> dict[str, list[float]]:
+    """Alternately on the holder and through another node, so that load drifts hit both."""
+    times: dict[str, list[float]] = {k: [] for k in ("run local", "run forwarded",
+                                                     "cancel local", "cancel forwarded")}
+    pair = [httpx.AsyncClient(base_url=n.api_url + "/api/v1", auth=("admin", "foobaz"), timeout=30)
+            for n in (local, remote)]
+    try:
+        first = await pair[0].post(f"/clients/{cid}/commands", json={"command": "true"})
+        jid = first.json()["data"]["jid"]
+        wait_for(lambda: local.api.get(f"/clients/{cid}/commands/{jid}").json()["data"]["status"]  # type: ignore[union-attr]
+                 != "running", 30, "the first job to finish")
+        for _ in range(calls):
+            for http, where in zip(pair, ("local", "forwarded")):
+                start = time.perf_counter()
+                resp = await http.post(f"/clients/{cid}/commands", json={"command": "true"})
+                times[f"run {where}"].append(time.perf_counter() - start)
+                assert resp.status_code == 200, resp.text
+                start = time.perf_counter()
+                resp = await http.post(f"/clients/{cid}/commands/{jid}/cancel")
+                times[f"cancel {where}"].append(time.perf_counter() - start)
+                assert resp.status_code == 409, resp.text
+    finally:
+        for http in pair:
+            await http.aclose()
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--calls", type=int, default=200, help="calls per latency figure")
+    args = parser.parse_args()
+    try:
+        pg, nats = PostgreSQL(), Nats()
+    except ServiceUnavailable as exc:
+        print(f"skipped: {exc}")
+        return 0
+    print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    pg.start()
+    nats.start()
+    results: list[dict[str, Any]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="rport-bench-cluster-") as tmp:
+            root = Path(tmp)
+            for name, count, clustered in (("single", 1, False), ("cluster1", 1, True),
+                                           ("cluster2", 2, True), ("cluster3", 3, True)):
+                setup = start(name, count, args.agents, root, pg if clustered else None,
+                              nats if clustered else None)
+                try:
+                    row: dict[str, Any] = {"name": name, "nodes": count}
+                    for kind in ("reads", "commands"):
+                        done, errors = asyncio.run(load(setup, kind, args.seconds, args.concurrency))
+                        row[kind] = [d / args.seconds for d in done]
+                        row[kind + "_errors"] = errors
+                    if count > 1:
+                        cid = next(c for c, n in setup.home.items() if n == 1)
+                        times = asyncio.run(latency(setup.nodes[1], setup.nodes[0], cid, args.calls))
+                        row["latency"] = {k: statistics.median(v) for k, v in times.items()}
+                    results.append(row)
+                finally:
+                    setup.stop()
+    finally:
+        nats.stop()
+        pg.stop()
+    report(results, args)
+    return 0
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    base = results[0]
+    print(f"\n{args.agents} agents spread over the nodes, {args.concurrency} API workers spread "
+          f"over the nodes, {args.seconds:g} s per figure")
+    print(f"{'setup':10} {'nodes':>5}  {'reads/s per node':28} {'total':>8} {'ratio':>6}  "
+          f"{'commands/s per node':28} {'total':>8} {'ratio':>6}")
+    for row in results:
+        cells = []
+        for kind in ("reads", "commands"):
+            per = " ".join(f"{x:7.0f}" for x in row[kind])
+            total = sum(row[kind])
+            cells.append(f"{per:28} {total:8.0f} {total / sum(base[kind]):6.2f}")
+        errors = row["reads_errors"] + row["commands_errors"]
+        print(f"{row['name']:10} {row['nodes']:>5}  {cells[0]}  {cells[1]}"
+              + (f"  ({errors} errors)" if errors else ""))
+    print(f"\nOne call at a time (median of {args.calls}, alternating): on the node holding the "
+          "agent vs through another node")
+    for row in results:
+        lat = row.get("latency")
+        if lat is None:
+            continue
+        for route in ("run", "cancel"):
+            local, forwarded = lat[f"{route} local"], lat[f"{route} forwarded"]
+            print(f"{row['name']:10} {route:7} local {local * 1000:7.2f} ms   forwarded "
+                  f"{forwarded * 1000:7.2f} ms   cost {1000 * (forwarded - local):+6.2f} ms "
+                  f"({forwarded / local:.2f}x)")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
