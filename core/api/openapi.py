@@ -70,6 +70,8 @@ def openapi_document(specs: Iterable[RouteSpec], *, bearer: bool = False) -> dic
                     "content": {"application/json": {"schema": dict(spec.body)}}}
             if spec.permission:
                 operation["x-rport-permission"] = spec.permission
+            if spec.agent:  # in a cluster, answered by the node holding the agent
+                operation["x-rport-agent"] = True
             paths.setdefault(path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",

@@ -103,6 +103,15 @@ def test_every_node_lists_every_client(cluster: Cluster) -> None:
         status = server.api.get("/status").json()["data"]
         assert (status["clients_connected"], status["clients_disconnected"]) == (30, 0)
         assert status["tunnel_host"] == f"127.0.0.{NODES.index(name) + 1}"
+    # the routes answered by the agent's node are marked in the OpenAPI document
+    doc = cluster.nodes["a"].api.get("/openapi.json").json()
+    marked = sorted(f"{m.upper()} {p[7:]}" for p, item in doc["paths"].items()
+                    for m, op in item.items() if op.get("x-rport-agent"))
+    assert marked == ["DELETE /clients/{client_id}/tunnels/{tunnel_id}",
+                      "GET /clients/{client_id}/commands/{jid}/stream",
+                      "POST /clients/{client_id}/commands",
+                      "POST /clients/{client_id}/commands/{jid}/cancel",
+                      "PUT /clients/{client_id}/tunnels"]
 
 
 def test_a_second_node_with_the_same_id_is_refused(cluster: Cluster, tmp_path: Path) -> None:

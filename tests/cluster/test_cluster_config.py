@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from rport.core.api.routing import RouteTable
 from rport.core.cluster.wire import BadMessage, pack, signing_key, unpack
 
 from ..procs import write_toml
@@ -55,3 +56,13 @@ def test_messages_are_signed() -> None:
     tampered = data[:-1] + b"x"
     with pytest.raises(BadMessage):
         unpack(key, tampered)
+
+
+def test_an_agent_route_names_its_client() -> None:
+    async def endpoint(request: object) -> None:
+        return None
+
+    register = RouteTable().registrar("example")
+    register("/clients/{client_id}/things", endpoint, ["POST"], agent=True)
+    with pytest.raises(ValueError, match=r"agent=True needs a \{client_id\} in the path"):
+        register("/things", endpoint, ["POST"], agent=True)
