@@ -210,8 +210,8 @@ class Cluster:
         response = await self.forwarder.forward(request, spec, node_id)
         if response is None:
             client = self.server.clients.get(client_id)
-            if client is not None and client.node_id == node_id and client.connected:
-                self._disconnect_remote(client, f"node {node_id} is unreachable")
+            if client is not None and isinstance(client.session, RelaySession):
+                self.holder_gone(client.session)
         return response
 
     async def check_holder(self, client: Client) -> None:
@@ -223,9 +223,8 @@ class Cluster:
             answer = await self.call_node(client.node_id, "ping", {}, timeout=2)
         except TimeoutError:
             answer = None
-        if answer is None:
-            assert isinstance(client.session, RelaySession)
-            self._disconnect_remote(client, f"node {client.node_id} is unreachable")
+        if answer is None and isinstance(client.session, RelaySession):
+            self.holder_gone(client.session)
 
     def may_purge(self) -> bool:
         """One node purges disconnected clients: the live one with the smallest id."""
@@ -438,7 +437,8 @@ class Cluster:
             client = self.server.clients.get(str(header.get("client_id")))
             if (client is not None and client.node_id == sender
                     and isinstance(client.session, RelaySession)
-                    and client.session.session_id == header.get("session_id")):
+                    and client.session.session_id == header.get("session_id")
+                    and client.disconnected_at is None):
                 self._disconnect_remote(client, str(header.get("reason") or "disconnected"),
                                         at=header.get("at"))
         elif op == "removed":
@@ -485,8 +485,8 @@ class Cluster:
             # the other node won (it holds it in the database), ours closes.
             log.info("client %s: taken over by node %s; closing its session here", client_id, node_id)
             self._spawn(self._close_taken_over(existing, node_id))
-        elif isinstance(getattr(existing, "session", None), RelaySession):
-            existing.session.mark_closed("reconnected elsewhere")  # type: ignore[union-attr]
+        elif existing is not None and isinstance(existing.session, RelaySession):
+            existing.session.mark_closed("reconnected elsewhere")  # replaced by the new one
 
     async def _close_taken_over(self, client: Client, node_id: str) -> None:
         reason = f"taken over by node {node_id}"
@@ -494,7 +494,15 @@ class Cluster:
             await client.session.close(reason)
         self.server.bus.publish(ClientDisconnected(client.id, reason))
 
+    def holder_gone(self, relay: RelaySession) -> None:
+        """A relay's node did not answer: its client is disconnected here."""
+        client = self.server.clients.get(relay.client_id)
+        if client is not None and client.session is relay and not relay.closed:
+            self._disconnect_remote(client, f"node {relay.node_id} is unreachable")
+        relay.mark_closed(f"node {relay.node_id} is unreachable")
+
     def _disconnect_remote(self, client: Client, reason: str, at: Any = None) -> None:
+        """The one place where a client held by another node becomes disconnected here."""
         assert isinstance(client.session, RelaySession)
         client.session.mark_closed(reason)
         client.disconnected_at = float(at) if isinstance(at, (int, float)) else time.time()
@@ -504,7 +512,7 @@ class Cluster:
         self.nodes.pop(node_id, None)
         count = 0
         for client in self.server.clients:
-            if client.node_id == node_id and client.connected:
+            if client.node_id == node_id and client.disconnected_at is None:
                 self._disconnect_remote(client, f"node {node_id} {why}")
                 count += 1
         log.warning("cluster: node %s %s; %d of its client(s) disconnected", node_id, why, count)

@@ -39,7 +39,7 @@ class RelaySession(Session):
                                     "timeout": timeout},
             timeout=(timeout or self.cluster.config.forward_timeout) + 5)
         if header is None:  # the holder did not answer: it is gone
-            self.mark_closed(f"node {self.node_id} is unreachable")
+            self.cluster.holder_gone(self)
             raise SessionClosed(self._reason)
         if "answer" in header:
             return header["answer"]
@@ -61,11 +61,14 @@ class RelaySession(Session):
         """Have the holder close the agent's session (the agent is then disconnected)."""
         if not self.closed:
             try:
-                await self.cluster.call_node(self.node_id, "close", {
+                answer = await self.cluster.call_node(self.node_id, "close", {
                     "client_id": self.client_id, "session_id": self.session_id,
                     "reason": reason}, timeout=10)
             except TimeoutError:
-                pass  # the node does not answer: the agent is not reached through it any more
+                answer = None
+            if answer is None:  # the node is gone: the agent is not reached through it any more
+                self.cluster.holder_gone(self)
+            # else its "disconnected" broadcast follows; meanwhile the client is not connected
             self.mark_closed(reason or "closed")
 
     def mark_closed(self, reason: str) -> None:
