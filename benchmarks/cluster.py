@@ -7,8 +7,9 @@ as the tests start them) against one rportd on its own (SQLite, no NATS) in the 
 For each setup, real agents are spread evenly over the nodes and the API load is spread over
 them too (each worker talks to one node, round robin):
 
-* ``reads``: ``GET /clients/{id}`` of random agents, answered by the node asked (every node
-  knows every agent): requests per second per node and in total;
+* ``reads``: ``GET /clients/{id}`` of an agent, answered by the node asked (every node knows
+  every agent), with wrk on every node at once when it is installed (else the Python client):
+  requests per second per node and in total;
 * ``commands``: ``POST /clients/{id}/commands`` (``true``) on random agents, so most calls need
   an agent held by another node and are forwarded there: per node and in total;
 * ``forwarded vs local``: calls made one after the other (latency), alternately on the node
@@ -29,6 +30,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -132,31 +135,72 @@ async def load(setup: Setup, kind: str, seconds: float, concurrency: int) -> tup
     return done, errors
 
 
-async def latency(local: Server, remote: Server, cid: str, calls: int) -> dict[str, list[float]]:
-    """Alternately on the holder and through another node, so that load drifts hit both."""
-    times: dict[str, list[float]] = {k: [] for k in ("run local", "run forwarded",
-                                                     "cancel local", "cancel forwarded")}
+BLOCK = 20
+
+
+def wrk_reads(setup: Setup, seconds: float, concurrency: int) -> tuple[list[int], int]:
+    """``GET /clients/{id}`` with wrk on every node at once (one wrk per node, its share of the
+    connections): requests answered per node, and the non-2xx ones."""
+    import base64
+    import re
+    import subprocess
+
+    auth = "Basic " + base64.b64encode(b"admin:foobaz").decode()
+    ids = list(setup.home)
+    procs = []
+    for index, node in enumerate(setup.nodes):
+        conns = max(1, concurrency // len(setup.nodes))
+        url = f"{node.api_url}/api/v1/clients/{ids[(index + 1) % len(ids)]}"
+        procs.append(subprocess.Popen(["wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s", "-H",
+                                       f"Authorization: {auth}", url],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    done, errors = [], 0
+    for proc in procs:
+        out, _ = proc.communicate(timeout=seconds + 30)
+        total = re.search(r"(\d+) requests in", out)
+        done.append(int(total.group(1)) if total else 0)
+        bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        errors += int(bad.group(1)) if bad else 0
+    return done, errors
+
+
+async def latency(local: Server, remote: Server, cid: str, calls: int,
+                  cpu: list[psutil.Process]) -> dict[str, dict[str, float]]:
+    """Blocks of calls alternately on the holder and through another node, so that load
+    drifts hit both: median wall-clock time per call, and CPU time per call of every node and
+    nats-server together (steadier on a shared machine)."""
+    keys = ("run local", "run forwarded", "cancel local", "cancel forwarded")
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    used: dict[str, float] = {k: 0.0 for k in keys}
     pair = [httpx.AsyncClient(base_url=n.api_url + "/api/v1", auth=("admin", "foobaz"), timeout=30)
             for n in (local, remote)]
+
+    def cpu_now() -> float:
+        return sum(t.user + t.system for t in (p.cpu_times() for p in cpu))
+
     try:
         first = await pair[0].post(f"/clients/{cid}/commands", json={"command": "true"})
         jid = first.json()["data"]["jid"]
         wait_for(lambda: local.api.get(f"/clients/{cid}/commands/{jid}").json()["data"]["status"]  # type: ignore[union-attr]
                  != "running", 30, "the first job to finish")
-        for _ in range(calls):
+        for _ in range(max(1, calls // BLOCK)):
             for http, where in zip(pair, ("local", "forwarded")):
-                start = time.perf_counter()
-                resp = await http.post(f"/clients/{cid}/commands", json={"command": "true"})
-                times[f"run {where}"].append(time.perf_counter() - start)
-                assert resp.status_code == 200, resp.text
-                start = time.perf_counter()
-                resp = await http.post(f"/clients/{cid}/commands/{jid}/cancel")
-                times[f"cancel {where}"].append(time.perf_counter() - start)
-                assert resp.status_code == 409, resp.text
+                for route in ("run", "cancel"):
+                    key = f"{route} {where}"
+                    before = cpu_now()
+                    for _ in range(BLOCK):
+                        start = time.perf_counter()
+                        if route == "run":
+                            resp = await http.post(f"/clients/{cid}/commands", json={"command": "true"})
+                        else:
+                            resp = await http.post(f"/clients/{cid}/commands/{jid}/cancel")
+                        times[key].append(time.perf_counter() - start)
+                        assert resp.status_code == (200 if route == "run" else 409), resp.text
+                    used[key] += cpu_now() - before
     finally:
         for http in pair:
             await http.aclose()
-    return times
+    return {k: {"wall": statistics.median(times[k]), "cpu": used[k] / len(times[k])} for k in keys}
 
 
 def main() -> int:
@@ -184,14 +228,25 @@ def main() -> int:
                               nats if clustered else None)
                 try:
                     row: dict[str, Any] = {"name": name, "nodes": count}
+                    procs = [psutil.Process(n.proc.pid) for n in setup.nodes]  # type: ignore[union-attr]
                     for kind in ("reads", "commands"):
-                        done, errors = asyncio.run(load(setup, kind, args.seconds, args.concurrency))
+                        before = [_cpu(p) for p in procs]
+                        if kind == "reads" and shutil.which("wrk"):
+                            done, errors = wrk_reads(setup, args.seconds, args.concurrency)
+                        else:
+                            done, errors = asyncio.run(load(setup, kind, args.seconds, args.concurrency))
+                        used = [_cpu(p) - b for p, b in zip(procs, before)]
                         row[kind] = [d / args.seconds for d in done]
+                        # each node's CPU per request it answered (forwarded ones cost the
+                        # holder too: it is counted where the caller was answered)
+                        row[kind + "_cpu"] = sum(used) / max(1, sum(done))
                         row[kind + "_errors"] = errors
                     if count > 1:
                         cid = next(c for c, n in setup.home.items() if n == 1)
-                        times = asyncio.run(latency(setup.nodes[1], setup.nodes[0], cid, args.calls))
-                        row["latency"] = {k: statistics.median(v) for k, v in times.items()}
+                        cpu = [psutil.Process(n.proc.pid) for n in setup.nodes]  # type: ignore[union-attr]
+                        cpu.append(psutil.Process(nats.service.proc.pid))  # type: ignore[union-attr]
+                        row["latency"] = asyncio.run(latency(setup.nodes[1], setup.nodes[0], cid,
+                                                             args.calls, cpu))
                     results.append(row)
                 finally:
                     setup.stop()
@@ -202,32 +257,43 @@ def main() -> int:
     return 0
 
 
+def _cpu(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     base = results[0]
     print(f"\n{args.agents} agents spread over the nodes, {args.concurrency} API workers spread "
           f"over the nodes, {args.seconds:g} s per figure")
-    print(f"{'setup':10} {'nodes':>5}  {'reads/s per node':28} {'total':>8} {'ratio':>6}  "
-          f"{'commands/s per node':28} {'total':>8} {'ratio':>6}")
+    print("(the load generators share the same cores; rportd CPU per request, all nodes "
+          "together, is the steadier figure)")
+    print(f"{'setup':10} {'nodes':>5}  {'reads/s per node':24} {'total':>7} {'ratio':>6} {'CPU/req':>9}  "
+          f"{'commands/s per node':24} {'total':>7} {'ratio':>6} {'CPU/req':>9}")
     for row in results:
         cells = []
         for kind in ("reads", "commands"):
             per = " ".join(f"{x:7.0f}" for x in row[kind])
             total = sum(row[kind])
-            cells.append(f"{per:28} {total:8.0f} {total / sum(base[kind]):6.2f}")
+            cells.append(f"{per:24} {total:7.0f} {total / sum(base[kind]):6.2f} "
+                         f"{row[kind + '_cpu'] * 1000:6.2f} ms")
         errors = row["reads_errors"] + row["commands_errors"]
         print(f"{row['name']:10} {row['nodes']:>5}  {cells[0]}  {cells[1]}"
               + (f"  ({errors} errors)" if errors else ""))
-    print(f"\nOne call at a time (median of {args.calls}, alternating): on the node holding the "
-          "agent vs through another node")
+    print(f"\nOne call at a time ({args.calls} of each, in alternating blocks of {BLOCK}): on "
+          "the node holding the agent vs through another node; wall clock (median) and CPU of "
+          "all nodes and nats-server per call")
     for row in results:
         lat = row.get("latency")
         if lat is None:
             continue
         for route in ("run", "cancel"):
             local, forwarded = lat[f"{route} local"], lat[f"{route} forwarded"]
-            print(f"{row['name']:10} {route:7} local {local * 1000:7.2f} ms   forwarded "
-                  f"{forwarded * 1000:7.2f} ms   cost {1000 * (forwarded - local):+6.2f} ms "
-                  f"({forwarded / local:.2f}x)")
+            line = f"{row['name']:10} {route:7}"
+            for what in ("wall", "cpu"):
+                a, b = local[what] * 1000, forwarded[what] * 1000
+                line += f"  {what} {a:6.2f} -> {b:6.2f} ms ({b - a:+5.2f}, {b / a:.2f}x)"
+            print(line)
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
