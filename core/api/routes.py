@@ -69,6 +69,8 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
             "clients_disconnected": disconnected,
             "plugins": server.plugins.names(),
         }
+        if server.cluster is not None:
+            doc["cluster"] = server.cluster.status()
         call_each_sync(server.hook.rport_status_document, server=server, doc=doc)
         return data_response(doc)
 

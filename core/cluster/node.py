@@ -226,6 +226,17 @@ class Cluster:
         if answer is None and isinstance(client.session, RelaySession):
             self.holder_gone(client.session)
 
+    def status(self) -> dict[str, Any]:
+        """For ``GET /status``: this node and the live ones it hears."""
+        fields = ("api_address", "agent_address", "tunnel_host")
+        return {"node_id": self.node_id,
+                "nodes": sorted([{"node_id": self.node_id, "tunnel_host": self.tunnel_host,
+                                  "api_address": str(self.server.api_address or ""),
+                                  "agent_address": str(self.server.agent_address)}]
+                                + [{"node_id": n, **{k: str(info.get(k, "")) for k in fields}}
+                                   for n, info in self.nodes.items()],
+                                key=lambda row: row["node_id"])}
+
     def may_purge(self) -> bool:
         """One node purges disconnected clients: the live one with the smallest id."""
         return self.node_id <= min(self.nodes, default=self.node_id)

@@ -103,6 +103,9 @@ def test_every_node_lists_every_client(cluster: Cluster) -> None:
         status = server.api.get("/status").json()["data"]
         assert (status["clients_connected"], status["clients_disconnected"]) == (30, 0)
         assert status["tunnel_host"] == f"127.0.0.{NODES.index(name) + 1}"
+        assert status["cluster"]["node_id"] == name
+        assert [(n["node_id"], n["tunnel_host"]) for n in status["cluster"]["nodes"]] == [
+            ("a", "127.0.0.1"), ("b", "127.0.0.2"), ("c", "127.0.0.3")]
     # the routes answered by the agent's node are marked in the OpenAPI document
     doc = cluster.nodes["a"].api.get("/openapi.json").json()
     marked = sorted(f"{m.upper()} {p[7:]}" for p, item in doc["paths"].items()
