@@ -255,9 +255,13 @@ class Cluster:
 
     @property
     def tunnel_host(self) -> str:
-        """Where this node's tunnels are reached: ``[server] tunnel_host``, else the host of
-        its agent endpoint."""
-        return self.server.config.server.tunnel_host or self.server.agent_address.host
+        """Where this node's tunnels are reached: ``[server] tunnel_host``, else the host
+        agents are told to connect to (``[server] url``, or this host's address)."""
+        if self.server.config.server.tunnel_host:
+            return self.server.config.server.tunnel_host
+        from urllib.parse import urlsplit  # noqa: PLC0415
+
+        return urlsplit(self.server.connect_urls[0]).hostname or self.server.agent_address.host
 
     # -- shared events ----------------------------------------------------------------------------
 
