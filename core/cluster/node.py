@@ -30,7 +30,6 @@ import attrs
 
 from ..clients import Client
 from ..config import ClusterSection
-from ..events import ClientDisconnected, ClientRemoved
 from ..plugins import PluginError
 from . import tables
 from .relay import RelaySession
@@ -72,9 +71,11 @@ class Cluster:
         self._throttle_dirty = asyncio.Event()
         self.forwarded = 0
         self.served = 0
-        from .forward import Forwarder  # noqa: PLC0415 (a module of this package)
+        from .forward import Forwarder  # noqa: PLC0415 (modules of this package)
+        from .members import Members  # noqa: PLC0415
 
         self.forwarder = Forwarder(self)
+        self.members = Members(self)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -163,27 +164,12 @@ class Cluster:
     # -- the agents this node holds ----------------------------------------------------------------
 
     async def client_connected(self, client: Client) -> None:
-        """An agent finished its handshake here: recorded as ours (before its record is saved,
-        so that a node releasing a dead node's agents cannot undo it), and announced."""
-        now = client.connected_at or time.time()
-        await self.server.store.run(tables.hold, client.id, self.node_id, client.session_id, now)
-        self.broadcast({"op": "connected", "node": self.node_id, "client_id": client.id,
-                        "session_id": client.session_id, "record": client.to_record()})
+        """An agent finished its handshake on this node (see :meth:`Members.connected`)."""
+        await self.members.connected(client)
 
     async def client_disconnected(self, client: Client, reason: str) -> bool:
-        """This node's session of the agent ended. Returns False if another node holds the
-        agent by now (it took it over): then nothing of this session may be written."""
-        try:
-            ours = await self.server.store.run(tables.let_go, client.id, self.node_id,
-                                               client.session_id)
-        except Exception:
-            log.exception("cluster: cannot record that client %s disconnected", client.id)
-            ours = True
-        if ours:
-            self.broadcast({"op": "disconnected", "node": self.node_id, "client_id": client.id,
-                            "session_id": client.session_id, "reason": reason,
-                            "at": client.disconnected_at or time.time()})
-        return ours
+        """This node's session of an agent ended; False if another node took it over."""
+        return await self.members.disconnected(client, reason)
 
     def client_removed(self, client_id: str, reason: str) -> None:
         self.broadcast({"op": "removed", "client_id": client_id, "reason": reason})
@@ -194,11 +180,13 @@ class Cluster:
                         "allowed_user_groups": client.allowed_user_groups})
 
     def holder(self, client_id: str) -> str | None:
-        """The other node holding this agent's session, or None (here, or not connected)."""
-        client = self.server.clients.get(client_id)
-        if client is None or not client.node_id or not client.connected:
-            return None
-        return client.node_id
+        return self.members.holder(client_id)
+
+    async def check_holder(self, client: Client) -> None:
+        await self.members.check_holder(client)
+
+    def holder_gone(self, relay: RelaySession) -> None:
+        self.members.holder_gone(relay)
 
     async def forward_if_remote(self, request: Any, spec: Any) -> Any:
         """The answer of the node holding the request's agent, or None to run it here (the
@@ -213,18 +201,6 @@ class Cluster:
             if client is not None and isinstance(client.session, RelaySession):
                 self.holder_gone(client.session)
         return response
-
-    async def check_holder(self, client: Client) -> None:
-        """Before refusing an agent as "already connected" because another node holds it: is
-        that node still there? If not, its agent is disconnected now (and may be admitted)."""
-        if not client.node_id or not client.connected:
-            return
-        try:
-            answer = await self.call_node(client.node_id, "ping", {}, timeout=2)
-        except TimeoutError:
-            answer = None
-        if answer is None and isinstance(client.session, RelaySession):
-            self.holder_gone(client.session)
 
     def status(self) -> dict[str, Any]:
         """For ``GET /status``: this node and the live ones it hears."""
@@ -443,32 +419,11 @@ class Cluster:
             if not known:
                 log.info("cluster: node %s is live", sender)
                 if self._loading is None:
-                    await self._load_node(sender)
+                    await self.members.load_node(sender)
         elif op == "leave":
             self._node_gone(sender, "stopped")
-        elif op == "connected":
-            self._remote_connected(sender, header)
-        elif op == "disconnected":
-            client = self.server.clients.get(str(header.get("client_id")))
-            if (client is not None and client.node_id == sender
-                    and isinstance(client.session, RelaySession)
-                    and client.session.session_id == header.get("session_id")
-                    and client.disconnected_at is None):
-                self._disconnect_remote(client, str(header.get("reason") or "disconnected"),
-                                        at=header.get("at"))
-        elif op == "removed":
-            client_id = str(header.get("client_id"))
-            client = self.server.clients.get(client_id)
-            if client is not None and not client.node_id and client.connected:
-                return  # connected here again meanwhile: ours
-            if client is not None:
-                self.server.clients.remove(client_id)
-                self.server.bus.publish(ClientRemoved(client_id, str(header.get("reason", ""))))
-        elif op == "changed":
-            client = self.server.clients.get(str(header.get("client_id")))
-            if client is not None:
-                groups = header.get("allowed_user_groups")
-                client.allowed_user_groups = list(groups) if isinstance(groups, list) else None
+        elif op in ("connected", "disconnected", "removed", "changed"):
+            self.members.apply(op, sender, header)
         elif op == "event":
             event_type = next((t for t in self.server.bus.shared
                                if t.__name__ == header.get("type")), None)
@@ -485,52 +440,9 @@ class Cluster:
                 throttle.restore(str(header.get("key")), int(header.get("failures", 0)),
                                  float(header.get("until", 0)))
 
-    def _remote_connected(self, node_id: str, header: dict[str, Any]) -> None:
-        record = header.get("record")
-        if not isinstance(record, dict):
-            return
-        client_id = str(header.get("client_id"))
-        existing = self.server.clients.get(client_id)
-        client = Client.from_record(record, None)
-        client.node_id = node_id
-        client.session = RelaySession(self, node_id, client_id, str(header.get("session_id")))
-        self.server.clients.put(client)
-        if existing is not None and not existing.node_id and existing.connected:
-            # The agent came back through another node while we still had its old session:
-            # the other node won (it holds it in the database), ours closes.
-            log.info("client %s: taken over by node %s; closing its session here", client_id, node_id)
-            self._spawn(self._close_taken_over(existing, node_id))
-        elif existing is not None and isinstance(existing.session, RelaySession):
-            existing.session.mark_closed("reconnected elsewhere")  # replaced by the new one
-
-    async def _close_taken_over(self, client: Client, node_id: str) -> None:
-        reason = f"taken over by node {node_id}"
-        if client.session is not None:
-            await client.session.close(reason)
-        self.server.bus.publish(ClientDisconnected(client.id, reason))
-
-    def holder_gone(self, relay: RelaySession) -> None:
-        """A relay's node did not answer: its client is disconnected here."""
-        client = self.server.clients.get(relay.client_id)
-        if client is not None and client.session is relay and not relay.closed:
-            self._disconnect_remote(client, f"node {relay.node_id} is unreachable")
-        relay.mark_closed(f"node {relay.node_id} is unreachable")
-
-    def _disconnect_remote(self, client: Client, reason: str, at: Any = None) -> None:
-        """The one place where a client held by another node becomes disconnected here."""
-        assert isinstance(client.session, RelaySession)
-        client.session.mark_closed(reason)
-        client.disconnected_at = float(at) if isinstance(at, (int, float)) else time.time()
-        self.server.bus.publish(ClientDisconnected(client.id, reason))
-
     def _node_gone(self, node_id: str, why: str) -> None:
         self.nodes.pop(node_id, None)
-        count = 0
-        for client in self.server.clients:
-            if client.node_id == node_id and client.disconnected_at is None:
-                self._disconnect_remote(client, f"node {node_id} {why}")
-                count += 1
-        log.warning("cluster: node %s %s; %d of its client(s) disconnected", node_id, why, count)
+        self.members.node_gone(node_id, why)
 
     # -- the database -----------------------------------------------------------------------------
 
@@ -544,7 +456,7 @@ class Cluster:
         self.broadcast({"op": "heartbeat", **{k: v for k, v in row.items() if k != "node_id"}})
 
     async def _load(self) -> None:
-        """At start: every known client, connected (through another live node) or not."""
+        """At start: the live nodes, every known client, the failed logins."""
         server = self.server
         now = time.time()
         live = await server.store.run(tables.live_nodes, now - self.config.node_timeout)
@@ -553,46 +465,12 @@ class Cluster:
             self.nodes.setdefault(node_id, {**row, "heard": time.monotonic()})
         # What this node held before it stopped (or crashed) is free again.
         await server.store.run(tables.release_node, self.node_id, now)
-        holders = await server.store.run(tables.all_holders)
-        keep = server.config.server.keep_disconnected_clients
-        for record, disconnected_at in await server.store.load_clients():
-            client_id = str(record.get("id"))
-            held = holders.get(client_id)
-            if held is not None and held[0] in self.nodes:
-                client = Client.from_record(record, None)
-                client.node_id = held[0]
-                client.session = RelaySession(self, held[0], client_id, held[1])
-            else:
-                client = Client.from_record(record, disconnected_at or now)
-                if keep <= 0 or now - (client.disconnected_at or now) >= keep:
-                    continue  # left for the purge (one node does it)
-            if server.clients.get(client_id) is None:
-                server.clients.put(client)
-        connected = sum(1 for c in server.clients if c.connected)
-        log.info("cluster: %d client(s) known, %d connected through other nodes",
-                 len(server.clients), connected)
+        await self.members.load(set(self.nodes), now)
         throttles = self._throttles
         for row in await server.store.run(tables.load_throttle, now):
             throttle = throttles.get(row["name"])
             if throttle is not None:
                 throttle.restore(row["key"], row["failures"], row["until"])
-
-    async def _load_node(self, node_id: str) -> None:
-        """A node we had not heard of (started, or back after a partition): its agents."""
-        holders = await self.server.store.run(tables.all_holders)
-        mine = {cid: sid for cid, (node, sid) in holders.items() if node == node_id}
-        if not mine:
-            return
-        import json  # noqa: PLC0415
-
-        for client_id, record, _at in await self.server.store.run(tables.records_of, list(mine)):
-            existing = self.server.clients.get(client_id)
-            if existing is not None and existing.connected:
-                continue
-            client = Client.from_record(json.loads(record), None)
-            client.node_id = node_id
-            client.session = RelaySession(self, node_id, client_id, mine[client_id])
-            self.server.clients.put(client)
 
     # -- loops ------------------------------------------------------------------------------------
 
@@ -625,10 +503,9 @@ class Cluster:
         live = await store.run(tables.live_nodes, 0)
         for node_id, row in live.items():
             if node_id != self.node_id and row["heartbeat_at"] < now - self.config.node_timeout:
-                released = await store.run(tables.leave, node_id, now)
+                await store.run(tables.leave, node_id, now)
                 log.info("cluster: node %s is gone (last heartbeat %.0fs ago): its agents and "
                          "ports are released", node_id, now - row["heartbeat_at"])
-                del released
 
     # -- NATS callbacks ---------------------------------------------------------------------------
 
@@ -642,12 +519,9 @@ class Cluster:
     async def _nats_reconnected(self) -> None:
         log.info("cluster: reconnected to NATS")
         # Others may have declared us dead meanwhile: say again which agents we hold.
-        for client in self.server.clients:
-            if not client.node_id and client.connected:
-                with contextlib.suppress(Exception):
-                    await self.client_connected(client)
+        self.spawn(self.members.reassert())
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
