@@ -205,6 +205,38 @@ def test_single_command_and_live_output_through_another_node(cluster: Cluster) -
     assert big.status_code == 413
 
 
+def test_cancel_through_other_nodes(cluster: Cluster) -> None:
+    """A job on node b's agent cancelled through node a; a sequential multi-client job run by
+    node a cancelled through node c (which does not run it)."""
+    a, c = cluster.nodes["a"], cluster.nodes["c"]
+    client_id = cluster.of("b")[4]
+    resp = c.api.post(f"/clients/{client_id}/commands", json={"command": "sleep 30"})
+    assert resp.status_code == 200, resp.text
+    jid = resp.json()["data"]["jid"]
+    cancel = a.api.post(f"/clients/{client_id}/commands/{jid}/cancel")
+    assert cancel.status_code == 200, cancel.text
+    assert cancel.json()["data"] == {"jid": jid, "cancelled": True}
+    job = wait_for(lambda: (j := c.api.get(f"/clients/{client_id}/commands/{jid}").json()["data"])
+                   ["status"] != "running" and j, 20, "the job to end")
+    assert job["status"] == "cancelled"
+    again = a.api.post(f"/clients/{client_id}/commands/{jid}/cancel")
+    assert again.status_code == 409 and again.json()["errors"][0]["code"] == "ERR_CODE_JOB_NOT_RUNNING"
+
+    targets = [cluster.of("b")[6], cluster.of("c")[6], cluster.of("a")[6]]
+    multi = a.api.post("/commands", json={"command": "sleep 30", "client_ids": targets})
+    assert multi.status_code == 200, multi.text
+    mjid = multi.json()["data"]["jid"]
+    wait_for(lambda: c.api.get(f"/commands/{mjid}/jobs").json()["data"], 20, "the first job")
+    stop = c.api.post(f"/commands/{mjid}/cancel")
+    assert stop.status_code == 200, stop.text
+
+    def ended() -> list[dict[str, Any]] | None:
+        jobs = c.api.get(f"/commands/{mjid}/jobs").json()["data"]
+        return jobs if len(jobs) == 3 and all(j["status"] != "running" for j in jobs) else None
+
+    jobs = wait_for(ended, 20, "the multi-client job to stop")
+    assert [j["status"] for j in jobs] == ["cancelled", "skipped", "skipped"], jobs
+
 def test_command_on_30_agents_from_node_c(cluster: Cluster) -> None:
     c = cluster.nodes["c"]
     ids = sorted(cluster.home)
@@ -347,10 +379,10 @@ def test_kill_node_b(cluster: Cluster) -> None:
         job = wait_for(lambda: (j := c.api.get(f"/clients/{moved[3]}/commands/{slow_jid}").json()["data"])
                        and j["status"] != "running" and j, 20, "the job's result")
         assert job["status"] == "successful" and job["result"]["stdout"] == "survived\n"
-        # every earlier job kept its result
+        # every earlier job of node b's agents kept its final status (one was cancelled)
         for client_id in moved:
             jobs = a.api.get(f"/clients/{client_id}/commands", params={"fields[jobs]": "jid,status"})
-            assert all(j["status"] == "successful" for j in jobs.json()["data"]), jobs.text
+            assert all(j["status"] in ("successful", "cancelled") for j in jobs.json()["data"]), jobs.text
         # and every node still lists all 30, connected
         for server in (a, c):
             listed = _clients(server)
