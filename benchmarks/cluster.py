@@ -67,6 +67,16 @@ class Setup:
 def start(name: str, count: int, agents: int, root: Path, pg: PostgreSQL | None,
           nats: Nats | None) -> Setup:
     nodes: list[Server] = []
+    fleet: dict[str, Agent] = {}
+    try:
+        return _start(name, count, agents, root, pg, nats, nodes, fleet)
+    except BaseException:  # nothing left running when a setup does not come up
+        Setup(name, nodes, fleet, {}).stop()
+        raise
+
+
+def _start(name: str, count: int, agents: int, root: Path, pg: PostgreSQL | None,
+           nats: Nats | None, nodes: list[Server], fleet: dict[str, Agent]) -> Setup:
     database = pg.create_database("bench") if pg is not None else ""
     for i in range(count):
         extra: dict[str, Any] = {"logging": {"log_level": "info"},
@@ -75,8 +85,9 @@ def start(name: str, count: int, agents: int, root: Path, pg: PostgreSQL | None,
             extra |= {"database": {"url": database},
                       "cluster": {"nats_url": nats.url, "node_id": f"n{i}", "secret": SECRET},
                       "api": {"jwt_secret": JWT, "max_connections": 4096}}
-        nodes.append(Server(root / name / f"node{i}", extra=extra).start(timeout=60))
-    fleet: dict[str, Agent] = {}
+        node = Server(root / name / f"node{i}", extra=extra)
+        nodes.append(node)
+        node.start(timeout=60)
     home: dict[str, int] = {}
     for j in range(agents):
         node = j % count
