@@ -103,7 +103,9 @@ class RportAgent:
         self.state: dict[str, Any] = {}
         self.client_id = config.client.id or (machine_id() if config.client.use_system_id else "")
         self.name = config.client.name or (socket.gethostname() if config.client.use_hostname else "")
-        self.url = server_url(config.client.server)
+        self.urls = [server_url(s) for s in [config.client.server, *config.client.fallback_servers]]
+        """The main server, then the fallback servers, tried in this order."""
+        self.url = self.urls[0]
         self.tags: list[str] = list(config.client.tags)
         self.labels: dict[str, str] = dict(config.client.labels)
         """The client's attributes as sent in the hello: ``[client] tags`` and ``labels``, or
@@ -195,9 +197,11 @@ class RportAgent:
         if not self._facts:
             self._facts = await asyncio.to_thread(sysinfo.gather)
         conn = self.config.connection
-        failures = 0
+        failures = rounds = 0
+        index = 0
         try:
             while True:
+                self.url = self.urls[index]
                 try:
                     established = await self._connect_once()
                 except ConnectFailed as exc:
@@ -211,9 +215,18 @@ class RportAgent:
                     log.error("giving up after %d failed attempts (connection.max_retry_count)",
                               failures)
                     return 1
-                delay = max(retry_after, backoff(failures, conn.min_retry_interval,
-                                                 conn.max_retry_interval))
-                log.info("reconnecting in %.1fs", delay)
+                if established:  # the main server first again
+                    index = rounds = 0
+                else:  # the next server at once; after a round of failures, back off
+                    index = (index + 1) % len(self.urls)
+                    rounds += index == 0
+                if not established and index != 0:
+                    delay = retry_after
+                else:
+                    delay = max(retry_after, backoff(rounds, conn.min_retry_interval,
+                                                     conn.max_retry_interval))
+                log.info("reconnecting%s in %.1fs", f" to {self.urls[index]}"
+                         if len(self.urls) > 1 else "", delay)
                 await asyncio.sleep(delay)
         finally:
             for impl in self.hook.rport_agent_shutdown.get_hookimpls():
@@ -266,11 +279,17 @@ class RportAgent:
         runner = asyncio.create_task(session.run())
         self.connected.set()
         reason = "closed"
+        switchback = None
+        interval = self.config.client.server_switchback_interval
+        if self.url != self.urls[0] and interval > 0:
+            switchback = asyncio.create_task(self._switch_back(session, interval))
         try:
             for impl in impls(self.hook.rport_agent_connected):
                 await call_impl(impl, agent=self, session=session)
             reason = await runner
         finally:
+            if switchback is not None:
+                switchback.cancel()
             self.connected.clear()
             self.session = None
             if not runner.done():
@@ -283,6 +302,22 @@ class RportAgent:
             except Exception:
                 log.exception("plugin %r failed after disconnect", impl.plugin_name)
         return True
+
+    async def _switch_back(self, session: MuxSession, interval: float) -> None:
+        """Connected to a fallback server: every ``interval``, is the main one back? Then
+        this session ends and the agent reconnects to it (RPort's server_switchback_interval)."""
+        main = urlsplit(self.urls[0])
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(
+                    main.hostname, main.port or 443), self.config.connection.connect_timeout)
+            except (OSError, TimeoutError):
+                continue
+            writer.close()
+            log.info("the main server %s is reachable again: switching back to it", self.urls[0])
+            await session.close("switching back to the main server")
+            return
 
     def _verify_server(self, transport: WebSocketLink) -> None:
         ssl_object = transport.get_extra_info("ssl_object")

@@ -28,6 +28,10 @@ from rport.core.config import (
 @attrs.frozen
 class ClientSection:
     server: str = ""
+    fallback_servers: list[str] = attrs.field(factory=list)
+    """Tried in order when ``server`` cannot be reached (other nodes of a cluster)."""
+    server_switchback_interval: Duration = Duration(120)
+    """Connected to a fallback server: how often the main server is tried again (0: never)."""
     fingerprint: str = ""
     auth: str = ""
     id: str = ""
@@ -101,6 +105,16 @@ def _check(s: dict[str, Any]) -> list[str]:
     conn: ConnectionSection = s["connection"]
     if not client.server:
         problems.append("client.server: required (the server's address, e.g. 192.0.2.10:8080)")
+    for address in [client.server, *client.fallback_servers] if client.server else []:
+        from .client import server_url  # noqa: PLC0415 (the agent's URL rules)
+
+        try:
+            server_url(address)
+        except ValueError as exc:
+            key = "client.server" if address == client.server else "client.fallback_servers"
+            problems.append(f"{key}: {exc}")
+    if client.server_switchback_interval < 0:
+        problems.append("client.server_switchback_interval: must be 0 (never) or more")
     if client.auth and ":" not in client.auth:
         problems.append('client.auth: must be "id:password"')
     if not client.auth:

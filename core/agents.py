@@ -218,6 +218,9 @@ class AgentEndpoint:
         server.agent_id_throttle.success(id_key)
         client_id = hello.client_id or hello.auth_id
         existing = server.clients.get(client_id)
+        if existing is not None and existing.connected and server.cluster is not None \
+                and (not hello.session_id or hello.session_id != existing.session_id):
+            await server.cluster.check_holder(existing)  # another node's: is it still there?
         if existing is not None and existing.connected:
             if not hello.session_id or hello.session_id != existing.session_id:
                 raise Refusal(f"client is already connected: {existing.name} [{client_id}]",
@@ -260,6 +263,8 @@ class AgentEndpoint:
         except TransportClosed:
             await self._gone(client, "closed during handshake")
             return
+        if server.cluster is not None:
+            await server.cluster.client_connected(client)  # this node holds it now
         await server.store.save_client(client.id, client.to_record(), None)
         log.info("client %s (%s) connected from %s with auth id %r, agent %s", client.id,
                  client.name or "no name", address, client.auth_id, client.version or "?")
@@ -288,7 +293,12 @@ class AgentEndpoint:
             client.session = None
             client.disconnected_at = time.time()
         log.info("client %s disconnected: %s", client.id, reason)
-        if server.config.server.keep_disconnected_clients <= 0:
+        # In a cluster another node may have taken the agent over by now: then its record is
+        # that node's to write.
+        ours = server.cluster is None or await server.cluster.client_disconnected(client, reason)
+        if not ours:
+            pass
+        elif server.config.server.keep_disconnected_clients <= 0:
             await server.remove_client(client.id, "disconnected (keep_disconnected_clients = 0)")
         else:
             await server.store.save_client(client.id, client.to_record(), client.disconnected_at)

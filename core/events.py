@@ -119,6 +119,19 @@ class EventBus:
         self._queue_size = queue_size
         self._subscribers: list[_Subscriber] = []
         self._running = False
+        self._shared: set[type] = set()
+        self.bridge: Callable[[Any], None] | None = None
+        """In a cluster: sends shared events to the other nodes (set by the cluster layer)."""
+
+    def share(self, event_type: type) -> None:
+        """Events of ``event_type`` (a frozen attrs class of JSON values) published on one node
+        of a cluster reach the subscribers of every node. On a server of its own, nothing
+        changes."""
+        self._shared.add(event_type)
+
+    @property
+    def shared(self) -> set[type]:
+        return set(self._shared)
 
     def subscribe(self, event_type: type, handler: Callable[[Any], Awaitable[None]], owner: str) -> None:
         sub = _Subscriber(event_type, handler, owner, asyncio.Queue(self._queue_size))
@@ -127,6 +140,12 @@ class EventBus:
             sub.task = asyncio.get_running_loop().create_task(self._pump(sub))
 
     def publish(self, event: Any) -> None:
+        if self.bridge is not None and type(event) in self._shared:
+            self.bridge(event)
+        self.deliver(event)
+
+    def deliver(self, event: Any) -> None:
+        """To this server's subscribers only (an event that came from another node)."""
         for sub in self._subscribers:
             if isinstance(event, sub.event_type):
                 try:

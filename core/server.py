@@ -111,6 +111,13 @@ class RportServer:
         self.api_connections: ApiConnections | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
+        self.cluster: Any = None
+        """With ``[cluster] nats_url``: this node's :class:`rport.core.cluster.Cluster` (None on a
+        server of its own, where nothing of the cluster is imported)."""
+        if config.cluster.nats_url:
+            from .cluster import Cluster
+
+            self.cluster = Cluster(self)
 
     def _banned(self, scope: str) -> Any:
         """The throttle's ``on_ban``: an AddressBanned event (keys are "<kind>-address:<ip>")."""
@@ -128,7 +135,16 @@ class RportServer:
         """Forget a client: registry, store, and a ClientRemoved event so plugins forget it too."""
         self.clients.remove(client_id)
         await self.store.delete_client(client_id)
+        if self.cluster is not None:
+            self.cluster.client_removed(client_id, reason)
         self.bus.publish(ClientRemoved(client_id, reason))
+
+    async def save_client_settings(self, client: Client) -> None:
+        """Store what an administrator set on a client (and tell the cluster's other nodes)."""
+        await self.store.save_client(client.id, client.to_record(),
+                                     None if client.connected else client.disconnected_at)
+        if self.cluster is not None:
+            self.cluster.client_changed(client)
 
     @property
     def data_dir(self) -> Path:
@@ -179,7 +195,13 @@ class RportServer:
         log.info("data directory %s", data_dir)
         log.info("server key fingerprint %s (%s)", self.identity.fingerprint, self.identity.sha256)
         await self._open_store()
-        await self._load_clients()
+        if self.cluster is not None:
+            self.cluster.watch_throttles({
+                "agent": self.agent_throttle, "agent_id": self.agent_id_throttle,
+                "api": self.api_throttle, "api_user": self.api_user_throttle})
+            await self.cluster.start()
+        else:
+            await self._load_clients()
         register_core_routes(self, self.routes.registrar("core"))
         for impl in impls(self.hook.rport_register_routes):
             await call_impl(impl, server=self, register=self.routes.registrar(impl.plugin_name))
@@ -191,6 +213,8 @@ class RportServer:
                         register=lambda etype, fn, owner=owner: self.bus.subscribe(etype, fn, owner))
         for impl in impls(self.hook.rport_server_startup):
             await call_impl(impl, server=self)
+        if self.cluster is not None:
+            self.bus.bridge = self.cluster.forward_event
         await self.bus.start()
         await self._listen_agents()
         await self._listen_api()
@@ -212,7 +236,8 @@ class RportServer:
         # "peer closed the connection (1000: server stopping)", we "server stopping". (The
         # WebSocket server's close below would write its 1001 past our link, which would then
         # take the agent's echo of it for the agent's doing.)
-        sessions = [c.session for c in self.clients.connected() if c.session is not None]
+        sessions = [c.session for c in self.clients.connected()
+                    if c.session is not None and not c.node_id]  # not those of other nodes
         await asyncio.gather(*(s.close("server stopping") for s in sessions),
                              return_exceptions=True)
         if self._ws_server is not None:
@@ -228,7 +253,9 @@ class RportServer:
             except Exception:
                 log.exception("shutdown of plugin %r failed", impl.plugin_name)
         await self.bus.stop()
-        if self.store.is_open:
+        if self.cluster is not None:
+            await self.cluster.stop()  # marks only this node's agents disconnected
+        elif self.store.is_open:
             await self.store.mark_all_disconnected(time.time())
         await self.store.close()
         log.info("stopped")
@@ -258,8 +285,13 @@ class RportServer:
             schema = await call_impl(impl)
             if schema is not None:
                 schemas[impl.plugin_name] = schema
-        if "core" in schemas:
-            raise PluginError("plugin 'core': this name is reserved for the core's tables")
+        for reserved in ("core", "cluster"):
+            if reserved in schemas:
+                raise PluginError(f"plugin {reserved!r}: this name is reserved for the core's tables")
+        if self.cluster is not None:
+            from .cluster.tables import SCHEMA as CLUSTER_SCHEMA
+
+            schemas["cluster"] = CLUSTER_SCHEMA
         try:
             await self.store.open(schemas)
         except ValueError as exc:  # a schema that cannot be used, naming its plugin
@@ -343,6 +375,8 @@ class RportServer:
         while True:
             await asyncio.sleep(max(1.0, cfg.purge_disconnected_clients_interval))
             cutoff = time.time() - cfg.keep_disconnected_clients
+            if self.cluster is not None and not self.cluster.may_purge():
+                continue  # one node of a cluster purges
             for client in self.clients:
                 if not client.connected and client.disconnected_at and client.disconnected_at < cutoff:
                     await self.remove_client(client.id, "purged")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Optional
 
 import attrs
 
@@ -32,6 +32,9 @@ class Throttle:
         self.on_ban = on_ban
         """Called with the key when a failure starts a ban (not again while it lasts)."""
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self.on_change: Optional[Callable[[str, int, float], None]] = None
+        """Told ``(key, failures, until)`` (Unix seconds; failures 0: reset) after each change,
+        e.g. to share it with the other nodes of a cluster (:meth:`restore` there)."""
 
     def blocked_for(self, *keys: str) -> float:
         """Seconds until all of ``keys`` may try again (0 when they may now)."""
@@ -50,12 +53,26 @@ class Throttle:
             self._entries[key] = entry
             if banned and not was_banned and self.on_ban is not None:
                 self.on_ban(key)
+            if self.on_change is not None:
+                self.on_change(key, entry.failures, time.time() + (entry.until - now))
         while len(self._entries) > self.max_keys:
             self._entries.popitem(last=False)
 
     def success(self, *keys: str) -> None:
         for key in keys:
+            if self._entries.pop(key, None) is not None and self.on_change is not None:
+                self.on_change(key, 0, 0.0)
+
+    def restore(self, key: str, failures: int, until: float) -> None:
+        """Take a key's state from elsewhere (another node): ``until`` in Unix seconds;
+        ``failures`` 0 resets the key."""
+        if failures <= 0:
             self._entries.pop(key, None)
+            return
+        self._entries.pop(key, None)
+        self._entries[key] = _Entry(failures, self.clock() + (until - time.time()))
+        while len(self._entries) > self.max_keys:
+            self._entries.popitem(last=False)
 
     def failures(self, key: str) -> int:
         entry = self._entries.get(key)

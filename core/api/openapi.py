@@ -75,6 +75,8 @@ def openapi_document(specs: Iterable[RouteSpec], *, bearer: bool = False) -> dic
             if spec.audit is not None:
                 operation["x-rport-audit"] = {"application": spec.audit.application,
                                               "action": spec.audit.action}
+            if spec.agent:  # in a cluster, answered by the node holding the agent
+                operation["x-rport-agent"] = True
             paths.setdefault(path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",

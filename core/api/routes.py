@@ -70,6 +70,8 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
             "clients_disconnected": disconnected,
             "plugins": server.plugins.names(),
         }
+        if server.cluster is not None:
+            doc["cluster"] = server.cluster.status()
         call_each_sync(server.hook.rport_status_document, server=server, doc=doc)
         return data_response(doc)
 
@@ -106,8 +108,7 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
         # Looked up again after the await: a reconnection may have replaced the Client object.
         client = get_client(server, request.path_params["client_id"])
         client.allowed_user_groups = groups
-        await server.store.save_client(client.id, client.to_record(),
-                                       None if client.connected else client.disconnected_at)
+        await server.save_client_settings(client)
         return Response(status_code=204)
 
     async def plugins(request: Request) -> Response:

@@ -99,6 +99,9 @@ class RouteSpec:
     ``scripts``, ...), or None if the route needs none (see docs/plugins.md)."""
     audit: Audit | None = None
     """What the audit log records of a successful request, or None if nothing."""
+    agent: bool = False
+    """The route talks to the agent of its ``{client_id}`` (through its session, or with
+    listeners that follow it): in a cluster it runs on the node holding that agent."""
 
 
 @attrs.frozen
@@ -125,9 +128,12 @@ class RouteTable:
                      body: Mapping[str, Any] | None = None,
                      responses: Mapping[int, str] | None = None,
                      permission: str | None = None,
-                     audit: Audit | tuple[str, str] | None = None) -> None:
+                     audit: Audit | tuple[str, str] | None = None, agent: bool = False) -> None:
             if not path.startswith("/"):
                 raise ValueError(f"plugin {owner!r}: route path {path!r} must start with /")
+            if agent and "{client_id}" not in path:
+                raise ValueError(f"plugin {owner!r}: route {path}: agent=True needs a "
+                                 "{client_id} in the path (the agent it talks to)")
             for status in responses or {}:
                 if not (isinstance(status, int) and 100 <= status <= 599):
                     raise ValueError(f"plugin {owner!r}: route {path}: {status!r} is not an "
@@ -138,7 +144,8 @@ class RouteTable:
                 list_params=list_params, public=public,
                 summary=summary or (inspect.getdoc(endpoint) or "").split("\n")[0],
                 body=body, responses=dict(sorted((responses or {}).items())),
-                permission=permission, audit=_audit_declaration(audit, owner, path))
+                permission=permission, audit=_audit_declaration(audit, owner, path),
+                agent=agent)
             if any(page.name == spec.name for page in self.pages):
                 raise ValueError(f"route name {spec.name!r} registered twice")
             for other in self.specs:
@@ -236,6 +243,11 @@ def _wrap(server: "RportServer", spec: RouteSpec) -> Endpoint:
                     if key not in allowed:
                         raise ApiError(400, f"unsupported query parameter '{key}'",
                                        code="ERR_CODE_BAD_QUERY_PARAM")
+            if spec.agent and server.cluster is not None:
+                # In a cluster, the node that holds the agent answers (see core/cluster).
+                forwarded = await server.cluster.forward_if_remote(request, spec)
+                if forwarded is not None:
+                    return forwarded
             return await spec.endpoint(request)
         except ApiError as exc:
             return error_response(exc)
@@ -281,6 +293,13 @@ def _observe(server: "RportServer", spec: RouteSpec, request: Request, response:
                       request.url.path, spec.name)
 
 
+def _is_json(response: Response) -> bool:
+    """A whole JSON body (an endpoint's JSONResponse, or one another node of a cluster answered
+    a forwarded request with), not a stream."""
+    return (getattr(response, "body", None) is not None
+            and response.headers.get("content-type", "").startswith("application/json"))
+
+
 def _audit_event(spec: RouteSpec, audit: Audit, action: str, request: Request,
                  response: Response) -> AuditEvent:
     note: AuditNote = getattr(request.state, "audit", None) or AuditNote()
@@ -290,7 +309,7 @@ def _audit_event(spec: RouteSpec, audit: Audit, action: str, request: Request,
     body = json.loads(raw) if raw is not None else None
     data: Any = None
     if (audit.response or audit.affected.startswith("response:") or not audit.affected) \
-            and isinstance(response, JSONResponse) and 200 <= response.status_code < 300:
+            and _is_json(response) and 200 <= response.status_code < 300:
         try:
             data = json.loads(bytes(response.body)).get("data")
         except (ValueError, AttributeError):
@@ -328,6 +347,34 @@ def _audit_event(spec: RouteSpec, audit: Audit, action: str, request: Request,
         remote_ip=request.client.host if request.client else "",
         affected_id="" if affected is None else str(affected), client_ids=client_ids,
         request=recorded, response=data if audit.response else None)
+
+
+async def run_route(server: "RportServer", spec: RouteSpec, request: Request) -> Response:
+    """A route for a request another node of the cluster authenticated (``request.state.user``
+    is set): the same checks of the parameters, the endpoint, the same errors."""
+    try:
+        _check_params(spec, request)
+        if spec.audit is not None:  # (recorded by the node the caller asked, not here)
+            request.state.audit = AuditNote()
+        return await spec.endpoint(request)
+    except ApiError as exc:
+        return error_response(exc)
+    except Exception:
+        return _failed(spec, request)
+
+
+def _check_params(spec: RouteSpec, request: Request) -> None:
+    if not spec.list_params:
+        for key in request.query_params:
+            if key not in spec.params:
+                raise ApiError(400, f"unsupported query parameter '{key}'",
+                               code="ERR_CODE_BAD_QUERY_PARAM")
+
+
+def _failed(spec: RouteSpec, request: Request) -> Response:
+    log.exception("route %s %s of plugin %r failed", request.method, request.url.path, spec.owner)
+    return error_response(ApiError(500, "internal server error", code="ERR_CODE_INTERNAL",
+                                   detail=f"the plugin {spec.owner!r} failed; see the server log"))
 
 
 READ_METHODS = ("GET", "HEAD")

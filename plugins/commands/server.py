@@ -28,7 +28,7 @@ from rport.core.plugin import (
 )
 
 from .jobs import JOB_FIELDS, SCHEMA
-from .service import CommandService
+from .service import CommandService, JobFinished, MultiJobCancelled
 
 NAME = "commands"
 JOBS = ResourceSpec(name="jobs", sort_fields={"jid", "status", "finished_at", "started_at"},
@@ -46,6 +46,8 @@ def service(server: Any) -> CommandService:
 @hookimpl
 async def rport_server_startup(server: Any) -> None:
     server.state[NAME] = CommandService(server)
+    server.bus.share(JobFinished)
+    server.bus.share(MultiJobCancelled)
 
 
 @hookimpl
@@ -66,7 +68,15 @@ def rport_register_subscribers(server: Any, register: Any) -> None:
         if client is not None:
             await service(server).reconcile(client)
 
+    async def finished(event: JobFinished) -> None:
+        await service(server).finished_elsewhere(event.jid)
+
+    async def multi_cancelled(event: MultiJobCancelled) -> None:
+        await service(server).cancel_multi_here(event.jid, event.user)
+
     register(ClientConnected, connected)
+    register(JobFinished, finished)
+    register(MultiJobCancelled, multi_cancelled)
 
 
 @hookimpl
@@ -76,6 +86,8 @@ def rport_register_handlers(server: Any, register: Any) -> None:
         return {"ok": True}
 
     async def cmd_output(session: Any, body: Any) -> Any:
+        if server.cluster is not None:  # a job another node started on this node's agent
+            await service(server).adopt(session.context["client_id"], body)
         service(server).on_output(session.context["client_id"], body)
         return None
 
@@ -222,12 +234,13 @@ def rport_register_routes(server: Any, register: Any) -> None:
         plain(*args, permission="commands", **kwargs)
 
     register("/clients/{client_id}/commands", run, ["POST"], name="run",
-             audit=Audit("client.command", "execute.start", affected="response:jid", response=True))
+             audit=Audit("client.command", "execute.start", affected="response:jid", response=True),
+             agent=True)
     register("/clients/{client_id}/commands", list_jobs, name="list", list_params=True)
     register("/clients/{client_id}/commands/{jid}", get_job, name="get")
     register("/clients/{client_id}/commands/{jid}/cancel", cancel, ["POST"], name="cancel",
-             audit=Audit("client.command", "cancel", affected="path:jid"))
-    register("/clients/{client_id}/commands/{jid}/stream", stream, name="stream")
+             audit=Audit("client.command", "cancel", affected="path:jid"), agent=True)
+    register("/clients/{client_id}/commands/{jid}/stream", stream, name="stream", agent=True)
     register("/commands", run_multi, ["POST"], name="run_multi",
              audit=Audit("client.command", "execute.start", affected="response:jid", response=True))
     register("/commands", list_multi, name="list_multi")

@@ -5,6 +5,7 @@ server restart), live output and cancellation."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import re
@@ -12,6 +13,8 @@ import time
 import uuid
 from collections import Counter
 from typing import Any, Callable, Mapping
+
+import attrs
 
 from rport.core.plugin import ApiError, AuditEvent, Client, RemoteError, SessionClosed
 
@@ -84,6 +87,26 @@ def _flag(body: Mapping[str, Any], name: str, default: bool) -> bool:
     return value
 
 
+@attrs.frozen
+class JobFinished:
+    """A job got its final status (in a cluster: on the node whose agent sent the result;
+    shared, so that the node that started the job, and waits on it, learns it)."""
+
+    jid: str
+
+
+@attrs.frozen
+class MultiJobCancelled:
+    """In a cluster: a multi-client job was cancelled through a node that does not run it."""
+
+    jid: str
+    user: str
+
+
+ADOPTED = 4096
+"""Jobs of other nodes whose output this node's agents send, remembered (bounded)."""
+
+
 class CommandService:
     def __init__(self, server: Any) -> None:
         self.server = server
@@ -102,6 +125,7 @@ class CommandService:
         """Multi-client jobs being cancelled, with who cancelled them."""
         self.finished: Counter[str] = Counter()
         """Jobs that became final since start-up, by status (metrics)."""
+        self._not_adopted: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     # -- one client -----------------------------------------------------------------------------
 
@@ -190,14 +214,53 @@ class CommandService:
         stream = "stderr" if body.get("stream") == "stderr" else "stdout"
         self.live.publish(body["jid"], {"event": stream, "data": str(body.get("data", ""))})
 
-    def _resolve(self, job: dict[str, Any]) -> None:
-        self._finished(job)
+    def _resolve(self, job: dict[str, Any], *, announce: bool = True) -> None:
+        if announce:  # (a job another node finished was counted and audited there)
+            self._finished(job)
         self._active.pop(job["jid"], None)
         self._sent_on.pop(job["jid"], None)
         self.live.publish(job["jid"], {"event": "status", "data": job}, final=True)
         fut = self._waiters.pop(job["jid"], None)
         if fut is not None and not fut.done():
             fut.set_result(job)
+        if announce and self.server.cluster is not None:
+            self.server.bus.publish(JobFinished(job["jid"]))
+
+    # -- in a cluster -------------------------------------------------------------------------------
+
+    async def finished_elsewhere(self, jid: str) -> None:
+        """Another node stored a job's final status: if it was started here, it is done here."""
+        if jid not in self._active and jid not in self._waiters:
+            return
+        job = await self.jobs.get(jid)
+        if job is not None and job["status"] != "running":
+            self._resolve(job, announce=False)
+
+    async def adopt(self, client_id: str, body: Any) -> None:
+        """Output of a job this node did not start (another node started it on the agent this
+        node holds): the job is followed here, as if started here, once the store says it is
+        the agent's and running."""
+        jid = body.get("jid") if isinstance(body, dict) else None
+        if not isinstance(jid, str) or jid in self._active or jid in self._not_adopted:
+            return
+        job = await self.jobs.get(jid)
+        if job is not None and job["client_id"] == client_id and job["status"] == "running":
+            self._active.setdefault(jid, job)
+            return
+        self._not_adopted[jid] = None
+        while len(self._not_adopted) > ADOPTED:
+            self._not_adopted.popitem(last=False)
+
+    async def cancel_multi_here(self, jid: str, user: str) -> None:
+        if jid in self._multi_tasks:
+            with contextlib.suppress(ApiError):
+                await self.cancel_multi({"jid": jid}, user)
+
+    async def _running_elsewhere(self, multi: dict[str, Any]) -> bool:
+        """Whether a multi-client job is still running, from the store (another node runs it)."""
+        jobs = await self.jobs.of_multi(multi["jid"])
+        return (any(j["status"] == "running" for j in jobs)
+                or len(jobs) < len(multi.get("target_client_ids") or ()))
 
     def _finished(self, job: dict[str, Any]) -> None:
         """A job ran and became final: counted (metrics), and its result recorded in the audit
@@ -308,6 +371,10 @@ class CommandService:
         """Stop a multi-client job: no client is started any more (each gets a ``skipped`` job)
         and the running jobs are cancelled as :meth:`cancel` does."""
         jid = multi["jid"]
+        if jid not in self._multi_tasks and self.server.cluster is not None \
+                and await self._running_elsewhere(multi):
+            self.server.bus.publish(MultiJobCancelled(jid, user))  # to the node that runs it
+            return
         if jid not in self._multi_tasks:
             raise ApiError(409, "job is not running", code="ERR_CODE_JOB_NOT_RUNNING",
                            detail="every client of this multi-client job has finished")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -48,11 +50,33 @@ def rport_store_schema() -> StoreSchema:
     return SCHEMA
 
 
+@attrs.frozen
+class ClientGroupsChanged:
+    """In a cluster: client groups were written through one node (the others read them again)."""
+
+    node: str
+
+
 @hookimpl
 async def rport_server_startup(server: Any) -> None:
     service = Targeting(server.clients, GroupStore(server.store))
     await service.load()
     server.state[NAME] = service
+    server.bus.share(ClientGroupsChanged)
+
+
+@hookimpl
+def rport_register_subscribers(server: Any, register: Any) -> None:
+    async def changed(event: ClientGroupsChanged) -> None:
+        if server.cluster is not None and event.node != server.cluster.node_id:
+            await targeting(server).reload()
+
+    register(ClientGroupsChanged, changed)
+
+
+def _changed(server: Any) -> None:
+    if server.cluster is not None:
+        server.bus.publish(ClientGroupsChanged(server.cluster.node_id))
 
 
 @hookimpl
@@ -83,6 +107,7 @@ def rport_register_routes(server: Any, register: Any) -> None:
         require_admin(request)
         service = targeting(server)
         group = await service.create(await read_json(request, max_bytes()))
+        _changed(server)
         return data_response(service.document(group), status=201)
 
     async def get_group(request: Request) -> Response:
@@ -105,12 +130,14 @@ def rport_register_routes(server: Any, register: Any) -> None:
         require_admin(request)
         await targeting(server).put(request.path_params["group_id"],
                                     await read_json(request, max_bytes()))
+        _changed(server)
         return Response(status_code=204)
 
     async def delete_group(request: Request) -> Response:
         """Delete a client group (administrators); 204 whether it existed or not."""
         require_admin(request)
         await targeting(server).delete(request.path_params["group_id"])
+        _changed(server)
         return Response(status_code=204)
 
     async def client_tags(request: Request) -> Response:

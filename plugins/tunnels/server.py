@@ -24,6 +24,7 @@ from rport.core.plugin import (
 from . import hookspecs, store
 from .config import TunnelsConfig
 from .remote import hello_remotes
+from .events import TunnelsChanged
 from .service import PUT_PARAMS, TunnelService, parse_bool
 
 NAME = "tunnels"
@@ -59,6 +60,7 @@ async def rport_server_startup(server: Any) -> None:
         raise ConfigError([str(exc)]) from None
     await svc.load()
     server.state[NAME] = svc
+    server.bus.share(TunnelsChanged)
 
 
 @hookimpl
@@ -99,17 +101,22 @@ def rport_register_routes(server: Any, register: Any) -> None:
 
     async def list_all(request: Request) -> Response:
         """Every tunnel of the connected clients (those the caller may see), with its client_id."""
-        visible = {c.id for c in visible_clients(server, request.state.user)}
-        rows = [{**t.to_json(), "client_id": t.client_id} for t in service(server).all()
-                if t.client_id in visible]
+        visible = visible_clients(server, request.state.user)
+        if server.cluster is None:
+            ids = {c.id for c in visible}
+            rows = [{**t.to_json(), "client_id": t.client_id} for t in service(server).all()
+                    if t.client_id in ids]
+        else:  # every node's tunnels
+            rows = [{**t, "client_id": c.id} for c in visible for t in service(server).listed(c)]
         return data_response(rows, count=len(rows))
 
     register("/clients/{client_id}/tunnels", create, ["PUT"], name="create", params=PUT_PARAMS,
              permission="tunnels",
-             audit=Audit("client.tunnel", "create", affected="response:id", response=True))
+             audit=Audit("client.tunnel", "create", affected="response:id", response=True),
+             agent=True)
     register("/clients/{client_id}/tunnels/{tunnel_id}", delete, ["DELETE"], name="delete",
              params=("force",), permission="tunnels",
-             audit=Audit("client.tunnel", "delete", affected="path:tunnel_id"))
+             audit=Audit("client.tunnel", "delete", affected="path:tunnel_id"), agent=True)
     register("/tunnels", list_all, name="list", permission="tunnels")
 
 
@@ -126,14 +133,18 @@ def rport_register_subscribers(server: Any, register: Any) -> None:
     async def removed(event: ClientRemoved) -> None:
         await service(server).forget_client(event.client_id)
 
+    async def changed(event: TunnelsChanged) -> None:
+        await service(server).reload(event.client_id)
+
     register(ClientConnected, connected)
     register(ClientDisconnected, disconnected)
     register(ClientRemoved, removed)
+    register(TunnelsChanged, changed)
 
 
 @hookimpl
 def rport_client_document(server: Any, client: Any, doc: dict) -> None:
-    doc["tunnels"] = [t.to_json() for t in service(server).of(client.id)]
+    doc["tunnels"] = service(server).listed(client)
 
 
 @hookimpl(optionalhook=True)

@@ -40,6 +40,8 @@ class Tunnel:
     owner: str = ""
     created_at: float = attrs.field(factory=time.time)
     tunnel_url: str = ""
+    tunnel_host: str = ""
+    """In a cluster: the host of the node whose listener this is (``[server] tunnel_host``)."""
     # runtime
     raw_port: int = 0
     """With http_proxy: the raw tunnel's port on 127.0.0.1 (lhost/lport are the proxy's)."""
@@ -64,11 +66,15 @@ class Tunnel:
         return join_host_port(self.rhost, self.rport)
 
     def spec(self) -> dict[str, Any]:
-        """What identifies the tunnel and survives restarts (no runtime state)."""
-        return {k: getattr(self, k) for k in (
+        """What identifies the tunnel and survives restarts (no runtime state but, in a
+        cluster, where it listens, for the other nodes' listings)."""
+        spec = {k: getattr(self, k) for k in (
             "id", "client_id", "lhost", "lport", "rhost", "rport", "lport_random", "name",
             "protocol", "scheme", "acl", "idle_timeout_minutes", "auto_close", "http_proxy",
             "host_header", "auth_user", "auth_password", "owner", "created_at")}
+        if self.tunnel_host:
+            spec.update(tunnel_host=self.tunnel_host, tunnel_url=self.tunnel_url)
+        return spec
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,6 +86,7 @@ class Tunnel:
             "host_header": self.host_header, "auth_user": self.auth_user,
             "auth_password": self.auth_password, "tunnel_url": self.tunnel_url,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created_at)),
+            **({"tunnel_host": self.tunnel_host} if self.tunnel_host else {}),
         }
 
     def touch(self) -> None:
