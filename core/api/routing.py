@@ -89,9 +89,11 @@ class RouteSpec:
     list_params: bool = False  # ...which list routes accept)
     summary: str = ""
     public: bool = False
-    body: Mapping[str, Any] | None = None
-    """JSON schema of the request body (OpenAPI ``requestBody``), or None if it takes none; a
-    body of another media type is ``{"content": {"multipart/form-data": {"schema": ...}}}``."""
+    body: Mapping[str, Any] | bool | None = None
+    """JSON schema of the request body (OpenAPI ``requestBody``); a body of another media type
+    is ``{"content": {"multipart/form-data": {"schema": ...}}}``. ``False``: the route takes no
+    body, said explicitly (a POST, PUT or PATCH whose input is its path and query); None:
+    nothing declared (fine for GET and DELETE)."""
     responses: Mapping[int, str] = attrs.field(factory=dict)
     """Every status code the route answers, with what it means (success and errors)."""
     permission: str | None = None
@@ -125,7 +127,7 @@ class RouteTable:
         def register(path: str, endpoint: Endpoint, methods: Iterable[str] = ("GET",), *,
                      name: str = "", params: Iterable[str] = (), list_params: bool = False,
                      summary: str = "", public: bool = False,
-                     body: Mapping[str, Any] | None = None,
+                     body: Mapping[str, Any] | bool | None = None,
                      responses: Mapping[int, str] | None = None,
                      permission: str | None = None,
                      audit: Audit | tuple[str, str] | None = None, agent: bool = False) -> None:
@@ -134,6 +136,10 @@ class RouteTable:
             if agent and "{client_id}" not in path:
                 raise ValueError(f"plugin {owner!r}: route {path}: agent=True needs a "
                                  "{client_id} in the path (the agent it talks to)")
+            if body is True or (body is not None and body is not False
+                                and not isinstance(body, Mapping)):
+                raise ValueError(f"plugin {owner!r}: route {path}: body must be a JSON schema "
+                                 "(a mapping), False (the route takes no body) or None")
             for status in responses or {}:
                 if not (isinstance(status, int) and 100 <= status <= 599):
                     raise ValueError(f"plugin {owner!r}: route {path}: {status!r} is not an "

@@ -171,7 +171,7 @@ def register_two_fa(server: Any, register: Callable[..., None],
     secret_codes = {400: "TOTP is disabled ([api] totp_enabled)"}
     register("/me/totp-secret", get_secret, name="totp_secret",
              responses={200: "{secret, qr}", **secret_codes, 404: "no secret yet"})
-    register("/me/totp-secret", create_secret, ["POST"], name="totp_secret_create",
+    register("/me/totp-secret", create_secret, ["POST"], name="totp_secret_create", body=False,
              responses={200: "{secret, qr}", **secret_codes, 409: "you have a secret already"})
     register("/me/totp-secret", delete_secret, ["DELETE"], name="totp_secret_delete",
              responses={204: "deleted", **secret_codes})
