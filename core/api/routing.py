@@ -61,11 +61,13 @@ class AuditNote:
     """``request.state.audit`` of a route registered with ``audit=``: what the endpoint knows
     better than the core. ``affected_id``, ``client_ids`` (the clients acted on, one entry
     each) and ``username`` (the user a public route, such as a login, acted for) replace what
-    the core would record when they are set."""
+    the core would record when they are set; ``request`` is what to record as the request
+    instead of the JSON body and query (for a body that is not JSON: an upload's fields)."""
 
     affected_id: str | None = None
     client_ids: list[str] | None = None
     username: str | None = None
+    request: Any = None
 
 
 def _audit_declaration(value: Any, owner: str, path: str) -> Audit | None:
@@ -340,7 +342,9 @@ def _audit_event(spec: RouteSpec, audit: Audit, action: str, request: Request,
     else:
         client_ids = (str(params["client_id"]),) if "client_id" in params else ()
     recorded: Any = None
-    if audit.request:
+    if audit.request and note.request is not None:
+        recorded = note.request
+    elif audit.request:
         query = dict(request.query_params)
         if body is not None and query:
             recorded = {"query": query, "body": body}

@@ -175,9 +175,11 @@ class Cluster:
         self.broadcast({"op": "removed", "client_id": client_id, "reason": reason})
 
     def client_changed(self, client: Client) -> None:
-        """What an administrator set on a client (its ``allowed_user_groups``)."""
+        """What was set on a client through the API: its ``allowed_user_groups``, and its
+        tags and labels (client attributes, set by the node holding the agent)."""
         self.broadcast({"op": "changed", "client_id": client.id,
-                        "allowed_user_groups": client.allowed_user_groups})
+                        "allowed_user_groups": client.allowed_user_groups,
+                        "tags": list(client.tags), "labels": dict(client.labels)})
 
     def holder(self, client_id: str) -> str | None:
         return self.members.holder(client_id)
