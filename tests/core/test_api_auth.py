@@ -265,3 +265,30 @@ def test_openapi_declares_every_body_and_status_code(every_plugin: Server) -> No
             assert resp.status_code < 500, (method, path, resp.text)
             assert str(resp.status_code) in op["responses"], \
                 (method, path, resp.status_code, resp.text, sorted(op["responses"]))
+
+
+RPORT_PERMISSIONS = (  # RPort's api_router.go: the per-function permission of each path
+    ("/clients/{client_id}/commands", "commands"), ("/commands", "commands"),
+    ("/library/commands", "commands"),
+    ("/clients/{client_id}/scripts", "scripts"), ("/scripts", "scripts"),
+    ("/library/scripts", "scripts"),
+    ("/clients/{client_id}/tunnels", "tunnels"), ("/tunnels", "tunnels"),
+    ("/schedules", "scheduler"), ("/files", "uploads"), ("/auditlog", "auditlog"),
+)
+
+
+def test_every_route_declares_rports_permission(every_plugin: Server) -> None:
+    """Each route needs the permission RPort's router gives its path (x-rport-permission), and
+    no other: client attributes, groups, tags, users and the rest need none (administrators'
+    routes check the group instead)."""
+    doc = every_plugin.api.get("/openapi.json").json()
+    wrong = []
+    for path, item in doc["paths"].items():
+        route = path.removeprefix("/api/v1")
+        expected = next((perm for prefix, perm in RPORT_PERMISSIONS
+                         if route == prefix or route.startswith(prefix + "/")), None)
+        for method, op in item.items():
+            if op.get("x-rport-permission") != expected:
+                wrong.append(f"{method.upper()} {route}: {op.get('x-rport-permission')!r}, "
+                             f"RPort: {expected!r}")
+    assert not wrong, "\n".join(wrong)
