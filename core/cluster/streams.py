@@ -6,8 +6,8 @@ real stream on the agent's session, and each node *pulls* what it consumes from 
 forwarded streaming answer is pulled (:mod:`.forward`):
 
 - data for the agent: :meth:`RelayStream.write` fills a small bounded queue on this node; the
-  holder pulls the next chunk only once the agent's stream took the previous one (its
-  ``write()`` waits for the agent's credit), so the writer here waits as the agent does;
+  holder pulls one chunk ahead of what the agent's stream took (its ``write()`` waits for the
+  agent's credit), so the writer here waits as the agent does;
 - data from the agent: :meth:`RelayStream.read` pulls from the holder, which reads the agent's
   stream into a bounded queue.
 
@@ -100,7 +100,7 @@ class _Outbox:
                 return {"reset": item.reason}, b""
             chunks.append(item)
             size += len(item)
-            if size >= self.chunk:
+            if size > self.chunk:  # (items are at most one chunk: a pull is at most two)
                 return {}, b"".join(chunks)
             try:
                 item = self.queue.get_nowait()
@@ -234,14 +234,20 @@ class _HolderEnd:
         self.tasks = [asyncio.create_task(self._pump_in()), asyncio.create_task(self._pump_out())]
 
     async def _pump_in(self) -> None:
-        """The opener's data to the agent, one pull at a time."""
+        """The opener's data to the agent. The next pull is under way while a chunk is written
+        to the agent (one chunk ahead, no more), so that a NATS round trip and the agent's
+        write overlap."""
         cluster = self.relays.cluster
+
+        def pull() -> "asyncio.Future[Any]":
+            return asyncio.ensure_future(cluster.call_node_raw(
+                self.node_id, "spull", {"stream": self.peer}, timeout=PULL_WAIT + 10))
+
+        pending = pull()
         try:
             while True:
                 try:
-                    answer = await cluster.call_node_raw(self.node_id, "spull",
-                                                         {"stream": self.peer},
-                                                         timeout=PULL_WAIT + 10)
+                    answer = await pending
                 except TimeoutError as exc:
                     self.reset(f"node {self.node_id} did not answer: {exc}")
                     return
@@ -253,14 +259,19 @@ class _HolderEnd:
                 if head.get("reset") is not None:
                     self.reset(str(head["reset"]) or "reset")
                     return
-                if data:
-                    await self.stream.write(data)
                 if head.get("end"):
+                    if data:
+                        await self.stream.write(data)
                     await self.stream.write_eof()
                     return
+                pending = pull()
+                if data:
+                    await self.stream.write(data)
         except SessionClosed:
             return  # the agent's stream was reset: _pump_out tells the opener
         finally:
+            if not pending.done():
+                pending.cancel()
             if self.outbox.finished:  # the opener has had the agent's last word already
                 self.relays.drop(self.id)
 
