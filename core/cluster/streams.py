@@ -281,9 +281,11 @@ class _HolderEnd:
             while data := await self.stream.read():
                 await self.outbox.put(data)
             await self.outbox.put_eof()
-        except SessionClosed:  # the agent's stream was reset: the opener's next pull says why
-            self.outbox.put_reset(self.stream.reset_reason or "reset")
+        except SessionClosed:  # the agent's stream was reset: the opener's next pull says why,
+            reason = self.stream.reset_reason or "reset"  # and a writer of it waits no more
+            self.outbox.put_reset(reason)
             self.tasks[0].cancel()
+            self.relays.tell_reset(self.node_id, self.peer, reason)
 
     def reset(self, reason: str) -> None:
         self.stream.reset(reason)
