@@ -272,6 +272,8 @@ class _HolderEnd:
         finally:
             if not pending.done():
                 pending.cancel()
+            elif not pending.cancelled():
+                pending.exception()  # a pull ahead that failed: retrieved, nothing to do
             if self.outbox.finished:  # the opener has had the agent's last word already
                 self.relays.drop(self.id)
 
