@@ -13,7 +13,7 @@ from starlette.responses import Response
 from ..clients import Client
 from ..errors import ApiError
 from ..session import RemoteError, SessionClosed
-from .routing import data_response, read_json
+from .routing import Audit, data_response, read_json
 
 if TYPE_CHECKING:
     from ..server import RportServer
@@ -77,15 +77,17 @@ def register_attribute_routes(server: "RportServer", register: Any) -> None:
             raise ApiError(500, "Failed to execute remote command.", code="ERR_CODE_CLIENT_ERROR",
                            detail=str(exc) or "no answer from the client") from None
         client.tags, client.labels = tags, labels
-        await server.store.save_client(client.id, client.to_record(),
-                                       None if client.connected else client.disconnected_at)
+        await server.save_client_settings(client)  # stored, and told to the cluster's nodes
         return data_response("ok")
 
     register("/clients/{client_id}/attributes", get_attributes, name="client_attributes",
              responses={200: "the client's tags and labels",
                         404: "no connected client with this id"})
+    # agent=True: in a cluster the node holding the agent asks it and keeps the new values
+    # (RPort records no audit entry for it; ours is named as its client.* applications)
     register("/clients/{client_id}/attributes", put_attributes, ["PUT"],
-             name="client_attributes_update", body=ATTRIBUTES_SCHEMA,
+             name="client_attributes_update", body=ATTRIBUTES_SCHEMA, agent=True,
+             audit=Audit("client.attributes", "update"),
              responses={200: '"ok": written on the client and shown at once',
                         400: "missing or invalid body",
                         404: "no connected client with this id",

@@ -61,11 +61,13 @@ class AuditNote:
     """``request.state.audit`` of a route registered with ``audit=``: what the endpoint knows
     better than the core. ``affected_id``, ``client_ids`` (the clients acted on, one entry
     each) and ``username`` (the user a public route, such as a login, acted for) replace what
-    the core would record when they are set."""
+    the core would record when they are set; ``request`` is what to record as the request
+    instead of the JSON body and query (for a body that is not JSON: an upload's fields)."""
 
     affected_id: str | None = None
     client_ids: list[str] | None = None
     username: str | None = None
+    request: Any = None
 
 
 def _audit_declaration(value: Any, owner: str, path: str) -> Audit | None:
@@ -89,9 +91,11 @@ class RouteSpec:
     list_params: bool = False  # ...which list routes accept)
     summary: str = ""
     public: bool = False
-    body: Mapping[str, Any] | None = None
-    """JSON schema of the request body (OpenAPI ``requestBody``), or None if it takes none; a
-    body of another media type is ``{"content": {"multipart/form-data": {"schema": ...}}}``."""
+    body: Mapping[str, Any] | bool | None = None
+    """JSON schema of the request body (OpenAPI ``requestBody``); a body of another media type
+    is ``{"content": {"multipart/form-data": {"schema": ...}}}``. ``False``: the route takes no
+    body, said explicitly (a POST, PUT or PATCH whose input is its path and query); None:
+    nothing declared (fine for GET and DELETE)."""
     responses: Mapping[int, str] = attrs.field(factory=dict)
     """Every status code the route answers, with what it means (success and errors)."""
     permission: str | None = None
@@ -125,7 +129,7 @@ class RouteTable:
         def register(path: str, endpoint: Endpoint, methods: Iterable[str] = ("GET",), *,
                      name: str = "", params: Iterable[str] = (), list_params: bool = False,
                      summary: str = "", public: bool = False,
-                     body: Mapping[str, Any] | None = None,
+                     body: Mapping[str, Any] | bool | None = None,
                      responses: Mapping[int, str] | None = None,
                      permission: str | None = None,
                      audit: Audit | tuple[str, str] | None = None, agent: bool = False) -> None:
@@ -134,6 +138,10 @@ class RouteTable:
             if agent and "{client_id}" not in path:
                 raise ValueError(f"plugin {owner!r}: route {path}: agent=True needs a "
                                  "{client_id} in the path (the agent it talks to)")
+            if body is True or (body is not None and body is not False
+                                and not isinstance(body, Mapping)):
+                raise ValueError(f"plugin {owner!r}: route {path}: body must be a JSON schema "
+                                 "(a mapping), False (the route takes no body) or None")
             for status in responses or {}:
                 if not (isinstance(status, int) and 100 <= status <= 599):
                     raise ValueError(f"plugin {owner!r}: route {path}: {status!r} is not an "
@@ -334,7 +342,9 @@ def _audit_event(spec: RouteSpec, audit: Audit, action: str, request: Request,
     else:
         client_ids = (str(params["client_id"]),) if "client_id" in params else ()
     recorded: Any = None
-    if audit.request:
+    if audit.request and note.request is not None:
+        recorded = note.request
+    elif audit.request:
         query = dict(request.query_params)
         if body is not None and query:
             recorded = {"query": query, "body": body}

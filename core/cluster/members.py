@@ -132,6 +132,10 @@ class Members:
         elif op == "changed" and client is not None:
             groups = header.get("allowed_user_groups")
             client.allowed_user_groups = list(groups) if isinstance(groups, list) else None
+            tags, labels = header.get("tags"), header.get("labels")
+            if isinstance(tags, list) and isinstance(labels, dict):
+                client.tags = [str(t) for t in tags]
+                client.labels = {str(k): str(v) for k, v in labels.items()}
 
     def _relayed(self, record: dict[str, Any], node_id: str, session_id: str) -> Client:
         client = Client.from_record(record, None)

@@ -8,7 +8,8 @@ Subjects (``<prefix>`` is ``[cluster] subject_prefix``, default ``rport``):
   what a node says about one agent arrives in the order it said it.
 - ``<prefix>.node.<node_id>.<op>``: request/reply to one node: ``api`` (a forwarded API
   request), ``pull``/``cancel`` (a forwarded streaming response), ``agent`` (a request to an
-  agent the node holds), ``close`` (close an agent's session), ``ping``.
+  agent the node holds), ``sopen``/``spull``/``sreset`` (a stream to an agent the node holds,
+  relayed: :mod:`.streams`), ``close`` (close an agent's session), ``ping``.
 
 Every message is signed with ``[cluster] secret`` (:mod:`.wire`); unsigned ones are dropped.
 Agents' records and the holder of each agent's session are in the database too (tables of
@@ -73,9 +74,11 @@ class Cluster:
         self.served = 0
         from .forward import Forwarder  # noqa: PLC0415 (modules of this package)
         from .members import Members  # noqa: PLC0415
+        from .streams import Relays  # noqa: PLC0415
 
         self.forwarder = Forwarder(self)
         self.members = Members(self)
+        self.relays = Relays(self)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -155,6 +158,7 @@ class Cluster:
             task.cancel()
         await asyncio.gather(*self._pending, return_exceptions=True)
         await self.forwarder.close()
+        await self.relays.close()
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.nc.drain(), 5)
@@ -175,9 +179,11 @@ class Cluster:
         self.broadcast({"op": "removed", "client_id": client_id, "reason": reason})
 
     def client_changed(self, client: Client) -> None:
-        """What an administrator set on a client (its ``allowed_user_groups``)."""
+        """What was set on a client through the API: its ``allowed_user_groups``, and its
+        tags and labels (client attributes, set by the node holding the agent)."""
         self.broadcast({"op": "changed", "client_id": client.id,
-                        "allowed_user_groups": client.allowed_user_groups})
+                        "allowed_user_groups": client.allowed_user_groups,
+                        "tags": list(client.tags), "labels": dict(client.labels)})
 
     def holder(self, client_id: str) -> str | None:
         return self.members.holder(client_id)
@@ -339,6 +345,8 @@ class Cluster:
         handler: Callable[[dict[str, Any], bytes], Awaitable[tuple[dict[str, Any], bytes]]] | None = {
             "api": self.forwarder.serve, "pull": self.forwarder.pull, "cancel": self.forwarder.cancel,
             "agent": self._serve_agent, "close": self._serve_close, "ping": self._serve_ping,
+            "sopen": self.relays.serve_open, "spull": self.relays.serve_pull,
+            "sreset": self.relays.serve_reset,
         }.get(op)
         if handler is None or not msg.reply:
             return
@@ -443,6 +451,7 @@ class Cluster:
     def _node_gone(self, node_id: str, why: str) -> None:
         self.nodes.pop(node_id, None)
         self.members.node_gone(node_id, why)
+        self.relays.node_gone(node_id)
 
     # -- the database -----------------------------------------------------------------------------
 

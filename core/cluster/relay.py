@@ -3,9 +3,11 @@ whose requests go over NATS to the holding node, which asks the agent on its own
 
 So code that talks to an agent (``server.clients.session(id).request(...)``) works for every
 connected agent of the cluster, e.g. a multi-client command started on one node reaching agents
-held by the others. Streams cannot be relayed (a tunnel listens on the node holding its agent:
-its API routes are forwarded there instead, see :mod:`.forward`). Closing it asks the holder to
-close the agent's session.
+held by the others. ``open_stream`` relays a stream through the holder (:mod:`.streams`: a
+file pushed through this node reaches the agent); the callback interface of streams, which
+tunnels use, is not relayed (a tunnel listens on the node holding its agent: its API routes
+are forwarded there instead, see :mod:`.forward`). Closing it asks the holder to close the
+agent's session.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ class RelaySession(Session):
 
     async def open_stream(self, kind: str, meta: dict[str, Any] | None = None, *,
                           timeout: float | None = 30.0) -> Stream:
-        raise StreamRefused(f"the agent is held by node {self.node_id}: streams are opened there")
+        if self.closed:
+            raise SessionClosed(self._reason or "closed")
+        return await self.cluster.relays.open(self, kind, meta, timeout)
 
     def open_stream_nowait(self, kind: str, meta: dict[str, Any] | None = None) -> Stream | None:
         raise StreamRefused(f"the agent is held by node {self.node_id}: streams are opened there")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from rport.core.plugin import ApiError, data_response, read_json, require_admin
+from rport.core.plugin import ApiError, Audit, data_response, read_json, require_admin
 
 from . import totp
 from .auth import (
@@ -144,6 +144,7 @@ def register_two_fa(server: Any, register: Callable[..., None],
             raise ApiError(409, "cannot create new totP secret when another one already exists",
                            code="ERR_CODE_ALREADY_EXIST",
                            detail="delete it first (DELETE /api/v1/me/totp-secret)")
+        request.state.audit.affected_id = user.username
         secret = totp.new_secret()
         await users.update(user.username, totp_secret=totp.uri(secret, user.username,
                                                                api.totp_account_name))
@@ -155,6 +156,7 @@ def register_two_fa(server: Any, register: Callable[..., None],
         if not api.totp_enabled:
             raise _disabled()
         user = request.state.user
+        request.state.audit.affected_id = user.username
         await service().users.update(user.username, totp_secret="")
         log.info("user %s deleted their TOTP secret", user.username)
         return Response(status_code=204)
@@ -171,10 +173,12 @@ def register_two_fa(server: Any, register: Callable[..., None],
     secret_codes = {400: "TOTP is disabled ([api] totp_enabled)"}
     register("/me/totp-secret", get_secret, name="totp_secret",
              responses={200: "{secret, qr}", **secret_codes, 404: "no secret yet"})
-    register("/me/totp-secret", create_secret, ["POST"], name="totp_secret_create",
-             responses={200: "{secret, qr}", **secret_codes, 409: "you have a secret already"})
+    register("/me/totp-secret", create_secret, ["POST"], name="totp_secret_create", body=False,
+             responses={200: "{secret, qr}", **secret_codes, 409: "you have a secret already"},
+             audit=Audit("auth.user.totp", "create"))  # (never the secret: no response kept)
     register("/me/totp-secret", delete_secret, ["DELETE"], name="totp_secret_delete",
-             responses={204: "deleted", **secret_codes})
+             responses={204: "deleted", **secret_codes},
+             audit=Audit("auth.user.totp", "delete"))
 
     # -- users' sessions (administrators) ----------------------------------------------------
 
@@ -205,7 +209,9 @@ def register_two_fa(server: Any, register: Callable[..., None],
     register("/users/{user_id}/sessions", list_sessions, name="user_sessions",
              responses={200: "the sessions", 403: admin_403})
     register("/users/{user_id}/sessions", delete_sessions, ["DELETE"], name="user_sessions_delete",
-             responses={204: "ended", 403: admin_403})
+             responses={204: "ended", 403: admin_403},
+             audit=Audit("auth.api.sessions", "delete", affected="path:user_id"))
     register("/users/{user_id}/sessions/{session_id}", delete_session, ["DELETE"],
              name="user_session_delete",
-             responses={204: "ended", 403: admin_403, 404: "no such session of that user"})
+             responses={204: "ended", 403: admin_403, 404: "no such session of that user"},
+             audit=Audit("auth.api.session", "delete", affected="path:user_id"))  # as RPort

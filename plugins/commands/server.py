@@ -27,6 +27,7 @@ from rport.core.plugin import (
     visible_clients,
 )
 
+from . import declarations as d
 from .jobs import JOB_FIELDS, SCHEMA
 from .service import CommandService, JobFinished, MultiJobCancelled
 
@@ -233,20 +234,25 @@ def rport_register_routes(server: Any, register: Any) -> None:
     def register(*args: Any, **kwargs: Any) -> None:  # every route here needs RPort's "commands"
         plain(*args, permission="commands", **kwargs)
 
-    register("/clients/{client_id}/commands", run, ["POST"], name="run",
-             audit=Audit("client.command", "execute.start", affected="response:jid", response=True),
-             agent=True)
-    register("/clients/{client_id}/commands", list_jobs, name="list", list_params=True)
-    register("/clients/{client_id}/commands/{jid}", get_job, name="get")
-    register("/clients/{client_id}/commands/{jid}/cancel", cancel, ["POST"], name="cancel",
-             audit=Audit("client.command", "cancel", affected="path:jid"), agent=True)
-    register("/clients/{client_id}/commands/{jid}/stream", stream, name="stream", agent=True)
-    register("/commands", run_multi, ["POST"], name="run_multi",
+    register("/clients/{client_id}/commands", run, ["POST"], name="run", body=d.RUN_BODY,
+             responses=d.RUN, agent=True,
              audit=Audit("client.command", "execute.start", affected="response:jid", response=True))
-    register("/commands", list_multi, name="list_multi")
-    register("/commands/{jid}", get_multi, name="get_multi")
-    register("/commands/{jid}/jobs", multi_jobs, name="multi_jobs")
+    register("/clients/{client_id}/commands", list_jobs, name="list", list_params=True,
+             responses=d.LIST)
+    register("/clients/{client_id}/commands/{jid}", get_job, name="get", responses=d.GET)
+    register("/clients/{client_id}/commands/{jid}/cancel", cancel, ["POST"], name="cancel",
+             body=False, responses=d.CANCEL, agent=True,
+             audit=Audit("client.command", "cancel", affected="path:jid"))
+    register("/clients/{client_id}/commands/{jid}/stream", stream, name="stream",
+             responses=d.STREAM, agent=True)
+    register("/commands", run_multi, ["POST"], name="run_multi", body=d.RUN_MULTI_BODY,
+             responses=d.RUN_MULTI,
+             audit=Audit("client.command", "execute.start", affected="response:jid", response=True))
+    register("/commands", list_multi, name="list_multi", responses=d.LIST_MULTI)
+    register("/commands/{jid}", get_multi, name="get_multi", responses=d.GET_MULTI)
+    register("/commands/{jid}/jobs", multi_jobs, name="multi_jobs", responses=d.MULTI_JOBS)
     register("/commands/{jid}/cancel", cancel_multi, ["POST"], name="cancel_multi",
+             body=False, responses=d.CANCEL_MULTI,
              audit=Audit("client.command", "cancel", affected="path:jid"))
 
 

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from rport.core.plugin import (
     ApiError,
+    Audit,
     StoreSchema,
     apply_list_query,
     data_response,
@@ -98,6 +99,7 @@ def _register_kind(server: Any, register: Any, kind: Kind) -> None:
         return Response(status_code=204)
 
     noun, perm = kind.noun, kind.resource  # RPort's permissions: "commands" and "scripts"
+    app = f"library.{noun}"  # RPort's audit log names: library.command, library.script
     list_entries.__doc__ = f"The stored {kind.resource} (sort, filter[...], fields[{kind.resource}], page)."
     create.__doc__ = f"Store a new {noun}; its name must be unique."
     get_one.__doc__ = f"One stored {noun}."
@@ -109,7 +111,8 @@ def _register_kind(server: Any, register: Any, kind: Kind) -> None:
     register(base, create, ["POST"], name=f"{kind.resource}_create", permission=perm,
              body=kind.inputs,
              responses={201: f"the stored {noun}", 400: f"missing name or {kind.text}, or a bad body",
-                        409: f"another {noun} has this name", 413: "body too large"})
+                        409: f"another {noun} has this name", 413: "body too large"},
+             audit=Audit(app, "create", affected="response:id", response=True))
     register(base + "/{id}", get_one, name=f"{kind.resource}_get", permission=perm,
              params=(fields_param,),
              responses={200: f"the {noun}", 400: "a bad fields parameter", 404: f"no such {noun}"})
@@ -117,9 +120,11 @@ def _register_kind(server: Any, register: Any, kind: Kind) -> None:
              body=kind.inputs,
              responses={200: f"the {noun} as stored now", 400: f"missing name or {kind.text}, "
                         "or a bad body", 404: f"no such {noun}", 409: f"another {noun} has this name",
-                        413: "body too large"})
+                        413: "body too large"},
+             audit=Audit(app, "update", response=True))
     register(base + "/{id}", delete, ["DELETE"], name=f"{kind.resource}_delete", permission=perm,
-             responses={204: "deleted", 404: f"no such {noun}"})
+             responses={204: "deleted", 404: f"no such {noun}"},
+             audit=Audit(app, "delete"))
 
 
 @hookimpl

@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from rport.core.plugin import ApiError
+from rport.core.plugin import ApiError, AuditEvent
 
 from . import store
 from .cron import CronError, parse
@@ -108,10 +108,11 @@ class Scheduler:
                      schedule_id)
             return
         log.info("Running schedule: %s (%s)", schedule_id, record["name"] or record["schedule"])
+        body = command_body(record["type"], details)
         try:
             multi = await self.commands.run_multi(
-                command_body(record["type"], details), record["created_by"],
-                is_script=record["type"] == "script", schedule_id=schedule_id)
+                body, record["created_by"], is_script=record["type"] == "script",
+                schedule_id=schedule_id)
         except ApiError as exc:
             log.error("Error running schedule %s: %s", schedule_id,
                       "; ".join(f"{i.title} {i.detail}".strip() for i in exc.items))
@@ -120,6 +121,7 @@ class Scheduler:
             log.exception("Error running schedule %s", schedule_id)
             return
         await self.server.store.run(store.set_last_jid, schedule_id, multi["jid"])
+        self.server.bus.publish(run_started(record, body, multi))
 
     async def in_progress(self, jid: str, timeout: float) -> bool:
         """Whether the multi-client job ``jid`` is still running: one of its jobs runs (and has
@@ -138,6 +140,21 @@ class Scheduler:
                 return True
         targets = len(multi.get("target_client_ids") or ())
         return len(jobs) < targets and now - started <= targets * (timeout + 60)
+
+
+def run_started(record: dict[str, Any], body: dict[str, Any],
+                multi: dict[str, Any]) -> AuditEvent:
+    """A scheduled run in the audit log, as the API records a multi-client job it starts
+    (``client.command``/``client.script`` ``execute.start``, the multi-client job's id, an
+    entry per client), for the schedule's creator; the request names the schedule. Each job's
+    end follows as ``execute.done`` (the commands plugin), with the same id."""
+    return AuditEvent(
+        "client.script" if record["type"] == "script" else "client.command", "execute.start",
+        username=record["created_by"], affected_id=multi["jid"],
+        client_ids=tuple(multi["target_client_ids"]),
+        request={"schedule_id": record["id"], "schedule": record["schedule"],
+                 "name": record["name"], **body},
+        response={"jid": multi["jid"]})
 
 
 def _iso(ts: float) -> str:

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from rport.core.plugin import (
     ApiError,
+    Audit,
     ConfigError,
     ResourceSpec,
     StoreSchema,
@@ -99,6 +100,7 @@ def rport_register_routes(server: Any, register: Any) -> None:
         clients = await commands.resolve_targets(
             details, None if user.is_admin else visible_clients(server, user))
         check_client_access(server, user, clients)
+        request.state.audit.client_ids = [c.id for c in clients]  # an entry per client (RPort)
         return base, details, spec
 
     async def list_schedules(request: Request) -> Response:
@@ -155,7 +157,8 @@ def rport_register_routes(server: Any, register: Any) -> None:
              responses={201: "the schedule", 400: "an invalid schedule, type, command, script "
                         "or targets", 403: "a target client the caller may not use",
                         404: "a client or group of the targets does not exist",
-                        413: "body too large"})
+                        413: "body too large"},
+             audit=Audit("schedule", "create", affected="response:id", response=True))
     register("/schedules/{id}", get_one, name="get", permission=perm,
              responses={200: "the schedule", 404: "no such schedule"})
     register("/schedules/{id}", replace, ["PUT"], name="replace", permission=perm,
@@ -163,6 +166,8 @@ def rport_register_routes(server: Any, register: Any) -> None:
              responses={200: "the schedule as stored now", 400: "an invalid schedule, type, "
                         "command, script or targets", 403: "a target client the caller may not use",
                         404: "no such schedule, or a client or group of the targets does not exist",
-                        413: "body too large"})
+                        413: "body too large"},
+             audit=Audit("schedule", "update", response=True))
     register("/schedules/{id}", delete, ["DELETE"], name="delete", permission=perm,
-             responses={204: "deleted", 404: "no such schedule"})
+             responses={204: "deleted", 404: "no such schedule"},
+             audit=Audit("schedule", "delete"))

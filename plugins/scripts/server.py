@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rport.core.plugin import (
+    Audit,
     ConfigError,
     check_client_access,
     data_response,
@@ -81,10 +82,14 @@ def rport_register_routes(server: Any, register: Any) -> None:
         multi = await server.state[COMMANDS].run_multi(
             body, user.username, check=lambda clients: check_client_access(server, user, clients),
             matchable=None if user.is_admin else visible_clients(server, user), is_script=True)
+        request.state.audit.client_ids = multi["target_client_ids"]  # an audit entry per client
         return data_response({"jid": multi["jid"]})
 
+    # The agent's node runs it in a cluster (its job's live output is there); RPort's audit
+    # log names. The job's end is recorded by the commands plugin (client.script execute.done).
     register("/clients/{client_id}/scripts", run, ["POST"], name="run", permission="scripts",
-             body=SCRIPT_BODY,
+             body=SCRIPT_BODY, agent=True,
+             audit=Audit("client.script", "execute.start", affected="response:jid", response=True),
              responses={200: '{"jid": ...}: the job, read at /clients/{client_id}/commands/{jid}',
                         400: "missing or invalid body: no script, not base64, a bad option",
                         404: "no connected client with this id",
@@ -94,6 +99,7 @@ def rport_register_routes(server: Any, register: Any) -> None:
                         500: "the client did not answer"})
     register("/scripts", run_multi, ["POST"], name="run_multi", permission="scripts",
              body=MULTI_SCRIPT_BODY,
+             audit=Audit("client.script", "execute.start", affected="response:jid", response=True),
              responses={200: '{"jid": ...}: the multi-client job, read at /commands/{jid}',
                         400: "missing or invalid body or targets",
                         403: "a target client the caller may not use",

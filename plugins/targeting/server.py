@@ -24,6 +24,7 @@ from rport.core.plugin import (
     visible_clients,
 )
 
+from .groups import PARAM_KEYS, READ_ONLY_FIELDS
 from .service import Targeting, not_found
 from .store import SCHEMA, GroupStore
 
@@ -147,16 +148,50 @@ def rport_register_routes(server: Any, register: Any) -> None:
         rows, count = apply_list_query(tags, query, TAGS)
         return data_response(rows, count=count)
 
-    register("/client-groups", list_groups, name="groups", list_params=True)
-    register("/client-groups", create_group, ["POST"], name="group_create",
+    admin_403 = "the caller is not in the Administrators group"
+    invalid = ("the body is not a group: invalid JSON, an unknown field, a bad id, params key "
+               "or value")
+    register("/client-groups", list_groups, name="groups", list_params=True,
+             responses={200: "the groups, with meta.count",
+                        400: "a bad sort, filter, fields or page parameter"})
+    register("/client-groups", create_group, ["POST"], name="group_create", body=GROUP_BODY,
+             responses={201: "the group created", 400: invalid, 403: admin_403,
+                        409: "a group with this id exists", 413: "body too large"},
              audit=Audit("client.group", "create", affected="body:id"))
     register("/client-groups/{group_id}", get_group, name="group",
-             params=("fields[client_groups]",))
-    register("/client-groups/{group_id}", put_group, ["PUT"], name="group_put",
+             params=("fields[client_groups]",),
+             responses={200: "the group with its current clients",
+                        400: "a bad fields parameter", 404: "no such group (or, for a user who "
+                        "is not an administrator, none of its clients is theirs)"})
+    register("/client-groups/{group_id}", put_group, ["PUT"], name="group_put", body=GROUP_BODY,
+             responses={204: "created or replaced", 400: invalid + "; or an id that is not "
+                        "the path's", 403: admin_403, 413: "body too large"},
              audit=Audit("client.group", "update"))
     register("/client-groups/{group_id}", delete_group, ["DELETE"], name="group_delete",
+             responses={204: "deleted (also when it did not exist)", 403: admin_403},
              audit=Audit("client.group", "delete"))
-    register("/client-tags", client_tags, name="client_tags", list_params=True)
+    register("/client-tags", client_tags, name="client_tags", list_params=True,
+             responses={200: "every tag with the ids of its clients, with meta.count",
+                        400: "a bad sort, filter, fields or page parameter"})
+
+
+_PATTERNS = {"type": ["array", "null"], "items": {"type": "string"}}
+GROUP_BODY = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string", "maxLength": 30,
+               "description": "letters, digits, _, - and *; a PUT takes the path's if absent"},
+        "description": {"type": ["string", "null"]},
+        "params": {"type": ["object", "null"], "additionalProperties": False, "properties": {
+            **{key: _PATTERNS for key in PARAM_KEYS},
+            "tag": {"description": 'patterns (any matches), or {"and": [...]} / {"or": [...]}',
+                    "oneOf": [_PATTERNS, {"type": "object"}]},
+            "labels": {**_PATTERNS, "description": 'patterns of "key: value"'}}},
+        "allowed_user_groups": _PATTERNS,
+        **{key: {"readOnly": True, "description": "computed; ignored in a body"}
+           for key in READ_ONLY_FIELDS},
+    },
+}
 
 
 @hookimpl

@@ -111,13 +111,25 @@ def rport_register_routes(server: Any, register: Any) -> None:
         return data_response(rows, count=len(rows))
 
     register("/clients/{client_id}/tunnels", create, ["PUT"], name="create", params=PUT_PARAMS,
-             permission="tunnels",
+             permission="tunnels", body=False,  # RPort's: everything is in the query
+             responses={200: "the tunnel, listening",
+                        400: "a bad parameter (remote, local, scheme, acl, idle timeout, "
+                             "auto-close, proxy options), a destination the client does not "
+                             "allow, an existing tunnel, a closed remote port, a local port "
+                             "in use or not allowed",
+                        404: "no connected client with this id",
+                        409: "the client did not answer or refused, too many tunnels, or the "
+                             "local port cannot be listened on",
+                        500: "no ports available"},
              audit=Audit("client.tunnel", "create", affected="response:id", response=True),
              agent=True)
     register("/clients/{client_id}/tunnels/{tunnel_id}", delete, ["DELETE"], name="delete",
              params=("force",), permission="tunnels",
+             responses={204: "closed", 400: "a bad force parameter", 404: "no such tunnel",
+                        409: "the tunnel has open connections (force=1 closes them)"},
              audit=Audit("client.tunnel", "delete", affected="path:tunnel_id"), agent=True)
-    register("/tunnels", list_all, name="list", permission="tunnels")
+    register("/tunnels", list_all, name="list", permission="tunnels",
+             responses={200: "the tunnels of the clients the caller may see, with meta.count"})
 
 
 @hookimpl

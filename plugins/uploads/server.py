@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from rport.core.plugin import (
     ApiError,
+    Audit,
     ResourceSpec,
     StoreSchema,
     apply_list_query,
@@ -116,7 +117,9 @@ def rport_register_routes(server: Any, register: Any) -> None:
                         403: "a target client the caller may not use",
                         404: "a client or group of the targets does not exist",
                         409: "an upload with this id exists",
-                        413: "the file is larger than [api] max_filepush_size"})
+                        413: "the file is larger than [api] max_filepush_size"},
+             # RPort's names; each client's result follows as uploads success or failed
+             audit=Audit("uploads", "create", affected="response:uuid", response=True))
     register("/files", list_uploads, name="list", list_params=True, permission=PERMISSION,
              responses={200: "the uploads, with meta.count",
                         400: "a bad sort, filter, fields or page parameter"})

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from rport.core.plugin import (
     ApiError,
+    AuditEvent,
     Client,
     RemoteError,
     SessionClosed,
@@ -107,6 +108,10 @@ class UploadService:
                 raise ApiError(409, "an upload with this id exists", code="ERR_CODE_ALREADY_EXIST",
                                detail=f"id {upload['uuid']}: give another id, or none")
             await asyncio.to_thread(part.rename, path)
+            note = getattr(request.state, "audit", None)
+            if note is not None:  # the route's audit entry: one per client, the upload's fields
+                note.client_ids = upload["client_ids"]
+                note.request = audited(upload)
         except BaseException:
             await asyncio.to_thread(part.unlink, True)
             raise
@@ -159,6 +164,11 @@ class UploadService:
                   "status": result.get("status") if result.get("status") in ("success", "ignored")
                   else "error"}
         await self.server.store.run(store.set_result, upload["uuid"], result)
+        # Each client's result in the audit log, as RPort records it (uploads success/failed).
+        self.server.bus.publish(AuditEvent(
+            "uploads", "failed" if result["status"] == "error" else "success",
+            username=upload["created_by"], affected_id=upload["uuid"], client_ids=(client_id,),
+            request=audited(upload), response=result))
         if result["status"] == "error":
             log.error("upload failure: %s, file id: %s, file path: %s, client %s", result["message"],
                       upload["uuid"], upload["filepath"], client_id)
@@ -209,6 +219,13 @@ class UploadService:
         for upload_id, _ in tasks:
             with contextlib.suppress(Exception):
                 await self.server.store.run(store.fail_pending, upload_id, STOPPED)
+
+
+def audited(upload: dict[str, Any]) -> dict[str, Any]:
+    """What the audit log records of an upload (RPort's ``UploadedFile``, without the
+    server's own bookkeeping)."""
+    return {k: upload.get(k) for k in ("uuid", "filename", "filepath", "size", "md5", "mode",
+                                       "user", "group", "force", "sync")}
 
 
 async def _read_line(stream: Any) -> bytes:

@@ -20,6 +20,7 @@ from rport.core.plugin import (
     PERMISSIONS,
     STATIC,
     ApiError,
+    Audit,
     UserRecord,
     UsersSource,
     data_response,
@@ -148,18 +149,23 @@ def register_routes(server: Any, register: Callable[..., None]) -> None:
     register("/users", list_users, name="list", body=None,
              responses={200: "the users", 400: "[api] auth: one static user, nothing to list",
                         403: ADMIN_403})
+    # RPort's audit log names (server/auditlog/constants.go), "user" for a deletion included
     register("/users", create_user, ["POST"], name="create", body=USER_BODY,
              responses={201: "created", 400: READ_ONLY_400 + "; or the name is taken",
-                        403: ADMIN_403, 413: "body too large"})
+                        403: ADMIN_403, 413: "body too large"},
+             audit=Audit("auth.user", "create", affected="body:username"))
     register("/users/{user_id}", update_user, ["PUT"], name="update", body=USER_BODY,
              responses={204: "changed", 400: READ_ONLY_400 + "; or nothing to change",
-                        403: ADMIN_403, 404: user_404, 413: "body too large"})
+                        403: ADMIN_403, 404: user_404, 413: "body too large"},
+             audit=Audit("auth.user", "update"))
     register("/users/{user_id}", delete_user, ["DELETE"], name="delete",
              responses={204: "deleted", 400: READ_ONLY_400 + "; or the last administrator",
-                        403: ADMIN_403, 404: user_404})
+                        403: ADMIN_403, 404: user_404},
+             audit=Audit("user", "delete"))
     register("/users/{user_id}/totp-secret", delete_user_totp, ["DELETE"], name="totp_delete",
              responses={204: "deleted", 400: "TOTP is disabled, or users outside the database",
-                        403: ADMIN_403, 404: user_404})
+                        403: ADMIN_403, 404: user_404},
+             audit=Audit("auth.user.totp", "delete", affected="path:user_id"))
 
     # -- user groups -------------------------------------------------------------------------
 
@@ -217,17 +223,20 @@ def register_routes(server: Any, register: Callable[..., None]) -> None:
     register("/user-groups/{name}", put_group, ["PUT"], name="group_put", body=GROUP_BODY,
              responses={200: "the group as stored", 400: "an unknown permission, the "
                         "Administrators group, no group details table, or users outside the "
-                        "database", 403: ADMIN_403, 413: "body too large"})
+                        "database", 403: ADMIN_403, 413: "body too large"},
+             audit=Audit("auth.user.group", "update"))
     register("/user-groups/{name}", delete_group, ["DELETE"], name="group_delete",
              responses={204: "deleted (also when it did not exist)", 400: "the Administrators "
                         "group, no group details table, or users outside the database",
-                        403: ADMIN_403})
+                        403: ADMIN_403},
+             audit=Audit("auth.user.group", "delete"))
 
     # -- PUT /me -----------------------------------------------------------------------------
 
     async def change_me(request: Request) -> Response:
         """Change your own name or password (old_password required) or two_fa_send_to."""
         user = request.state.user
+        request.state.audit.affected_id = user.username
         body = json_object(await read_json(request, api.max_request_bytes),
                            ("username", "password", "old_password", "two_fa_send_to"))
         db = database()
@@ -248,4 +257,5 @@ def register_routes(server: Any, register: Callable[..., None]) -> None:
     register("/me", change_me, ["PUT"], name="me_put", body=ME_BODY,
              responses={204: "changed", 400: "bad values, nothing to change, or users outside "
                         "the database", 403: "old_password missing or wrong",
-                        404: "your user was deleted meanwhile", 413: "body too large"})
+                        404: "your user was deleted meanwhile", 413: "body too large"},
+             audit=Audit("auth.user.me", "update"))

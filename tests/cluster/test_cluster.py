@@ -7,6 +7,7 @@ One cluster for the module (the tests run in order; the last one kills node b).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import signal
@@ -73,8 +74,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgresql: PostgreSQL,
                 client_id = f"{name}{i:02d}"
                 home[client_id] = name
                 agents[client_id] = Agent(root / f"agent-{client_id}", server, client_id, config={
-                    "client": {"fallback_servers": others},
-                    "remote-commands": {"allow": [".*"], "deny": []}})
+                    "client": {"fallback_servers": others,
+                               "attributes_file_path": str(root / f"attributes-{client_id}.json")},
+                    "remote-commands": {"allow": [".*"], "deny": []},
+                    "remote-scripts": {"enabled": True}})
         for client_id, node in home.items():
             nodes[node].wait_connected(client_id, timeout=60)
         yield Cluster(nodes, agents, home, database_url, nats)
@@ -114,6 +117,8 @@ def test_every_node_lists_every_client(cluster: Cluster) -> None:
                       "GET /clients/{client_id}/commands/{jid}/stream",
                       "POST /clients/{client_id}/commands",
                       "POST /clients/{client_id}/commands/{jid}/cancel",
+                      "POST /clients/{client_id}/scripts",
+                      "PUT /clients/{client_id}/attributes",
                       "PUT /clients/{client_id}/tunnels"]
 
 
@@ -262,6 +267,78 @@ def test_command_on_30_agents_from_node_c(cluster: Cluster) -> None:
     wait_for(lambda: (j := cluster.nodes["b"].api.get(f"/commands/{seq_jid}/jobs").json()["data"])
              and len(j) == 3 and all(x["status"] == "successful" for x in j), 60,
              "the sequential job to finish")
+
+
+def test_scripts_and_attributes_through_another_node(cluster: Cluster) -> None:
+    """A script for node b's agent sent to node a runs on node b (the agent's node, where its
+    live output is); a multi-client script from node c reaches agents of a and b; attributes
+    set through node a are written by b's agent and seen by node c."""
+    a, b, c = (cluster.nodes[n] for n in NODES)
+    client_id = cluster.of("b")[7]
+    script = base64.b64encode(b"echo scripted on $(hostname)\necho done").decode()
+    resp = a.api.post(f"/clients/{client_id}/scripts", json={"script": script})
+    assert resp.status_code == 200, resp.text
+    jid = resp.json()["data"]["jid"]
+    job = wait_for(lambda: (j := c.api.get(f"/clients/{client_id}/commands/{jid}").json()["data"])
+                   ["status"] != "running" and j, 20, "the script's job")
+    assert job["status"] == "successful" and job["is_script"], job
+    assert job["result"]["stdout"].endswith("done\n")
+    bad = a.api.post(f"/clients/{client_id}/scripts", json={"script": "not base64!"})
+    assert bad.status_code == 400 and bad.json()["errors"][0]["code"] == "ERR_CODE_INVALID_SCRIPT"
+
+    targets = [cluster.of("a")[7], cluster.of("b")[8]]
+    multi = c.api.post("/scripts", json={"script": script, "client_ids": targets,
+                                         "execute_concurrently": True})
+    assert multi.status_code == 200, multi.text
+    mjid = multi.json()["data"]["jid"]
+    jobs = wait_for(lambda: (j := a.api.get(f"/commands/{mjid}/jobs").json()["data"]) and len(j) == 2
+                    and all(x["status"] != "running" for x in j) and j, 20, "the multi-client script")
+    assert sorted(j["client_id"] for j in jobs) == sorted(targets)
+    assert all(j["status"] == "successful" and j["result"]["stdout"].endswith("done\n")
+               for j in jobs), jobs
+
+    attributes = {"tags": ["moved-by-a"], "labels": {"city": "Lille"}}
+    resp = a.api.put(f"/clients/{client_id}/attributes", json=attributes)
+    assert resp.status_code == 200, resp.text
+    stored = cluster.nodes["a"].workdir.parent / f"attributes-{client_id}.json"
+    assert __import__("json").loads(stored.read_text()) == attributes  # written by the agent
+    for server in (b, c):
+        wait_for(lambda s=server: s.api.get(f"/clients/{client_id}/attributes").json()["data"]
+                 == attributes, 5, f"the attributes on node {server.workdir.name}")
+    found = c.api.get("/clients", params={"filter[labels]": "city: Lille"}).json()["data"]
+    assert [x["id"] for x in found] == [client_id]
+
+
+def test_upload_through_a_node_that_does_not_hold_the_agents(cluster: Cluster) -> None:
+    """A file uploaded to node a for agents held by b, c and a reaches each of them intact
+    (relayed to the holders by pulls, larger than a NATS message); the agents' answers
+    (ignored, refused by their policy) come back through the relay too."""
+    a, c = cluster.nodes["a"], cluster.nodes["c"]
+    targets = [cluster.of("b")[9], cluster.of("c")[9], cluster.of("a")[9]]
+    data = os.urandom(3 << 20)  # several relayed chunks, more than NATS's 1 MiB max_payload
+    dest = cluster.nodes["a"].workdir.parent / "pushed" / "payload.bin"
+
+    def push(path: Path, clients: list[str]) -> dict[str, dict[str, Any]]:
+        form = {"dest": str(path), "client_id": clients, "md5": hashlib.md5(data).hexdigest()}
+        resp = a.api.post("/files", files={"upload": ("payload.bin", data)}, data=form)
+        assert resp.status_code == 200, resp.text
+        uuid = resp.json()["data"]["uuid"]
+        upload = wait_for(lambda: (u := c.api.get(f"/files/{uuid}").json()["data"])
+                          and all(x["status"] != "pending" for x in u["clients"]) and u,
+                          30, "the upload's results")
+        return {x["client_id"]: x for x in upload["clients"]}
+
+    results = push(dest, targets)
+    assert all(r["status"] == "success" and r["size"] == len(data) for r in results.values()), results
+    assert hashlib.sha256(dest.read_bytes()).digest() == hashlib.sha256(data).digest()
+    # the file exists now: b's agent declines it (no data sent), through the relay
+    again = push(dest, targets[:1])[targets[0]]
+    assert again["status"] == "ignored", again
+    # a protected folder of the agent: refused by it, its reason relayed
+    refused = push(Path("/usr/bin/rport-cluster-test"), targets[:1])[targets[0]]
+    assert refused["status"] == "error" and "protected" in refused["message"], refused
+    for server in cluster.nodes.values():
+        assert "Traceback" not in server.log()
 
 
 def test_logins_bans_acls_and_groups_are_cluster_wide(cluster: Cluster) -> None:

@@ -1,7 +1,9 @@
 """End to end: the audit log (plugin auditlog) with a real rportd, a real agent and a real target.
 Actions through the API (tunnels, commands, client groups, the client ACL, API tokens, agent
-credentials, logins) are recorded with the caller, their address, the client and the affected
-id; ``GET /auditlog`` filters, sorts and pages as RPort's; non-administrators see only their own
+credentials, logins, users and user groups, scripts, the library, schedules and their runs, file
+uploads, client attributes) are recorded under RPort's application and action names with the
+caller, their address, the client and the affected id; ``GET /auditlog`` filters, sorts and
+pages as RPort's; it needs the ``auditlog`` permission, and non-administrators see only their own
 entries; entries survive a restart and are rotated out (archived or deleted) by age and count.
 
 Entries are written shortly after the API answers (the writer is a subscriber of the event
@@ -10,6 +12,7 @@ bus): tests poll ``GET /auditlog`` until they appear, never sleep.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import sqlite3
@@ -33,6 +36,8 @@ USERS = [
 FIELDS = ["timestamp", "username", "remote_ip", "application", "action", "affected_id",
           "client_id", "client_hostname", "request", "response"]
 OPEN_COMMANDS = {"allow": [".*"], "deny": []}
+DB_USERS = {"auth": "", "auth_user_table": "users", "auth_group_table": "groups",
+            "auth_group_details_table": "group_details"}
 
 
 def entries(api: httpx.Client, **params: Any) -> tuple[list[dict[str, Any]], int]:
@@ -59,8 +64,9 @@ def assert_error(resp: httpx.Response, status: int, title: str) -> dict[str, str
 
 
 class Site:
-    def __init__(self, server: Server, echo: EchoServer, hostname: str) -> None:
+    def __init__(self, server: Server, echo: EchoServer, hostname: str, root: Path) -> None:
         self.server = server
+        self.root = root
         assert server.api is not None
         self.api = server.api
         self.echo = echo
@@ -69,18 +75,23 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """One server (admin and alice of USERS, whose group Ops may use the client) with one agent
-    that may run any command, and an echo target."""
+    """One server whose API users are in the database with group permissions (admin and alice
+    of USERS, imported at start; alice's group Ops has no permission until a test grants it)
+    with one agent that may run any command and scripts, with an attributes file, and an echo
+    target."""
     root: Path = tmp_path_factory.mktemp("auditlog")
     users, agents = root / "api-users.json", root / "agents.json"
     users.write_text(json.dumps(USERS))
     agents.write_text(json.dumps({"user1": "1234"}))  # a file: agent credentials are writable
-    server = Server(root / "server", extra={"server": {"auth": "", "auth_file": str(agents)},
-                                            "api": {"auth": "", "auth_file": str(users)}}).start()
-    agent = Agent(root / "agent", server, CLIENT, config={"remote-commands": OPEN_COMMANDS})
+    server = Server(root / "server", extra={
+        "server": {"auth": "", "auth_file": str(agents)}, "api": DB_USERS,
+        "plugins": {"users": {"import_auth_file": str(users)}}}).start()
+    agent = Agent(root / "agent", server, CLIENT, config={
+        "remote-commands": OPEN_COMMANDS, "remote-scripts": {"enabled": True},
+        "client": {"attributes_file_path": str(root / "attributes.json")}})
     with EchoServer() as echo, running(server, [agent]):
         hostname = server.client(CLIENT)["hostname"]
-        yield Site(server, echo, hostname)
+        yield Site(server, echo, hostname, root)
 
 
 def test_api_actions_are_recorded_with_who_where_and_what(site: Site) -> None:
@@ -165,6 +176,106 @@ def test_logins_are_recorded_and_failures_too(site: Site) -> None:
     assert "wrong" not in json.dumps(failed)
 
 
+def test_users_scripts_library_schedules_uploads_and_attributes(site: Site) -> None:
+    """The state-changing routes of the users, scripts, library, scheduler and uploads plugins
+    and client attributes, and the runs of a schedule, under RPort's names
+    (server/auditlog/constants.go; "user" for a deleted user is RPort's own)."""
+    api = site.api
+    # users and user groups (a password is never recorded)
+    resp = api.post("/users", json={"username": "carol", "password": "carol-password",
+                                    "groups": ["Ops"]})
+    assert resp.status_code == 201, resp.text
+    assert json.loads(entry(api, "auth.user", "create", affected_id="carol")["request"]) == {
+        "username": "carol", "password": "<redacted>", "groups": ["Ops"]}
+    assert api.put("/users/carol", json={"groups": ["Dev"]}).status_code == 204
+    entry(api, "auth.user", "update", affected_id="carol")
+    assert api.put("/user-groups/Dev", json={"permissions": {"scripts": True}}).status_code == 200
+    group = entry(api, "auth.user.group", "update", affected_id="Dev")
+    assert json.loads(group["request"]) == {"permissions": {"scripts": True}}
+    assert api.delete("/user-groups/Dev").status_code == 204
+    entry(api, "auth.user.group", "delete", affected_id="Dev")
+    assert api.delete("/users/carol").status_code == 204
+    assert entry(api, "user", "delete", affected_id="carol")["username"] == "admin"
+    assert api.delete("/users/alice/sessions").status_code == 204
+    entry(api, "auth.api.sessions", "delete", affected_id="alice")
+    assert api.put("/me", json={"two_fa_send_to": "admin@example.com"}).status_code == 204
+    entry(api, "auth.user.me", "update", affected_id="admin")
+
+    # a script on the client and on clients: started by the API, ended by the agent's result
+    script = base64.b64encode(b"echo scripted").decode()
+    resp = api.post(f"/clients/{CLIENT}/scripts", json={"script": script})
+    assert resp.status_code == 200, resp.text
+    jid = resp.json()["data"]["jid"]
+    start = entry(api, "client.script", "execute.start", affected_id=jid)
+    assert (start["client_id"], json.loads(start["response"])) == (CLIENT, {"jid": jid})
+    assert json.loads(start["request"])["script"] == script
+    done = entry(api, "client.script", "execute.done", affected_id=jid)
+    assert json.loads(done["response"])["result"]["stdout"] == "scripted\n"
+    resp = api.post("/scripts", json={"script": script, "client_ids": [CLIENT]})
+    assert resp.status_code == 200, resp.text
+    multi = entry(api, "client.script", "execute.start", affected_id=resp.json()["data"]["jid"])
+    assert multi["client_id"] == CLIENT and multi["client_hostname"] == site.hostname
+
+    # the library
+    resp = api.post("/library/commands", json={"name": "audited", "cmd": "/usr/bin/true"})
+    assert resp.status_code == 201, resp.text
+    stored = resp.json()["data"]
+    created = entry(api, "library.command", "create", affected_id=stored["id"])
+    assert json.loads(created["response"]) == stored
+    assert api.put(f"/library/commands/{stored['id']}",
+                   json={"name": "audited", "cmd": "/usr/bin/false"}).status_code == 200
+    entry(api, "library.command", "update", affected_id=stored["id"])
+    assert api.delete(f"/library/commands/{stored['id']}").status_code == 204
+    entry(api, "library.command", "delete", affected_id=stored["id"])
+    resp = api.post("/library/scripts", json={"name": "audited", "script": "pwd"})
+    assert resp.status_code == 201, resp.text
+    entry(api, "library.script", "create", affected_id=resp.json()["data"]["id"])
+
+    # a schedule: created (an entry per client), its runs recorded as the API records a
+    # multi-client job it starts (for the schedule's creator, naming the schedule), replaced
+    # and deleted
+    resp = api.post("/schedules", json={"name": "audited", "schedule": "@every 1s",
+                                        "type": "command", "command": "/bin/echo scheduled",
+                                        "client_ids": [CLIENT]})
+    assert resp.status_code == 201, resp.text
+    sid = resp.json()["data"]["id"]
+    assert entry(api, "schedule", "create", affected_id=sid)["client_id"] == CLIENT
+    run = wait_for(lambda: [r for r in api.get("/commands").json()["data"]
+                            if r["schedule_id"] == sid], what="a run of the schedule")[-1]
+    started = entry(api, "client.command", "execute.start", affected_id=run["jid"])
+    assert (started["username"], started["remote_ip"], started["client_id"]) == ("admin", "", CLIENT)
+    assert json.loads(started["request"])["schedule_id"] == sid
+    assert json.loads(entry(api, "client.command", "execute.done",
+                            affected_id=run["jid"])["response"])["schedule_id"] == sid
+    resp = api.put(f"/schedules/{sid}", json={"name": "audited", "schedule": "@every 1h",
+                                              "type": "command", "command": "/bin/echo later",
+                                              "client_ids": [CLIENT]})
+    assert resp.status_code == 200, resp.text
+    assert entry(api, "schedule", "update", affected_id=sid)["client_id"] == CLIENT
+    assert api.delete(f"/schedules/{sid}").status_code == 204
+    entry(api, "schedule", "delete", affected_id=sid)
+
+    # a file upload: received (the upload's fields), then each client's result
+    dest = site.root / "pushed.txt"
+    resp = api.post("/files", files={"upload": ("pushed.txt", b"audited")},
+                    data={"dest": str(dest), "client_id": CLIENT, "mode": "0640"})
+    assert resp.status_code == 200, resp.text
+    upload = resp.json()["data"]
+    received = entry(api, "uploads", "create", affected_id=upload["uuid"])
+    assert (received["client_id"], json.loads(received["response"])) == (CLIENT, upload)
+    assert json.loads(received["request"])["filepath"] == str(dest)
+    assert json.loads(received["request"])["mode"] == 0o640
+    result = json.loads(entry(api, "uploads", "success", affected_id=upload["uuid"])["response"])
+    assert (result["status"], result["client_id"]) == ("success", CLIENT)
+    assert dest.read_bytes() == b"audited"
+
+    # client attributes (written by the agent)
+    attributes = {"tags": ["audited"], "labels": {"city": "Lille"}}
+    assert api.put(f"/clients/{CLIENT}/attributes", json=attributes).status_code == 200
+    changed = entry(api, "client.attributes", "update", affected_id=CLIENT)
+    assert (changed["client_id"], json.loads(changed["request"])) == (CLIENT, attributes)
+
+
 def test_filters_sort_and_paging(site: Site) -> None:
     api = site.api
     for n in range(12):
@@ -220,10 +331,15 @@ def test_filters_sort_and_paging(site: Site) -> None:
                  "unsupported filter field 'filter[timestamp]'")
 
 
-def test_non_administrators_see_only_their_own_entries(site: Site) -> None:
+def test_non_administrators_need_the_permission_and_see_only_their_own_entries(site: Site) -> None:
     with httpx.Client(base_url=site.server.api_url + "/api/v1", auth=("alice", "alice-pass"),
                       timeout=10) as alice:
         resp = alice.post("/me/tokens", json={"scope": "read", "name": "alice-token"})
+        assert resp.status_code == 200, resp.text
+        # RPort's "auditlog" permission: refused until one of her groups grants it
+        item = assert_error(alice.get("/auditlog"), 403, 'user does not have "auditlog" permission')
+        assert item["code"] == "ERR_CODE_PERMISSION_DENIED"
+        resp = site.api.put("/user-groups/Ops", json={"permissions": {"auditlog": True}})
         assert resp.status_code == 200, resp.text
         mine = wait_for(lambda: entries(alice, **{"filter[action]": "create",
                                                   "filter[application]": "auth.user.me.token"})[0],
