@@ -45,6 +45,7 @@ class Targeting:
         async with self._write:
             self._groups = {}
             await self.load()
+        self._on_change()
 
     async def load(self) -> None:
         for record in await self.store.load():

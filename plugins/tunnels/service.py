@@ -150,6 +150,7 @@ class TunnelService:
         specs = await self.server.store.run(store.load_of, client_id)
         self.saved[client_id] = specs
         self._remote_json[client_id] = [_spec_json(client_id, spec) for spec in specs]
+        self.server.clients.changed(client_id)  # its document's "tunnels"
 
     def all(self) -> list[Tunnel]:
         return [t for tunnels in self.tunnels.values() for t in tunnels.values()]
@@ -559,7 +560,8 @@ class TunnelService:
 
     async def forget_client(self, client_id: str) -> None:
         self.saved.pop(client_id, None)
-        self._remote_json.pop(client_id, None)
+        if self._remote_json.pop(client_id, None) is not None:
+            self.server.clients.changed(client_id)
         await self._persist(client_id, force=True)
 
     async def shutdown(self) -> None:
