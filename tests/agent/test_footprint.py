@@ -19,13 +19,14 @@ from ..procs import Server, write_toml
 # client (rport.agent.dial) and package (only its C masking is loaded, by
 # rport.core.protocol.websocket), psutil and distro (rport.agent.sysinfo, on Linux), tomlkit
 # (tomllib reads the configuration), importlib.metadata and its backport with what they import
-# (rport.core.entrypoints reads the entry points), the idna codec.
+# (rport.core.entrypoints reads the entry points), cattrs (rport.core.confload structures the
+# configuration's flat classes itself), the idna codec.
 NOT_LOADED = ("cryptography", "bcrypt", "_cffi_backend", "httpx", "httpcore", "h11", "httptools",
               "uvicorn", "starlette", "anyio", "sniffio", "jwt", "websockets.asyncio",
               "websockets.client", "websockets.legacy", "websockets.sync", "websockets.version",
               "websockets.imports", "tomlkit", "importlib_metadata", "importlib.metadata",
-              "importlib.resources", "email", "zipfile", "csv", "tempfile", "encodings.idna",
-              "sqlite3")
+              "importlib.resources", "email", "zipfile", "csv", "tempfile", "cattrs",
+              "typing_extensions", "encodings.idna", "sqlite3")
 LINUX_ONLY = ("psutil", "distro")
 
 DRIVER = """
