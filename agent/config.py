@@ -16,7 +16,7 @@ from rport.core.confload import (
     read_toml,
     structure_sections,
 )
-from rport.core.config import (
+from rport.core.sections import (
     LOG_LEVELS,
     LoggingSection,
     PluginsSection,

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -154,6 +153,8 @@ class Runner:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def _argv(self, job: dict[str, Any], script: Path, first_line: str) -> list[str]:
+        import shutil  # here: it brings bz2, lzma and zlib, 0.4 MiB that an idle agent would hold
+
         interpreter = job.get("interpreter") or ""
         if first_line.startswith("#!"):
             argv = [str(script)]
