@@ -1,14 +1,15 @@
 """Loading configuration: TOML files read with the standard library's ``tomllib`` (a reader is
 all it takes; tomlkit, which also edits files in place, costs an agent 0.8 MiB), structured into
-frozen attrs classes by one cattrs converter that forbids unknown keys, layered defaults < file <
-environment < flags.
+frozen classes (attrs classes, or dataclasses on the agent's side) by one cattrs converter that
+forbids unknown keys, layered defaults < file < environment < flags.
 
 The flat classes that configurations are made of (fields of type ``str``, ``int``, ``bool``,
 ``Duration``, ``list[str]`` and ``dict[str, str]``) are structured by :func:`structure` itself,
 exactly as that converter would (``tests/core/test_confload.py`` compares the two): cattrs and
 what it imports cost an agent about 1 MiB for as long as it runs (docs/performance.md, "Agent
 memory"). Any other class, or data of a shape the lean path does not model, goes to the
-converter, made at first use.
+converter, made at first use. Nothing here imports attrs: the agent does without it (an attrs
+class comes with attrs loaded by its own module).
 
 A bad configuration is reported as every problem found, one ``key: message`` line each, by
 :class:`ConfigError`; the user never sees a raw exception group.
@@ -16,15 +17,16 @@ A bad configuration is reported as every problem found, one ``key: message`` lin
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import ipaddress
 import os
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, TypeVar
-
-import attrs
 
 if TYPE_CHECKING:
     import cattrs
@@ -84,7 +86,7 @@ def format_duration(seconds: float) -> str:
     return text + (f"{secs}s" if secs or not text else "")
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class HostPort:
     host: str
     port: int
@@ -180,24 +182,43 @@ _SCALARS: dict[Any, Callable[[Any], Any]] = {
     str: _strict_str, int: _strict_int, bool: _strict_bool, Duration: _duration}
 
 
+def _class_fields(cls: Any) -> list[tuple[str, Any, bool, bool]] | None:
+    """``(name, type, required, plain)`` of each field of an attrs class or a dataclass, or None
+    for another class. Types are resolved as the converter resolves them (left as written if
+    they do not resolve); ``plain`` is False for a field that the lean path does not structure
+    (not in ``__init__``, or under another name)."""
+    if not isinstance(cls, type):
+        return None
+    if getattr(cls, "__attrs_attrs__", None) is not None:
+        import attrs  # loaded already, by the class's own module
+
+        with contextlib.suppress(Exception):
+            attrs.resolve_types(cls)  # string annotations
+        return [(f.name, f.type, f.default is attrs.NOTHING, f.init and f.alias == f.name)
+                for f in attrs.fields(cls)]
+    if dataclasses.is_dataclass(cls):
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:
+            hints = {}
+        return [(f.name, hints.get(f.name, f.type),
+                 f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+                 f.init) for f in dataclasses.fields(cls)]
+    return None
+
+
 def _lean_fields(cls: Any) -> list[tuple[str, Any, bool]] | None:
     """``(name, type, required)`` of each field of ``cls``, or None if the lean path does not
-    cover the class (not attrs, a field it does not structure, or of another type)."""
-    if not (isinstance(cls, type) and attrs.has(cls)):
+    cover the class (neither attrs nor a dataclass, a field it does not structure, or of
+    another type)."""
+    fields = _class_fields(cls)
+    if fields is None:
         return None
-    try:
-        attrs.resolve_types(cls)  # string annotations, resolved as the converter resolves them
-    except Exception:
-        return None
-    fields = []
-    for field in attrs.fields(cls):
-        ftype = field.type
-        if not field.init or field.alias != field.name or not (
-                any(ftype is scalar for scalar in _SCALARS) or ftype == list[str]
-                or ftype == dict[str, str]):
+    for _, ftype, _, plain in fields:
+        if not plain or not (any(ftype is scalar for scalar in _SCALARS) or ftype == list[str]
+                             or ftype == dict[str, str]):
             return None
-        fields.append((field.name, ftype, field.default is attrs.NOTHING))
-    return fields
+    return [(name, ftype, required) for name, ftype, required, _ in fields]
 
 
 def _lean_value(value: Any, ftype: Any, path: str, problems: list[str]) -> Any:
@@ -357,10 +378,10 @@ def env_overrides(prefix: str, sections: Mapping[str, type], environ: Mapping[st
     environ = os.environ if environ is None else environ
     out: dict[str, Any] = {}
     for section, cls in sections.items():
-        for field in attrs.fields(cls):
-            name = f"{prefix}_{section}_{field.name}".upper().replace("-", "_")
+        for key, ftype, _, _ in _class_fields(cls) or ():
+            name = f"{prefix}_{section}_{key}".upper().replace("-", "_")
             if name in environ:
-                out.setdefault(section, {})[field.name] = _env_value(environ[name], field.type)
+                out.setdefault(section, {})[key] = _env_value(environ[name], ftype)
     return out
 
 

@@ -9,12 +9,12 @@ knows which plugin answered, so results can be attributed and exceptions named.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from types import ModuleType
 from typing import Any, Iterable
 
-import attrs
 import pluggy
 
 from .entrypoints import EntryPoint, entry_points
@@ -28,7 +28,7 @@ class PluginError(Exception):
     """A plugin could not be loaded, configured or started; the message names it."""
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class PluginInfo:
     name: str
     module: str
@@ -37,16 +37,16 @@ class PluginInfo:
     builtin: bool
 
     def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        return dataclasses.asdict(self)
 
 
-@attrs.define
+@dataclasses.dataclass(slots=True)
 class PluginSet:
     """A plugin manager and what the core knows about each loaded plugin."""
 
     pm: pluggy.PluginManager
-    info: dict[str, PluginInfo] = attrs.field(factory=dict)
-    disabled: list[str] = attrs.field(factory=list)
+    info: dict[str, PluginInfo] = dataclasses.field(default_factory=dict)
+    disabled: list[str] = dataclasses.field(default_factory=list)
 
     def names(self) -> list[str]:
         return list(self.info)

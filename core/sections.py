@@ -4,11 +4,10 @@ classes an agent has no use for (docs/performance.md, "Agent memory")."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Mapping
-
-import attrs
 
 LOG_LEVELS = ("error", "warning", "info", "debug")
 
@@ -22,16 +21,16 @@ def default_data_dir(program: str = "rportd") -> str:
     return str(Path(base) / program)
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class LoggingSection:
     log_file: str = ""
     log_level: str = "info"
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class PluginsSection:
-    disabled: list[str] = attrs.field(factory=list)
-    tables: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    disabled: list[str] = dataclasses.field(default_factory=list)
+    tables: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def plugins_section(raw: Any, problems: list[str]) -> PluginsSection:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import importlib.util
 import logging
 import random
@@ -33,8 +34,6 @@ from importlib.machinery import ExtensionFileLoader, PathFinder
 from typing import Any, Callable
 
 import enum
-
-import attrs
 
 from ..session import ProtocolViolation
 
@@ -112,7 +111,7 @@ class TransportClosed(Exception):
     """The link is gone; ``str()`` says why."""
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class LinkSettings:
     """Explicit limits of one link, identical on both ends (see docs/operations.md)."""
 
