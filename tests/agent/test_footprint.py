@@ -22,14 +22,15 @@ from ..procs import Server, write_toml
 # (rport.core.entrypoints reads the entry points), cattrs (rport.core.confload structures the
 # configuration's flat classes itself), shutil with bz2 and lzma (argparse imports it to size its
 # help: rport.agent.cli sizes it itself), the server's configuration classes, attrs (the agent's
-# classes are dataclasses), the idna codec.
+# classes are dataclasses), uuid (rport.agent.client writes its two ids itself; the commands
+# runner imports it at the first command), the idna codec.
 NOT_LOADED = ("cryptography", "bcrypt", "_cffi_backend", "httpx", "httpcore", "h11", "httptools",
               "uvicorn", "starlette", "anyio", "sniffio", "jwt", "websockets.asyncio",
               "websockets.client", "websockets.legacy", "websockets.sync", "websockets.version",
               "websockets.imports", "tomlkit", "importlib_metadata", "importlib.metadata",
               "importlib.resources", "email", "zipfile", "csv", "tempfile", "cattrs",
               "typing_extensions", "shutil", "bz2", "lzma", "rport.core.config", "attr", "attrs",
-              "encodings.idna", "sqlite3")
+              "uuid", "encodings.idna", "sqlite3")
 LINUX_ONLY = ("psutil", "distro")
 
 DRIVER = """
