@@ -18,7 +18,8 @@ from ..procs import Server, write_toml
 # cryptography (the key is pinned with the standard library, rport.core.pinning), websockets'
 # client (rport.agent.dial) and package (only its C masking is loaded, by
 # rport.core.protocol.websocket), psutil and distro (rport.agent.sysinfo, on Linux), tomlkit
-# (tomllib reads the configuration), importlib.metadata and its backport with what they import
+# (tomllib reads the configuration), platform (on Linux, os.uname and os-release say it all),
+# importlib.metadata and its backport with what they import
 # (rport.core.entrypoints reads the entry points), cattrs (rport.core.confload structures the
 # configuration's flat classes itself), shutil with bz2 and lzma (argparse imports it to size its
 # help: rport.agent.cli sizes it itself), the server's configuration classes, attrs (the agent's
@@ -31,7 +32,7 @@ NOT_LOADED = ("cryptography", "bcrypt", "_cffi_backend", "httpx", "httpcore", "h
               "importlib.resources", "email", "zipfile", "csv", "tempfile", "cattrs",
               "typing_extensions", "shutil", "bz2", "lzma", "rport.core.config", "attr", "attrs",
               "uuid", "encodings.idna", "sqlite3")
-LINUX_ONLY = ("psutil", "distro")
+LINUX_ONLY = ("psutil", "distro", "platform")
 
 DRIVER = """
 import asyncio, json, sys
