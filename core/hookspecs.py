@@ -30,10 +30,10 @@ def rport_add_hookspecs(pluginmanager: Any) -> Any:
 
 @hookspec
 def rport_config_class() -> Any:
-    """Return the frozen attrs class of this plugin's ``[plugins.<name>]`` table, or None if it
-    has no settings. The core structures the table (``{}`` when absent) with unknown keys
-    forbidden; a bad table stops start-up with ``plugins.<name>.<key>: message``. The plugin gets
-    the result from ``server.plugin_config(name)``.
+    """Return the frozen attrs class (or dataclass) of this plugin's ``[plugins.<name>]`` table,
+    or None if it has no settings. The core structures the table (``{}`` when absent) with
+    unknown keys forbidden; a bad table stops start-up with ``plugins.<name>.<key>: message``.
+    The plugin gets the result from ``server.plugin_config(name)``.
     Result rule: one value per plugin, kept under that plugin's name."""
 
 

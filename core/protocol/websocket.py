@@ -24,21 +24,47 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
+import importlib.util
 import logging
 import random
 import struct
+import sys
+from importlib.machinery import ExtensionFileLoader, PathFinder
 from typing import Any, Callable
 
 import enum
 
-import attrs
-
-try:
-    from websockets.speedups import apply_mask  # C
-except ImportError:  # pragma: no cover - the pure Python fallback of websockets
-    from websockets.utils import apply_mask
-
 from ..session import ProtocolViolation
+
+
+def _load_apply_mask() -> Callable[[Any, Any], bytes]:
+    """websockets' masking function, in C (200 times the speed of Python's on 64 KiB).
+
+    Imported as ``websockets.speedups`` it first runs the package's ``__init__``, whose version
+    module imports ``importlib.metadata``, with ``email``, ``zipfile`` and more: memory that an
+    agent would hold for as long as it runs (docs/performance.md, "Agent memory"). Where the
+    package is not loaded yet, the extension is loaded from its file alone (it imports nothing
+    of its package); anything unexpected falls back to the plain import."""
+    if "websockets" not in sys.modules:
+        try:
+            package = importlib.util.find_spec("websockets")  # finds it; runs nothing
+            locations = list(package.submodule_search_locations or ()) if package else []
+            spec = PathFinder.find_spec("websockets.speedups", locations) if locations else None
+            if spec is not None and isinstance(spec.loader, ExtensionFileLoader):
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                return module.apply_mask  # type: ignore[no-any-return]
+        except (ImportError, OSError, AttributeError, ValueError):
+            pass
+    try:
+        from websockets.speedups import apply_mask
+    except ImportError:  # pragma: no cover - the pure Python fallback of websockets
+        from websockets.utils import apply_mask
+    return apply_mask
+
+
+apply_mask = _load_apply_mask()
 
 log = logging.getLogger("rport.link")
 
@@ -85,7 +111,7 @@ class TransportClosed(Exception):
     """The link is gone; ``str()`` says why."""
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class LinkSettings:
     """Explicit limits of one link, identical on both ends (see docs/operations.md)."""
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import logging
 from typing import Any, NamedTuple
-
-import attrs
 
 from rport.agent.plugin import (
     ConfigError,
@@ -130,7 +129,7 @@ async def rport_agent_startup(agent: Any) -> None:
         cfg = RemoteCommandsConfig()
         # The rules that did structure are still checked, so that every mistake shows at once.
         rules = {key: raw[key] for key in ("allow", "deny", "order") if _strings(raw.get(key))}
-        cfg = attrs.evolve(cfg, **rules)
+        cfg = dataclasses.replace(cfg, **rules)
     try:
         policy = CommandPolicy.build(cfg.allow, cfg.deny, cfg.order)
     except PolicyError as exc:
