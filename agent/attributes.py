@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +66,8 @@ def write_attributes(path: Path, tags: list[str], labels: dict[str, str]) -> Non
     data = json.dumps({"tags": tags, "labels": labels}, indent=2).encode() + b"\n"
     directory = path.parent
     try:
+        import tempfile  # (at first use: it loads shutil, bz2, lzma; an idle agent does without)
+
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
     except OSError as exc:
         raise AttributesError(f"can't write attributes to file: {exc.strerror or exc}") from None

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -23,9 +24,35 @@ from .config import load_agent_config
 log = logging.getLogger("rport.agent")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's own, sized to the terminal as it sizes it (``shutil.get_terminal_size``), but
+    without importing shutil: argparse makes a formatter for every ``add_argument``, and shutil
+    brings bz2, lzma and zlib with it, 0.4 MiB that an agent would hold for as long as it runs
+    (docs/performance.md, "Agent memory")."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         _terminal_columns() - 2 if width is None else width)
+
+
+def _terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns``: $COLUMNS, else stdout's terminal, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="rport",
+        prog="rport", formatter_class=_HelpFormatter,
         description="rport agent: connects out to an rportd server and serves it.",
         usage="rport [flags] <server> [remote ...]   or   rport -c rport.conf   or   rport plugins",
         epilog="Example: rport --id my-client-1 --fingerprint <FP> --tag Linux --tag "

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import re
 import socket
 import ssl
-import uuid
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlsplit
@@ -77,8 +78,30 @@ def machine_id() -> str:
         except OSError:
             continue
         if value:
-            return str(uuid.UUID(value)) if len(value) == 32 else value
+            return dashed_uuid(value)
     return ""
+
+
+# The uuid module is not imported: with the libuuid it loads, 0.2 MiB that an agent would hold
+# for as long as it runs, for two strings (docs/performance.md, "Agent memory").
+_HEX32 = re.compile(r"[0-9a-fA-F]{32}")
+
+
+def dashed_uuid(value: str) -> str:
+    """A machine id (32 hex digits) written as ``str(uuid.UUID(value))`` writes it (dashed,
+    lower case); any other value as it is."""
+    if not _HEX32.fullmatch(value):
+        return value
+    text = value.lower()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def random_uuid() -> str:
+    """A random (version 4) UUID, as ``str(uuid.uuid4())`` makes it."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    return dashed_uuid(raw.hex())
 
 
 
@@ -99,7 +122,7 @@ class RportAgent:
         self.handlers.add_request(ATTRIBUTES_REQUEST, self._update_attributes, "core")
         self.session: MuxSession | None = None
         self.connected = asyncio.Event()
-        self.session_id = str(uuid.uuid4())
+        self.session_id = random_uuid()
         self.state: dict[str, Any] = {}
         self.client_id = config.client.id or (machine_id() if config.client.use_system_id else "")
         self.name = config.client.name or (socket.gethostname() if config.client.use_hostname else "")

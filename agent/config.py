@@ -1,12 +1,12 @@
-"""The agent's configuration (``rport.conf``): RPort's keys, in frozen attrs classes."""
+"""The agent's configuration (``rport.conf``): RPort's keys, in frozen dataclasses (attrs, which
+the server's configuration uses, costs an agent 1.5 MiB: docs/performance.md, "Agent memory")."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Mapping
-
-import attrs
 
 from rport.core.confload import (
     ConfigError,
@@ -16,7 +16,7 @@ from rport.core.confload import (
     read_toml,
     structure_sections,
 )
-from rport.core.config import (
+from rport.core.sections import (
     LOG_LEVELS,
     LoggingSection,
     PluginsSection,
@@ -25,10 +25,10 @@ from rport.core.config import (
 )
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class ClientSection:
     server: str = ""
-    fallback_servers: list[str] = attrs.field(factory=list)
+    fallback_servers: list[str] = dataclasses.field(default_factory=list)
     """Tried in order when ``server`` cannot be reached (other nodes of a cluster)."""
     server_switchback_interval: Duration = Duration(120)
     """Connected to a fallback server: how often the main server is tried again (0: never)."""
@@ -38,17 +38,17 @@ class ClientSection:
     use_system_id: bool = True
     name: str = ""
     use_hostname: bool = True
-    tags: list[str] = attrs.field(factory=list)
-    labels: dict[str, str] = attrs.field(factory=dict)
+    tags: list[str] = dataclasses.field(default_factory=list)
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
     attributes_file_path: str = ""
     """A JSON file of tags and labels that overrides ``tags`` and ``labels`` (RPort's
     client attributes); ``PUT /clients/{id}/attributes`` rewrites it."""
-    remotes: list[str] = attrs.field(factory=list)
-    tunnel_allowed: list[str] = attrs.field(factory=list)
-    data_dir: str = attrs.field(factory=lambda: default_data_dir("rport"))
+    remotes: list[str] = dataclasses.field(default_factory=list)
+    tunnel_allowed: list[str] = dataclasses.field(default_factory=list)
+    data_dir: str = dataclasses.field(default_factory=lambda: default_data_dir("rport"))
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class ConnectionSection:
     keep_alive: Duration = Duration(30)
     keep_alive_timeout: Duration = Duration(30)
@@ -58,13 +58,13 @@ class ConnectionSection:
     connect_timeout: Duration = Duration(30)
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class AgentConfig:
-    client: ClientSection = attrs.field(factory=ClientSection)
-    connection: ConnectionSection = attrs.field(factory=ConnectionSection)
-    logging: LoggingSection = attrs.field(factory=LoggingSection)
-    plugins: PluginsSection = attrs.field(factory=PluginsSection)
-    extra_sections: Mapping[str, Any] = attrs.field(factory=dict)
+    client: ClientSection = dataclasses.field(default_factory=ClientSection)
+    connection: ConnectionSection = dataclasses.field(default_factory=ConnectionSection)
+    logging: LoggingSection = dataclasses.field(default_factory=LoggingSection)
+    plugins: PluginsSection = dataclasses.field(default_factory=PluginsSection)
+    extra_sections: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """Top-level tables that plugins claim (RPort's ``[remote-commands]``, for example)."""
     source: str = ""
 

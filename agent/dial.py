@@ -38,6 +38,9 @@ class _Opening(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.transport: Any = None
         self.head = loop.create_future()
+        # Read if nobody awaits it any more (the connection failed or timed out before the
+        # head was awaited): no "Future exception was never retrieved" in the log.
+        self.head.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._buf = b""
 
     def connection_made(self, transport: Any) -> None:

@@ -21,8 +21,9 @@ def rport_add_hookspecs(pluginmanager: Any) -> Any:
 
 @hookspec
 def rport_config_class() -> Any:
-    """The frozen attrs class of this plugin's ``[plugins.<name>]`` table in ``rport.conf``, or
-    None. Result rule: one value per plugin; read it with ``agent.plugin_config(name)``."""
+    """The frozen attrs class or dataclass of this plugin's ``[plugins.<name>]`` table in
+    ``rport.conf``, or None. Result rule: one value per plugin; read it with
+    ``agent.plugin_config(name)``."""
 
 
 @hookspec

@@ -3,11 +3,11 @@
 The server shows them in ``GET /api/v1/clients`` under RPort's own field names and in
 RPort's formats (``os``, ``os_arch``, ``os_family``, ``cpu_model_name``, ``timezone``...).
 Everything is read in-process; no process is spawned. On Linux the standard library does it all
-(/etc/os-release through :func:`platform.freedesktop_os_release`, /proc and /sys, the memory
-size from ``sysconf``, the addresses from the kernel over netlink); ``distro`` and ``psutil``
-are imported only where that is not enough (no os-release file, another system), since the
-agent keeps whatever it imports for as long as it runs (together 0.9 MiB, see
-docs/performance.md). :func:`gather` is blocking (it reads files), so async code should run it
+(``os.uname``, /etc/os-release read as :func:`platform.freedesktop_os_release` reads it, /proc
+and /sys, the memory size from ``sysconf``, the addresses from the kernel over netlink);
+``platform``, ``distro`` and ``psutil`` are imported only where that is not enough (no
+os-release file, another system), since the agent keeps whatever it imports for as long as it
+runs (together 1 MiB, see docs/performance.md). :func:`gather` is blocking (it reads files), so async code should run it
 in a thread, e.g. ``await asyncio.to_thread(gather)``. It never raises: a field that cannot be
 determined is ``"unknown"`` (``0`` for numbers, ``[]`` for lists).
 """
@@ -17,11 +17,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import platform
+import re
 import socket
 import struct
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,57 @@ _CPU_KEYS = {"cpu_family": "cpu family", "cpu_model": "model",
              "cpu_model_name": "model name", "cpu_vendor": "vendor_id"}
 
 
+def _platform() -> ModuleType:
+    """The platform module, for the systems where ``os.uname`` does not say it all."""
+    import platform
+
+    return platform
+
+
+def _uname(field: str) -> str:
+    """``platform.system()``, ``.release()`` or ``.machine()``: ``os.uname()``'s field where
+    there is one (what platform reads too)."""
+    if hasattr(os, "uname"):
+        return str(getattr(os.uname(), {"system": "sysname"}.get(field, field)))
+    return str(getattr(_platform(), field)())
+
+
 def _is_linux() -> bool:
-    return platform.system() == "Linux"
+    return _uname("system") == "Linux"
+
+
+def _libc_name() -> str:
+    """``platform.libc_ver()[0]``, which first asks ``confstr`` ("glibc 2.36") as here."""
+    try:
+        parts = os.confstr("CS_GNU_LIBC_VERSION").split(maxsplit=1)  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        parts = []
+    return parts[0] if len(parts) == 2 else _platform().libc_ver()[0]
+
+
+# platform.freedesktop_os_release's reading of os-release(5), on the files it tries in order.
+_OS_RELEASE_FILES = ("/etc/os-release", "/usr/lib/os-release")
+_OS_RELEASE_LINE = re.compile(
+    "^(?P<name>[a-zA-Z0-9_]+)=(?P<quote>[\"\']?)(?P<value>.*)(?P=quote)$")
+_OS_RELEASE_ESCAPE = re.compile(r"\\([\\\$\"\'`])")
+
+
+def os_release() -> dict[str, str]:
+    """/etc/os-release (or /usr/lib/os-release) as ``platform.freedesktop_os_release()`` gives
+    it; OSError when neither can be read."""
+    error = None
+    for candidate in _OS_RELEASE_FILES:
+        try:
+            with open(candidate, encoding="utf-8") as file:
+                info = {"NAME": "Linux", "ID": "linux", "PRETTY_NAME": "Linux"}
+                for line in file:
+                    match = _OS_RELEASE_LINE.match(line)
+                    if match is not None:
+                        info[match["name"]] = _OS_RELEASE_ESCAPE.sub(r"\1", match["value"])
+                return info
+        except OSError as exc:
+            error = exc.errno
+    raise OSError(error, f"Unable to read files {', '.join(_OS_RELEASE_FILES)}")
 
 
 def _read(path: str) -> str:
@@ -56,14 +106,14 @@ def _read(path: str) -> str:
 
 def _os_uname_string() -> str:
     if not hasattr(os, "uname") or not _is_linux():
-        return platform.platform()
+        return _platform().platform()
     u = os.uname()
     text = f"{u.sysname} {u.nodename} {u.release} {u.version} {u.machine}"
-    return text + " GNU/Linux" if platform.libc_ver()[0] == "glibc" else text
+    return text + " GNU/Linux" if _libc_name() == "glibc" else text
 
 
 def _os_arch() -> str:
-    machine = platform.machine().lower()
+    machine = _uname("machine").lower()
     return _GOARCH.get(machine, machine) or UNKNOWN
 
 
@@ -74,7 +124,7 @@ def _release() -> dict[str, str]:
     if not _is_linux():
         return {"id": "", "like": "", "name": "", "version": ""}
     try:
-        info = platform.freedesktop_os_release()
+        info = os_release()
     except OSError:
         import distro
         return {"id": distro.id(), "like": distro.like(), "name": distro.name(),
@@ -89,17 +139,17 @@ def _os_family(release: dict[str, str]) -> str:
         key = "opensuse" if name.startswith("opensuse") else name
         if key in _FAMILY:
             return _FAMILY[key]
-    return dist_id or platform.system().lower() or UNKNOWN
+    return dist_id or _uname("system").lower() or UNKNOWN
 
 
 def _os_full_name(release: dict[str, str]) -> str:
     if release["name"]:
         return f"{release['name']} {release['version']}".strip()
-    return f"{platform.system()} {platform.release()}".strip() or UNKNOWN
+    return f"{_uname('system')} {_uname('release')}".strip() or UNKNOWN
 
 
 def _os_version(release: dict[str, str]) -> str:
-    return release["version"] or platform.release() or UNKNOWN
+    return release["version"] or _uname("release") or UNKNOWN
 
 
 def _virtualization() -> tuple[str, str]:
@@ -137,7 +187,7 @@ def _first_cpu() -> dict[str, str]:
 def _cpu_fields() -> dict[str, str]:
     if not _is_linux():
         return {name: UNKNOWN for name in _CPU_KEYS} | {
-            "cpu_model_name": platform.processor() or UNKNOWN}
+            "cpu_model_name": _platform().processor() or UNKNOWN}
     cpu = _first_cpu()
     out = {name: cpu.get(key) or UNKNOWN for name, key in _CPU_KEYS.items()}
     out["cpu_vendor"] = _VENDORS.get(out["cpu_vendor"], out["cpu_vendor"])
@@ -257,7 +307,7 @@ def gather() -> dict[str, Any]:
         "os": _safe("os", _os_uname_string, UNKNOWN),
         "os_arch": _safe("os_arch", _os_arch, UNKNOWN),
         "os_family": _safe("os_family", lambda: _os_family(release), UNKNOWN),
-        "os_kernel": _safe("os_kernel", lambda: platform.system().lower() or UNKNOWN, UNKNOWN),
+        "os_kernel": _safe("os_kernel", lambda: _uname("system").lower() or UNKNOWN, UNKNOWN),
         "os_full_name": _safe("os_full_name", lambda: _os_full_name(release), UNKNOWN),
         "os_version": _safe("os_version", lambda: _os_version(release), UNKNOWN),
         "os_virtualization_system": virt[0],

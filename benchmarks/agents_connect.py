@@ -39,6 +39,15 @@ POLL_INTERVAL = 0.020
 TARGET_CONNECT_S = 10.0
 TARGET_KIB_PER_AGENT = 100.0
 TARGET_API_MS = 100.0
+# From 10,000 agents (speed issue, item 3): connected and reconnected in < 20 s, <= 60 KiB each.
+TARGET_10K = {"connect_s": 20.0, "kib": 60.0}
+
+
+def targets(n: int) -> tuple[float, float]:
+    """(connect and storm seconds, KiB per agent) asked for N agents."""
+    if n >= 10_000:
+        return TARGET_10K["connect_s"], TARGET_10K["kib"]
+    return TARGET_CONNECT_S, TARGET_KIB_PER_AGENT
 
 _API_RE = re.compile(r"API listening on (https?)://(\S+):(\d+)")
 
@@ -56,12 +65,43 @@ def agent_auth_id(i: int, spec: dict[str, Any]) -> str:
     return f"{AGENT_ID}-{i}" if spec["distinct_ids"] else AGENT_ID
 
 
+def source_address(i: int) -> str:
+    """Agent ``i``'s own loopback address (Linux routes all of 127.0.0.0/8 to the loopback
+    device): as many source addresses as agents, as a fleet of machines has."""
+    return f"127.{10 + i // 62500}.{(i // 250) % 250 + 1}.{i % 250 + 1}"
+
+
+def lower_priority(nice: int) -> None:
+    """This process at nice ``nice``, and so its session's autogroup: with the kernel's
+    autogroup scheduling (sched_autogroup_enabled, the default of most distributions) a session
+    of its own gets as much CPU as the server's, whatever the nice value of its processes,
+    unless the group itself is niced."""
+    os.nice(nice)
+    try:
+        with open("/proc/self/autogroup", "w") as autogroup:
+            autogroup.write(str(nice))
+    except OSError:
+        pass  # no autogroups here: the process's nice value is what counts
+
+
+def raise_nofile() -> None:
+    """The soft limit of open files up to the hard one (a worker holds thousands of sockets;
+    rportd raises its own the same way)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def worker_main(spec: dict[str, Any]) -> int:
     import asyncio
+    import contextvars
     import logging
+    import types
 
+    raise_nofile()
     if spec["nice"]:
-        os.nice(spec["nice"])  # leave the CPU to the server first, as remote agents would
+        lower_priority(spec["nice"])  # leave the CPU to the server first, as remote agents would
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from rport.agent import sysinfo
@@ -72,6 +112,21 @@ def worker_main(spec: dict[str, Any]) -> int:
         # only; in this benchmark they are gathered once per worker and every agent gets a copy.
         facts = sysinfo.gather()
         sysinfo.gather = lambda: dict(facts)  # type: ignore[assignment]
+    # Each real agent is a process of its own that reads the installed entry points once; the
+    # thousands of agents of a worker read them once in all (it was half of the time to build
+    # them, while the other workers' agents already connected).
+    from importlib import metadata
+
+    import rport.core.plugins as plugins_module
+
+    found: dict[str, Any] = {}
+
+    def entry_points(group: str) -> Any:
+        if group not in found:
+            found[group] = metadata.entry_points(group=group)
+        return found[group]
+    plugins_module.metadata = types.SimpleNamespace(  # type: ignore[assignment]
+        entry_points=entry_points, EntryPoint=metadata.EntryPoint)
     if spec["shared_ssl"]:
         # Each RportAgent builds one cheap client_ssl_context() (no CA bundle: the server is
         # verified by fingerprint). --shared-client-ssl shares one among all agents of a worker,
@@ -91,20 +146,61 @@ def worker_main(spec: dict[str, Any]) -> int:
                            "max_retry_interval": spec["max_retry"]},
         }, environ={}) for i in range(spec["first"], spec["first"] + spec["count"])]
 
-    try:  # the loop the real `rport` runs its agent on (uvloop when installed)
-        from rport.core.logs import run as run_main
-    except ImportError:
-        run_main = asyncio.run
-    return run_main(serve_fleet(configs))
+    if not spec.get("spread"):
+        try:  # the loop the real `rport` runs its agent on (uvloop when installed)
+            from rport.core.logs import run as run_main
+        except ImportError:
+            run_main = asyncio.run
+        return run_main(serve_fleet(configs, build_first=spec.get("build_first", False)))
+
+    # Each agent connects from its own loopback address: the loop the real `rport` runs on
+    # (uvloop), whose create_connection binds the address of the agent calling it.
+    import uvloop
+
+    source: contextvars.ContextVar[str] = contextvars.ContextVar("source")
+
+    class SpreadLoop(uvloop.Loop):  # type: ignore[misc]
+        async def create_connection(self, *args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("sock") is None and "local_addr" not in kwargs:
+                kwargs["local_addr"] = (source.get(), 0)
+            return await super().create_connection(*args, **kwargs)
+
+    def context(index: int) -> contextvars.Context:
+        ctx = contextvars.copy_context()
+        ctx.run(source.set, source_address(spec["first"] + index))
+        return ctx
+
+    bytearray(1 << 20)  # (as rport.core.logs.run: glibc's mmap threshold raised)
+    with asyncio.Runner(loop_factory=SpreadLoop) as runner:
+        return runner.run(serve_fleet(configs, context=context,
+                                      build_first=spec.get("build_first", False)))
 
 
-async def serve_fleet(configs: Callable[[], list[Any]]) -> int:
+async def serve_fleet(configs: Callable[[], list[Any]],
+                      on_line: Callable[[str], Any] | None = None,
+                      context: Callable[[int], Any] | None = None,
+                      build_first: bool = False) -> int:
     """Worker mode of this benchmark and command_fanout.py: run an agent for each config in
     this loop until SIGTERM/SIGINT or the parent closes stdin, reporting "built", "progress"
-    (agents connected) and "error" (an agent stopped) as JSON lines on stdout."""
+    (agents connected) and "error" (an agent stopped) as JSON lines on stdout. Each agent starts
+    once it is built (``build_first``: once all are)."""
     import asyncio
 
-    from rport.agent.client import create_agent
+    from rport.agent.client import RportAgent, create_agent
+
+    plugins: Any = None
+
+    def build(config: Any) -> Any:
+        """An agent, on the worker's one plugin manager (a real agent, one per process, makes
+        one too; the plugins keep each agent's state in ``agent.state``)."""
+        nonlocal plugins
+        if plugins is None:
+            agent = create_agent(config)
+            plugins = agent.plugins
+            return agent
+        agent = RportAgent(config, plugins)
+        agent.configure_plugins()
+        return agent
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -113,14 +209,28 @@ async def serve_fleet(configs: Callable[[], list[Any]]) -> int:
 
     def watch_stdin() -> None:  # the parent went away: stop too
         try:
-            sys.stdin.read()
+            for line in sys.stdin:  # or tells this worker something (on_line, in the loop)
+                if on_line is not None and line.strip():
+                    loop.call_soon_threadsafe(on_line, line.strip())
         finally:
             loop.call_soon_threadsafe(stop.set)
     threading.Thread(target=watch_stdin, daemon=True).start()
 
-    agents = [create_agent(config) for config in configs()]
+    agents: list[Any] = []
+    tasks: list[asyncio.Task[Any]] = []
+    for i, config in enumerate(configs()):
+        agents.append(build(config))
+        if not build_first:  # each starts once built, as a machine's agent does
+            tasks.append(asyncio.create_task(
+                agents[-1].run(), name=agents[-1].client_id,
+                context=context(i) if context is not None else None))
+            if i % 20 == 19:
+                await asyncio.sleep(0)
     _emit(event="built", count=len(agents))
-    tasks = [asyncio.create_task(agent.run(), name=agent.client_id) for agent in agents]
+    if build_first:
+        tasks = [asyncio.create_task(agent.run(), name=agent.client_id,
+                                     context=context(i) if context is not None else None)
+                 for i, agent in enumerate(agents)]
     last = -1
     while not stop.is_set():
         connected = sum(agent.connected.is_set() for agent in agents)
@@ -242,6 +352,31 @@ class ServerProc:
         return time.monotonic() - t0
 
 
+class Spy:
+    """``py-spy record`` of a process (collapsed stacks) until :meth:`stop` (--profile)."""
+
+    def __init__(self, pid: int, out: Path, rate: int = 200, native: bool = False) -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        exe = Path(sys.executable).parent / "py-spy"
+        self._log = open(out.with_suffix(".log"), "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [str(exe) if exe.exists() else "py-spy", "record", "--pid", str(pid), "--rate",
+             str(rate), "--format", "raw", "--output", str(out), "--threads",
+             *(["--native"] if native else ["--nonblocking"])],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        time.sleep(0.5)  # attached before what is measured starts
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+
 class Worker:
     """A worker process (``<script> --worker <spec>``) and what it reports."""
 
@@ -250,10 +385,14 @@ class Worker:
         self.index = index
         self.count = spec["count"]
         self._log = open(log_path, "ab")
+        # In their own session (process group): apart from the server's, so that what is
+        # measured of it is its own (and a signal to one group does not reach the other).
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(script), "--worker", json.dumps(spec)],
-            stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.PIPE, text=True,
+            start_new_session=True)
         self.connected = 0
+        self.events: list[dict[str, Any]] = []  # other events, as reported
         self.built_at: float | None = None  # wall clock (time.time()), as reported
         self.ready_at: float | None = None
         self.errors: list[str] = []
@@ -276,6 +415,14 @@ class Worker:
                     self.ready_at = event["t"]
             elif kind == "error":
                 self.errors.append(event.get("message", "?"))
+            else:
+                self.events.append(event)
+
+    def tell(self, line: str) -> None:
+        """A line for the worker's ``on_line``."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
 
     def cpu_seconds(self) -> float:
         import psutil
@@ -385,6 +532,16 @@ def server_cpu(pid: int) -> float:
         return float("nan")
 
 
+def run_queue_wait(pid: int) -> float:
+    """Seconds the process's threads have waited for a CPU while runnable (Linux schedstat;
+    NaN elsewhere): the time others' work took from the server."""
+    try:
+        return sum(int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
+                   for tid in os.listdir(f"/proc/{pid}/task")) / 1e9
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def server_rss(pid: int) -> int:
     import psutil
     return psutil.Process(pid).memory_info().rss
@@ -418,7 +575,20 @@ def pct(values: list[float], q: float) -> float:
 
 def latency_summary(values: list[float]) -> dict[str, float]:
     return {"n": len(values), "p50_ms": pct(values, 0.50) * 1000, "p95_ms": pct(values, 0.95) * 1000,
+            "p99_ms": pct(values, 0.99) * 1000,
             "max_ms": (max(values) * 1000) if values else float("nan")}
+
+
+def answered(poller: "Poller", phase: str, since: float = 0.0) -> list[tuple[float, float]]:
+    """(time of the request, latency) of a phase's answers to requests made after ``since``."""
+    pairs = zip(poller.answered_at.get(phase, []), poller.samples.get(phase, []))
+    return [(at - latency, latency) for at, latency in pairs if at - latency >= since]
+
+
+def slowest(pairs: list[tuple[float, float]], since: float, k: int = 5) -> list[list[float]]:
+    """The ``k`` slowest of ``pairs``: [seconds from ``since`` to the request, ms]."""
+    worst = sorted(pairs, key=lambda p: -p[1])[:k]
+    return [[round(at - since, 2), round(latency * 1000, 1)] for at, latency in worst]
 
 
 def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, Any]:
@@ -433,7 +603,13 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
         "api": {"address": f"{HOST}:0", "auth": f"{API_USER}:{API_PASSWORD}"},
         "logging": {"log_level": "warning"},
     }
+    if args.same_address:
+        # All agents behind one address, as behind a NAT: its pre-auth cap (64 by default)
+        # would turn most of a storm away; raised as operations.md says for such setups.
+        conf["server"]["max_pending_per_address"] = 1024
     result: dict[str, Any] = {"agents": n, "procs": procs, "bcrypt": args.bcrypt,
+                              "same_address": args.same_address,
+                              "build_first": args.build_first,
                               "shared_client_ssl": args.shared_client_ssl,
                               "api_new_connections": args.api_new_connections,
                               "gather_each": args.gather_each, "worker_nice": args.worker_nice,
@@ -490,7 +666,11 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
 
     # -- connect phase ----------------------------------------------------------------------------
     poller.set_phase("connect")
-    cpu0 = server_cpu(server.pid)
+    profiler = Spy(server.pid, args.profile / "rportd-connect.txt",
+                   native=args.profile_native) if args.profile else None
+    if profiler is not None:
+        cleanup.insert(0, profiler.stop)
+    cpu0, wait0 = server_cpu(server.pid), run_queue_wait(server.pid)
     overflows0 = listen_overflows()
     share, extra = divmod(n, procs)
     workers: list[Worker] = []
@@ -499,17 +679,22 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
     first = 0
     for k in range(procs):
         count = share + (1 if k < extra else 0)
+        # The worker's agents share one data directory: made here, or they race to make it.
+        (tmp / f"agent-data-{k}").mkdir(mode=0o700, exist_ok=True)
         spec = {"server": f"{HOST}:{server.agent_port}", "fingerprint": fingerprint,
                 "first": first, "count": count, "data_dir": str(tmp / f"agent-data-{k}"),
                 "min_retry": "1s", "max_retry": "10s", "gather_each": args.gather_each,
                 "shared_ssl": args.shared_client_ssl, "nice": args.worker_nice,
-                "distinct_ids": args.distinct_ids}
+                "distinct_ids": args.distinct_ids, "spread": not args.same_address,
+                "build_first": args.build_first}
         first += count
         workers.append(Worker(k, spec, tmp / f"worker-{k}.log"))
     cleanup.insert(0, lambda: [w.stop() for w in workers])
     deadline = t_launch + args.timeout
     t_all = poller.wait_connected(n, deadline)
-    cpu1 = server_cpu(server.pid)
+    if profiler is not None:
+        profiler.stop()
+    cpu1, wait1 = server_cpu(server.pid), run_queue_wait(server.pid)
     overflows1 = listen_overflows()
     rss_connected = server_rss(server.pid)
     if t_all is None:
@@ -522,6 +707,7 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
         result["workers_built_s"] = max(built) - wall_launch
         result["connect_after_built_s"] = result["connect_s"] - result["workers_built_s"]
     result["server_cpu_connect_s"] = cpu1 - cpu0
+    result["server_run_queue_connect_s"] = wait1 - wait0
     if overflows0 is not None and overflows1 is not None:
         result["listen_overflows_connect"] = overflows1 - overflows0
     result["workers_cpu_connect_s"] = sum(w.cpu_seconds() for w in workers)
@@ -529,6 +715,7 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
     result["rss_peak_connect_mib"] = max(poller.peak_rss.get("connect", 0), rss_connected) / 2**20
     result["kib_per_agent_connected"] = (rss_connected - baseline) / 1024 / n
     result["api_connect"] = latency_summary(poller.samples.get("connect", []))
+    result["api_connect_slowest"] = slowest(answered(poller, "connect"), t_launch)
     result["api_connect_errors"] = poller.errors.get("connect", 0)
     # the workers' own view: every agent's connected event set
     ready_deadline = time.monotonic() + 30
@@ -554,6 +741,10 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
         resp = api.get("/clients")
         result["list_clients_ms"] = (time.monotonic() - t0) * 1000
         result["list_clients_count"] = len(resp.json().get("data", []))
+        result["list_clients_bytes"] = len(resp.content)
+        t0 = time.monotonic()
+        api.get("/clients", params={"page[limit]": "50"}).raise_for_status()
+        result["list_clients_page_ms"] = (time.monotonic() - t0) * 1000
     c0, t0 = server_cpu(server.pid), time.monotonic()
     time.sleep(2.0)
     result["server_cpu_idle_pct"] = (server_cpu(server.pid) - c0) / (time.monotonic() - t0) * 100
@@ -561,9 +752,13 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
     # -- reconnect storm --------------------------------------------------------------------------
     if not args.no_storm:
         poller.set_phase("storm")
+        stop_spy = Spy(server.pid, args.profile / "rportd-stop.txt",
+                       native=args.profile_native) if args.profile else None
         t_kill = time.monotonic()
         result["server_stop_s"] = server.stop()
         cleanup.remove(server.stop)
+        if stop_spy is not None:
+            stop_spy.stop()  # (it ended with the process)
         t_restart = time.monotonic()
         overflows0 = listen_overflows()
         server = ServerProc(conf_path, tmp / "rportd-2.log", args.server_launcher)
@@ -571,7 +766,13 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
         poller.server_pid = server.pid
         server.wait_ready(args.timeout, known=(int(conf["api"]["address"].rsplit(":", 1)[1]),
                                                int(conf["server"]["address"].rsplit(":", 1)[1])))
+        profiler = Spy(server.pid, args.profile / "rportd-storm.txt",
+                       native=args.profile_native) if args.profile else None
+        if profiler is not None:
+            cleanup.insert(0, profiler.stop)
         t_all2 = poller.wait_connected(n, t_restart + args.timeout, since=t_restart)
+        if profiler is not None:
+            profiler.stop()
         if t_all2 is None:
             result["storm_error"] = (f"only {poller.connected} of {n} agents reconnected within "
                                      f"{args.timeout}s")
@@ -586,12 +787,82 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
             if overflows0 is not None and overflows1 is not None:
                 result["listen_overflows_storm"] = overflows1 - overflows0
             result["rss_after_storm_mib"] = server_rss(server.pid) / 2**20
-        result["api_storm"] = latency_summary(poller.samples.get("storm", []))
+        # Requests made once the new rportd was started (those during the old one's stop are
+        # counted apart: it closes every agent's session first).
+        after = answered(poller, "storm", t_restart)
+        result["api_storm"] = latency_summary([latency for _, latency in after])
+        result["api_storm_slowest"] = slowest(after, t_restart)
+        stopping = [latency for at, latency in answered(poller, "storm") if at < t_restart]
+        result["api_stopping"] = latency_summary(stopping)
         result["api_storm_errors"] = poller.errors.get("storm", 0)
 
     result["worker_errors"] = [e for w in workers for e in w.errors]
     result["load_after"] = os.getloadavg()[0]
     return result
+
+
+# =================================================================================================
+# OpenRPort's route, and ours at the same N.
+# =================================================================================================
+
+def peer_routes(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, Any]:
+    """OpenRPort 0.9.14 with ``--openrport-agents`` N of its clients (one process each), and
+    ours with N agents, one after the other: server memory and CPU per agent, the API while
+    they connect, and the storm after a restart."""
+    from openrport import OpenRport, openrport_bin
+
+    n = min(args.openrport_agents, args.agents)
+    bin_dir = openrport_bin()
+    if bin_dir is None:
+        return {"skipped": "the OpenRPort binaries are not there (OPENRPORT_BIN)"}
+    ours_args = argparse.Namespace(**{**vars(args), "agents": n, "procs": 1, "profile": None})
+    (tmp / "ours-at-n").mkdir()
+    ours = bench(ours_args, tmp / "ours-at-n", cleanup)
+    for fn in cleanup:
+        fn()
+    cleanup.clear()
+    out: dict[str, Any] = {"n": n, "ours": ours}
+    try:
+        peer = OpenRport(bin_dir, tmp, n, args.worker_nice, args.timeout, start_clients=False)
+    except RuntimeError as exc:
+        return {**out, "skipped": str(exc)}
+    cleanup.insert(0, peer.stop)
+    assert peer.server is not None
+    time.sleep(1.0)
+    theirs: dict[str, Any] = {"rss_baseline_mib": server_rss(peer.server.pid) / 2**20}
+    baseline = server_rss(peer.server.pid)
+    poller = Poller(peer.api_port, peer.server.pid)
+    poller.start()
+    cleanup.insert(0, poller.stop)
+    time.sleep(0.5)
+    poller.set_phase("connect")
+    cpu0, t0 = server_cpu(peer.server.pid), time.monotonic()
+    peer.start_clients()
+    t_all = poller.wait_connected(n, t0 + args.timeout)
+    if t_all is None:
+        return {**out, "skipped": f"only {poller.connected} of {n} OpenRPort clients connected"}
+    theirs["connect_s"] = t_all - t0  # (each of its clients first waits 0-10 s at random)
+    theirs["server_cpu_connect_s"] = server_cpu(peer.server.pid) - cpu0
+    theirs["api_connect"] = latency_summary(poller.samples.get("connect", []))
+    poller.set_phase("idle")
+    time.sleep(args.idle)
+    rss = server_rss(peer.server.pid)
+    theirs["rss_idle_mib"] = rss / 2**20
+    theirs["kib_per_agent"] = (rss - baseline) / 1024 / n
+    if not args.no_storm:
+        poller.set_phase("storm")
+        theirs["server_stop_s"] = peer.stop_server()
+        t_restart = time.monotonic()
+        peer.start_server()
+        poller.server_pid = peer.server.pid
+        t_all2 = poller.wait_connected(n, t_restart + args.timeout, since=t_restart)
+        if t_all2 is not None:
+            theirs["storm_s"] = t_all2 - t_restart
+        theirs["storm_server_cpu_s"] = server_cpu(peer.server.pid)
+        after = answered(poller, "storm", t_restart)
+        theirs["api_storm"] = latency_summary([latency for _, latency in after])
+    out["openrport"] = theirs
+    return out
 
 
 def fmt(value: Any, unit: str = "", digits: int = 2) -> str:
@@ -632,9 +903,45 @@ class ReportTable:
         return "\n".join(lines)
 
 
+def peer_report(peer: dict[str, Any] | None, row: Callable[..., None]) -> None:
+    """OpenRPort's route next to ours at the same N (ratio = ours / theirs)."""
+    if not peer:
+        return
+    n = peer.get("n", 0)
+    if "skipped" in peer and "openrport" not in peer:
+        row(f"OpenRPort 0.9.14 at {n} agents", f"skipped: {peer['skipped']}"[:90], "")
+        if "ours" not in peer:
+            return
+    ours, theirs = peer.get("ours", {}), peer.get("openrport", {})
+
+    def pair(name: str, a: Any, b: Any, unit: str, digits: int = 1) -> None:
+        ratio = f" ({a / b:.2f}x)" if isinstance(a, float) and isinstance(b, float) and b else ""
+        row(f"at {n}: {name}, ours / OpenRPort", f"{fmt(a, unit, digits)} / {fmt(b, unit, digits)}"
+            + ratio, "")
+    pair("server KiB per agent", ours.get("kib_per_agent"), theirs.get("kib_per_agent"), " KiB")
+    cpu_o = ours.get("server_cpu_connect_s")
+    cpu_t = theirs.get("server_cpu_connect_s")
+    pair("server CPU per agent connecting", cpu_o / n * 1000 if cpu_o is not None else None,
+         cpu_t / n * 1000 if cpu_t is not None else None, " ms", 2)
+    pair("API /status max while they connect", ours.get("api_connect", {}).get("max_ms"),
+         theirs.get("api_connect", {}).get("max_ms"), " ms")
+    pair("API /status p99 while they connect", ours.get("api_connect", {}).get("p99_ms"),
+         theirs.get("api_connect", {}).get("p99_ms"), " ms")
+    pair("connect time (OpenRPort's clients wait 0-10 s first)", ours.get("connect_s"),
+         theirs.get("connect_s"), " s", 2)
+    pair("storm: restart -> N reconnected", ours.get("storm_s"), theirs.get("storm_s"), " s", 2)
+    pair("storm: API max after the restart", ours.get("api_storm", {}).get("max_ms"),
+         theirs.get("api_storm", {}).get("max_ms"), " ms")
+
+
+def _slowest(pairs: list[list[float]] | None) -> str:
+    return ", ".join(f"{t:g}: {ms:g}" for t, ms in pairs[:3]) if pairs else "-"
+
+
 def report(r: dict[str, Any]) -> str:
     table = ReportTable()
     row = table.row
+    target_s, target_kib = targets(r["agents"])
 
     ac, ai = r.get("api_connect", {}), r.get("api_idle", {})
     row("agents (N)", r["agents"], "")
@@ -651,54 +958,69 @@ def report(r: dict[str, Any]) -> str:
         else "gathered once per worker", "")
     row("API connection", "new per request" if r["api_new_connections"] else "keep-alive", "")
     row("agent workers' nice value", r["worker_nice"], "")
+    row("agents' source addresses", "127.0.0.1 (max_pending_per_address raised to 1024)"
+        if r.get("same_address") else "one loopback address each (127.10.x.y)", "")
     if r["bcrypt"] or r["api_bcrypt"]:
         row("  one bcrypt check (this machine)", r.get("bcrypt_check_ms"), " ms", digits=1)
-    row("connect time, workers launched -> N connected", r.get("connect_s"), " s", TARGET_CONNECT_S)
-    row("  workers started + agents built", r.get("workers_built_s"), " s")
-    row("  connect time after agents built", r.get("connect_after_built_s"), " s", TARGET_CONNECT_S)
+    row("connect time, workers launched -> N connected", r.get("connect_s"), " s", target_s)
+    row("  workers started + every agent built" + ("" if r.get("build_first") else
+        " (each connecting once built)"), r.get("workers_built_s"), " s")
+    row("  connect time after the last agent was built", r.get("connect_after_built_s"), " s",
+        target_s)
     row("  all agents saw WELCOME (worker view)", r.get("agents_ready_s"), " s")
     row("server memory per agent (idle, after connect)", r.get("kib_per_agent"), " KiB",
-        TARGET_KIB_PER_AGENT, digits=1)
+        target_kib, digits=1)
     row("  per agent at the moment N connected", r.get("kib_per_agent_connected"), " KiB",
-        TARGET_KIB_PER_AGENT, digits=1)
+        target_kib, digits=1)
     row("  server RSS baseline / N connected / idle", "{} / {} / {}".format(
         fmt(r.get("rss_baseline_mib"), " MiB", 1), fmt(r.get("rss_connected_mib"), " MiB", 1),
         fmt(r.get("rss_idle_mib"), " MiB", 1)), "")
     row("  server RSS peak during connect", r.get("rss_peak_connect_mib"), " MiB", digits=1)
     row("API /status p50, connect phase", ac.get("p50_ms"), " ms", TARGET_API_MS, digits=1)
     row("API /status p95, connect phase", ac.get("p95_ms"), " ms", TARGET_API_MS, digits=1)
+    row("API /status p99, connect phase", ac.get("p99_ms"), " ms", TARGET_API_MS, digits=1)
     row("API /status max, connect phase", ac.get("max_ms"), " ms", TARGET_API_MS, digits=1)
     row("  requests / failed, connect phase", f"{ac.get('n', 0)} / {r.get('api_connect_errors', 0)}", "")
+    row("  slowest, connect phase (s after launch: ms)", _slowest(r.get("api_connect_slowest")), "")
     row("API /status p50, idle", ai.get("p50_ms"), " ms", TARGET_API_MS, digits=1)
     row("API /status p95, idle", ai.get("p95_ms"), " ms", TARGET_API_MS, digits=1)
     row("API /status max, idle", ai.get("max_ms"), " ms", TARGET_API_MS, digits=1)
     row("  requests / failed, idle", f"{ai.get('n', 0)} / {r.get('api_idle_errors', 0)}", "")
     row("server CPU during connect", r.get("server_cpu_connect_s"), " s")
+    row("  server time waiting for a CPU (run queue)", r.get("server_run_queue_connect_s"),
+        " s")
     row("  server CPU per agent", (r["server_cpu_connect_s"] / r["agents"] * 1000)
         if "server_cpu_connect_s" in r else None, " ms", digits=2)
     row("  accept-queue overflows (kernel, system-wide)", r.get("listen_overflows_connect"), "")
     row("  worker CPU during connect (all workers)", r.get("workers_cpu_connect_s"), " s")
     row("server CPU while idle", r.get("server_cpu_idle_pct"), " %", digits=1)
     row("worker memory per agent (client side)", r.get("worker_kib_per_agent"), " KiB", digits=1)
-    row(f"GET /clients ({r.get('list_clients_count', '?')} clients)", r.get("list_clients_ms"),
+    row(f"GET /clients, all {r.get('list_clients_count', '?')} "
+        f"({(r.get('list_clients_bytes') or 0) / 2**20:.1f} MiB)", r.get("list_clients_ms"),
         " ms", TARGET_API_MS, digits=1)
+    row("GET /clients?page[limit]=50", r.get("list_clients_page_ms"), " ms", TARGET_API_MS,
+        digits=1)
     if "server_stop_s" in r:
         a = r.get("api_storm", {})
         row("storm: server stop (SIGTERM -> exit)", r.get("server_stop_s"), " s")
         row("storm: restart -> API answering", r.get("storm_api_up_s"), " s")
-        row("storm: restart -> N reconnected", r.get("storm_s"), " s", TARGET_CONNECT_S)
+        row("storm: restart -> N reconnected", r.get("storm_s"), " s", target_s)
         row("storm: SIGTERM -> N reconnected", r.get("storm_from_kill_s"), " s")
         row("storm: server CPU since restart", r.get("storm_server_cpu_s"), " s")
         row("storm: accept-queue overflows (system-wide)", r.get("listen_overflows_storm"), "")
         row("storm: server RSS, N reconnected", r.get("rss_after_storm_mib"), " MiB", digits=1)
-        row("storm: API p50 / p95 / max (answered)", "{} / {} / {}".format(
+        row("storm: API max while the old rportd stopped", r.get("api_stopping", {}).get("max_ms"),
+            " ms", digits=1)
+        row("storm: API p50 / p95 / max (answered, after the restart)", "{} / {} / {}".format(
             fmt(a.get("p50_ms"), " ms", 1), fmt(a.get("p95_ms"), " ms", 1),
             fmt(a.get("max_ms"), " ms", 1)), "")
         row("  requests / failed (server down)", f"{a.get('n', 0)} / {r.get('api_storm_errors', 0)}", "")
+        row("  slowest (s after restart: ms)", _slowest(r.get("api_storm_slowest")), "")
         if "storm_error" in r:
             row("storm: error", r["storm_error"], "")
     if r.get("worker_errors"):
         row("worker errors", "; ".join(r["worker_errors"])[:200], "")
+    peer_report(r.get("peer"), row)
     return table.render()
 
 
@@ -721,14 +1043,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shared-client-ssl", action="store_true",
                    help="agents share one TLS client context instead of building one (and "
                         "loading the CA bundle) per connection attempt")
-    p.add_argument("--worker-nice", type=int, default=0, metavar="N",
-                   help="run the agent workers at nice N (e.g. 10) so that their CPU use, which "
-                        "real agents spend on other machines, does not delay the server")
+    p.add_argument("--worker-nice", type=int, default=10, metavar="N",
+                   help="run the agent workers at nice N (default 10; 0 to share the CPU "
+                        "evenly) so that their CPU use, which real agents spend on other "
+                        "machines, does not delay the server")
+    p.add_argument("--build-first", action="store_true",
+                   help="each worker builds all its agents before starting any (default: each "
+                        "starts once built, as on machines of its own)")
+    p.add_argument("--same-address", action="store_true",
+                   help="connect every agent from 127.0.0.1 (default: each from its own "
+                        "loopback address, as a fleet of machines); the server's "
+                        "max_pending_per_address is then raised to max_pending_connections")
     p.add_argument("--api-new-connections", action="store_true",
                    help="poll the API on a new TCP connection per request (default: keep-alive)")
     p.add_argument("--server-launcher", metavar="FILE",
                    help="run this Python file (given -c CONF) instead of -m rport.core.cli, "
                         "e.g. to try a patched server; default: the real rportd")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="py-spy record rportd while the agents connect, while it stops and "
+                        "during the storm "
+                        "(collapsed stacks in DIR; needs py-spy and ptrace permission)")
+    p.add_argument("--profile-native", action="store_true",
+                   help="with --profile: native frames too (OpenSSL, uvloop; pauses rportd "
+                        "at each sample)")
+    p.add_argument("--openrport-agents", type=int, default=200, metavar="N",
+                   help="then N agents of OpenRPort 0.9.14 (its rportd and one rport process "
+                        "each) and N of ours, one after the other, where its binaries are "
+                        "(OPENRPORT_BIN or shared/peers/openrport/bin; skipped otherwise); 0: "
+                        "not at all (default 200)")
     p.add_argument("--json", type=Path, help="also write the raw figures to this file")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     p.add_argument("--worker", metavar="SPEC", help=argparse.SUPPRESS)
@@ -743,19 +1085,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rportd + {args.agents} agents in {min(args.procs, args.agents)} process(es)"
           f"{' (bcrypt)' if args.bcrypt else ''}; work dir {tmp}", flush=True)
     code = 0
+
+    def clean() -> None:
+        for fn in cleanup:
+            try:
+                fn()
+            except Exception as exc:  # keep cleaning up
+                print(f"cleanup: {exc!r}", file=sys.stderr)
+        cleanup.clear()
     try:
         result = bench(args, tmp, cleanup)
+        clean()  # the machine to the next route alone
+        if args.openrport_agents > 0:
+            result["peer"] = peer_routes(args, tmp, cleanup)
     except Exception as exc:  # noqa: BLE001 - report, clean up, keep the logs
         print(f"benchmark failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
         code, result = 1, None
     except KeyboardInterrupt:
         code, result = 130, None
     finally:
-        for fn in cleanup:
-            try:
-                fn()
-            except Exception as exc:  # keep cleaning up
-                print(f"cleanup: {exc!r}", file=sys.stderr)
+        clean()
     if result is not None:
         print(report(result))
         if args.json:

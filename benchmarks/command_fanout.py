@@ -60,10 +60,12 @@ from agents_connect import (  # noqa: E402,F401
     fmt,
     latency_summary,
     listening_ports,
+    lower_priority,
     pct,
     serve_fleet,
     write_toml,
 )
+from openrport import OpenRport, openrport_bin  # noqa: E402
 
 HOST = "127.0.0.1"
 API_USER, API_PASSWORD = "admin", "bench"
@@ -87,6 +89,8 @@ def worker_main(spec: dict[str, Any]) -> int:
     import asyncio
     import logging
 
+    if spec.get("nice"):
+        lower_priority(spec["nice"])  # the agents' side after the server, as on other machines
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from rport.agent import sysinfo
@@ -112,7 +116,35 @@ def worker_main(spec: dict[str, Any]) -> int:
             }, environ={}))
         return result
 
-    return asyncio.run(serve_fleet(configs))
+    def on_line(line: str) -> None:
+        if line.startswith("floor "):
+            asyncio.ensure_future(floor(int(line.split()[1])))
+
+    async def floor(count: int) -> None:
+        """The floor: ``count`` commands through the agent's own runner, as the agents run
+        them, without a server (spawn, journal, output, result)."""
+        from rport.plugins.commands.runner import Runner
+
+        done = asyncio.Event()
+        results: list[dict[str, Any]] = []
+
+        async def on_result(result: dict[str, Any]) -> None:
+            results.append(result)
+            runner.delivered(result["jid"])
+            if len(results) == count:
+                done.set()
+        runner = Runner(Path(spec["data_root"]) / f"floor-{spec['first']}", 4 << 20,
+                        on_output=lambda *_: None, on_result=on_result)
+        t0 = time.time()
+        await asyncio.gather(*(runner.start({"jid": f"floor-{i}", "command": COMMAND,
+                                             "timeout_sec": 30}) for i in range(count)))
+        await done.wait()
+        _emit(event="floor", t0=t0, t1=time.time(),
+              ok=sum(1 for r in results if r["status"] == "successful"))
+
+    # the loop the real `rport` runs its agent on (uvloop where installed)
+    from rport.core.logs import run as run_main
+    return run_main(serve_fleet(configs, on_line))
 
 
 # =================================================================================================
@@ -179,7 +211,7 @@ def parse_time(text: Any) -> float | None:
 
 
 def fan_out(api: Any, ids: list[str], concurrent: bool, timeout: float, server_pid: int,
-            workers: list[Worker]) -> dict[str, Any]:
+            workers: list[Worker], poll_interval: float = 0.05) -> dict[str, Any]:
     """One multi-client command; polls its jobs every 20 ms until all are final."""
     body = {"command": COMMAND, "client_ids": ids, "execute_concurrently": concurrent,
             "timeout_sec": 30}
@@ -205,7 +237,7 @@ def fan_out(api: Any, ids: list[str], concurrent: bool, timeout: float, server_p
             if len(jobs) == len(ids) and all(j.get("status") in FINAL for j in jobs):
                 t_done = p1
                 break
-        next_at = max(next_at + POLL_INTERVAL, time.monotonic())
+        next_at = max(next_at + poll_interval, time.monotonic())
         time.sleep(max(0.0, next_at - time.monotonic()))
     cpu_s1, cpu_w1 = cpu_seconds(server_pid), sum(w.cpu() for w in workers)
     finished = [t for t in (parse_time(j.get("finished_at")) for j in jobs) if t is not None]
@@ -232,6 +264,23 @@ def fan_out(api: Any, ids: list[str], concurrent: bool, timeout: float, server_p
     }
 
 
+def run_floor(workers: list[Worker], timeout: float) -> float:
+    """Every worker runs its share of the commands itself at once; seconds until the last
+    result (the workers' clock, the same machine)."""
+    before = [len(w.events) for w in workers]
+    t0 = time.time()
+    for w in workers:
+        w.tell(f"floor {w.count}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        news = [[e for e in w.events[b:] if e.get("event") == "floor"]
+                for w, b in zip(workers, before)]
+        if all(news):
+            return max(e[0]["t1"] for e in news) - t0
+        time.sleep(0.01)
+    raise TimeoutError(f"the floor runs did not end within {timeout}s")
+
+
 def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, Any]:
     import httpx
 
@@ -248,7 +297,8 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
     conf_path = tmp / "rportd.conf"
     write_toml(conf_path, conf)
     result: dict[str, Any] = {"agents": n, "procs": procs, "cpus": os.cpu_count(),
-                              "load_before": os.getloadavg()[0], "runs": []}
+                              "load_before": os.getloadavg()[0], "runs": [],
+                              "worker_nice": args.worker_nice, "poll_s": args.poll_interval}
 
     server = ServerProc(conf_path, tmp / "rportd.log")
     cleanup.append(server.stop)
@@ -270,7 +320,8 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
     for k in range(procs):
         count = share + (1 if k < extra else 0)
         spec = {"server": f"{HOST}:{server.agent_port}", "fingerprint": fingerprint,
-                "first": first, "count": count, "data_root": str(tmp / "agents")}
+                "first": first, "count": count, "data_root": str(tmp / "agents"),
+                "nice": args.worker_nice}
         first += count
         workers.append(Worker(k, spec, tmp / f"worker-{k}.log"))
     cleanup.insert(0, lambda: [w.stop() for w in workers])
@@ -308,6 +359,12 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
     time.sleep(2.0)
     result["api_idle"] = latency_summary(poller.samples.get("idle", []))
 
+    # -- the agents' floor: the same commands run by each worker's agents' runner, no server ----
+    result["floors"] = [run_floor(workers, args.timeout) for _ in range(args.repeat)]
+    print("floor (agents' side alone): " + ", ".join(f"{f:.3f}s" for f in result["floors"]),
+          flush=True)
+    time.sleep(1.0)
+
     # -- runs -------------------------------------------------------------------------------------
     seq_n = n if args.full_sequential else min(n, 50)
     plan = [("concurrent", True, ids)] * args.repeat
@@ -316,20 +373,30 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
     for index, (kind, concurrent, targets) in enumerate(plan, 1):
         label = f"{kind}-{index}"
         profiler = None
+        worker_profiler: Profiler | None = None
         if args.profile and concurrent:
             args.profile.mkdir(parents=True, exist_ok=True)
             suffix = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}[args.profile_format]
             profiler = Profiler(server.pid, args.profile / f"rportd-{label}.{suffix}",
                                 args.profile_rate, args.profile_format)
             cleanup.insert(0, profiler.stop)
+            if args.profile_worker:
+                worker_profiler = Profiler(workers[0].proc.pid,
+                                           args.profile / f"worker-{label}.{suffix}",
+                                           args.profile_rate, args.profile_format)
+                cleanup.insert(0, worker_profiler.stop)
         poller.phase = label
         try:
-            run = fan_out(api, targets, concurrent, args.timeout, server.pid, workers)
+            run = fan_out(api, targets, concurrent, args.timeout, server.pid, workers,
+                          args.poll_interval)
         finally:
             poller.phase = "between"
             if profiler is not None:
                 profiler.stop()
                 cleanup.remove(profiler.stop)
+            if worker_profiler is not None:
+                worker_profiler.stop()
+                cleanup.remove(worker_profiler.stop)
         run["label"] = label
         run["api"] = latency_summary(poller.samples.get(label, []))
         run["api_errors"] = poller.errors.get(label, 0)
@@ -340,6 +407,37 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
               + f", {run['successful']} successful, rportd CPU {run['server_cpu_s']:.2f}s",
               flush=True)
         time.sleep(1.0)  # let the server settle (late writes, GC) between runs
+
+    # -- OpenRPort's route, and ours at the same N ------------------------------------------------
+    n_open = min(args.openrport_agents, n)
+    bin_dir = openrport_bin() if n_open > 0 else None
+    if n_open > 0 and bin_dir is None:
+        result["openrport_skipped"] = "the OpenRPort binaries are not there (OPENRPORT_BIN)"
+    elif n_open > 0:
+        ours = []
+        for _ in range(args.repeat):
+            ours.append(fan_out(api, ids[:n_open], True, args.timeout, server.pid, workers,
+                                args.poll_interval))
+            time.sleep(1.0)
+        result["ours_at_openrport_n"] = ours
+        poller.stop()
+        cleanup.remove(poller.stop)
+        for w in workers:  # the machine to OpenRPort alone
+            w.stop()
+        server.stop()
+        cleanup.remove(server.stop)
+        try:
+            peer = OpenRport(bin_dir, tmp, n_open, args.worker_nice, args.timeout)
+        except RuntimeError as exc:
+            result["openrport_skipped"] = str(exc)
+        else:
+            cleanup.insert(0, peer.stop)
+            theirs = []
+            for _ in range(args.repeat):
+                theirs.append(peer.fan_out(COMMAND, args.timeout, args.poll_interval))
+                time.sleep(1.0)
+            result["openrport"] = theirs
+        result["openrport_n"] = n_open
     result["worker_errors"] = [e for w in workers for e in w.errors]
     result["load_after"] = os.getloadavg()[0]
     return result
@@ -360,6 +458,8 @@ def report(r: dict[str, Any]) -> str:
     row("machine: CPUs / 1-min load before, after", "{} / {:.2f}, {:.2f}".format(
         r["cpus"], r["load_before"], r.get("load_after", float("nan"))))
     row("command", COMMAND)
+    row("agent workers' nice / GET /commands/{jid} poll interval",
+        f"{r['worker_nice']} / {r['poll_s'] * 1000:.0f} ms")
     row("agents connected after", r.get("connect_s"), " s")
     row("API /status p50 / p95 / max, idle", api(r.get("api_idle", {})))
     for x in conc:
@@ -394,6 +494,32 @@ def report(r: dict[str, Any]) -> str:
             statistics.median([x["server_cpu_s"] for x in conc]), " s")
         row("concurrent: successful jobs, each", ", ".join(f"{x['successful']}/{x['n']}"
                                                            for x in conc))
+    floors = r.get("floors") or []
+    if floors and conc:
+        floor = statistics.median(floors)
+        fin = [x["finished_s"] for x in conc if x["finished_s"] is not None]
+        row("floor: the agents' runners alone, each", ", ".join(fmt(f, " s", 3) for f in floors))
+        row("floor: median (the agents' side, no server)", floor, " s", digits=3)
+        if fin:
+            row("concurrent (finished_at) / floor", f"{statistics.median(fin) / floor:.2f}x")
+            row("concurrent (finished_at) - floor: the server's share", statistics.median(fin)
+                - floor, " s", TARGET_CONCURRENT_S, 3)
+    if r.get("openrport"):
+        n_open = r["openrport_n"]
+        ours = [x["total_s"] for x in r["ours_at_openrport_n"] if x["total_s"] is not None]
+        theirs = [x["total_s"] for x in r["openrport"] if x["total_s"] is not None]
+        row(f"at {n_open} agents: ours, POST -> last final, each",
+            ", ".join(fmt(t, " s", 3) for t in ours))
+        row(f"at {n_open} agents: OpenRPort 0.9.14, each", ", ".join(fmt(t, " s", 3) for t in theirs)
+            + f"  ({', '.join(str(x['successful']) for x in r['openrport'])} successful)")
+        if ours and theirs:
+            row(f"at {n_open} agents: ours / OpenRPort (medians)",
+                f"{statistics.median(ours) / statistics.median(theirs):.2f}x")
+            row(f"at {n_open} agents: rportd CPU ours / OpenRPort's", "{} / {}".format(
+                fmt(statistics.median([x["server_cpu_s"] for x in r["ours_at_openrport_n"]]), " s"),
+                fmt(statistics.median([x["server_cpu_s"] for x in r["openrport"]]), " s")))
+    elif r.get("openrport_skipped"):
+        row("OpenRPort route", "skipped: " + r["openrport_skipped"])
     for x in seq:
         row(f"sequential ({x['n']} agents): POST -> last final", x["total_s"], " s", digits=3)
         row("  per job (mean)", (x["total_s"] / x["n"] * 1000) if x["total_s"] else None,
@@ -421,9 +547,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the sequential fan-out on all N agents (default: min(N, 50))")
     p.add_argument("--no-sequential", action="store_true", help="skip the sequential run")
     p.add_argument("--timeout", type=float, default=120.0, help="give up after this (default 120 s)")
+    p.add_argument("--worker-nice", type=int, default=10, metavar="N",
+                   help="run the agent workers at nice N (default 10), so that the agents' side, "
+                        "which runs on other machines in a real fleet, does not delay the server")
+    p.add_argument("--poll-interval", type=float, default=0.05, metavar="S",
+                   help="poll GET /commands/{jid} every S seconds (default 0.05; each poll of "
+                        "N jobs costs the server a few ms of CPU per 100 jobs)")
+    p.add_argument("--openrport-agents", type=int, default=200, metavar="N",
+                   help="also fan out to N agents of OpenRPort (its rportd and one rport process "
+                        "each), and to N of ours, where the binaries exist (0: skip)")
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="py-spy record rportd during each concurrent run; flame graphs in DIR")
     p.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument("--profile-worker", action="store_true",
+                   help="with --profile, also profile the first agent worker process")
     p.add_argument("--profile-format", choices=("flamegraph", "raw", "speedscope"),
                    default="flamegraph", help="py-spy output: flamegraph (.svg, default), raw "
                    "(collapsed stacks, .txt) or speedscope (.json)")

@@ -28,7 +28,12 @@ ACCESS_DENIED_CODE = "ERR_CODE_CLIENT_ACCESS_DENIED"
 
 def client_user_groups(server: "RportServer", client: Client) -> set[str]:
     """The user groups that may see ``client``: its own ``allowed_user_groups`` and those the
-    plugins add."""
+    plugins add (kept by the registry until the client or a plugin's data changes)."""
+    return set(server.clients.user_groups(client))
+
+
+def uncached_client_user_groups(server: "RportServer", client: Client) -> set[str]:
+    """:func:`client_user_groups` computed afresh (the registry's source)."""
     groups = set(client.allowed_user_groups or ())
     for _plugin, extra in call_each_sync(server.hook.rport_client_user_groups, server=server,
                                          client=client):
@@ -41,7 +46,7 @@ def can_access_client(server: "RportServer", user: User, client: Client) -> bool
     """True if ``user`` may see and use ``client``."""
     if user.is_admin:
         return True
-    return not client_user_groups(server, client).isdisjoint(user.groups)
+    return not server.clients.user_groups(client).isdisjoint(user.groups)
 
 
 def visible_clients(server: "RportServer", user: User,

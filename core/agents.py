@@ -18,7 +18,6 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from websockets.asyncio.server import ServerConnection
 
 from . import __version__
 from .accept import Pending
@@ -128,11 +127,28 @@ class AgentEndpoint:
         self.limits = Limits(max_frame=min(1 << 16, cfg.max_request_bytes_client - 1024))
         self.handshake_timeout = cfg.handshake_timeout
         self.handshakes = 0  # in progress, for metrics
+        self.connections = 0  # that reached the hello, since start-up (rportd's gc policy)
+        self._serving: set[asyncio.Task[None]] = set()
 
-    async def serve(self, ws: ServerConnection) -> None:
-        address = ws.remote_address[0] if ws.remote_address else "?"
-        transport: WebSocketLink = ws.rport_link  # taken over in the handshake (server.py)
-        pending: Pending | None = getattr(ws, "rport_pending", None)  # set by the acceptor
+    def open(self, transport: WebSocketLink, pending: Pending) -> None:
+        """A connection the acceptor has opened (TLS and WebSocket): served in a task."""
+        task = asyncio.get_running_loop().create_task(
+            self.serve(transport, pending.address, pending))
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
+
+    async def wait_closed(self, timeout: float) -> None:
+        """Until every connection served has ended (its session closed), at most ``timeout``
+        seconds; those left are cancelled."""
+        if self._serving:
+            await asyncio.wait(list(self._serving), timeout=timeout)
+        for task in list(self._serving):
+            task.cancel()
+        if self._serving:
+            await asyncio.gather(*self._serving, return_exceptions=True)
+
+    async def serve(self, transport: WebSocketLink, address: str,
+                    pending: Pending | None = None) -> None:
         try:
             await self._serve(transport, address, pending)
         finally:
@@ -143,6 +159,7 @@ class AgentEndpoint:
     async def _serve(self, transport: WebSocketLink, address: str,
                      pending: Pending | None) -> None:
         self.handshakes += 1
+        self.connections += 1
         timeout = self.handshake_timeout
         if pending is not None:
             pending.reading_hello()
@@ -278,6 +295,7 @@ class AgentEndpoint:
                 # at the cost of a TLS handshake and a login: its address waits
                 # client_login_wait first, as after a failed login (it is not banned for it).
                 server.agent_id_throttle.failure(f"agent-violation:{address}")
+            session.on_close = None  # (a cycle through the session: freed without the gc)
             await asyncio.shield(self._gone(client, reason))
 
     def _mark_gone(self, client: Client, session: MuxSession) -> None:

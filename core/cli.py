@@ -15,6 +15,7 @@ from typing import Any
 from . import __version__
 from .confload import ConfigError
 from .fdlimit import raise_open_files_limit
+from .gcpolicy import Collector
 from .config import load_server_config
 from .logs import run, setup_logging
 from .plugins import PluginError, describe_plugins
@@ -115,6 +116,11 @@ async def _run(server: Any) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, main_task.cancel)
+    # Process-wide, so here rather than in the server (see gcpolicy); from before the server
+    # starts, so that what start-up makes (every known client) is set aside before the API and
+    # the agents are served, not in their first seconds.
+    collector = Collector(lambda: server.endpoint.connections)
+    collector.start()
     try:
         await server.serve_forever()
     except asyncio.CancelledError:
@@ -128,6 +134,8 @@ async def _run(server: Any) -> int:
     except PluginError as exc:  # e.g. the address is in use
         log.error("%s", exc)
         return 1
+    finally:
+        await collector.stop()
     return 0
 
 

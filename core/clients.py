@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import attrs
 
+from .api.query import Filter, Forms, forms, sort_key, string_form
 from .session import Session
 
 FACT_FIELDS = (
@@ -68,6 +69,16 @@ class Client:
     node_id: str = ""
     """In a cluster, the other node that holds this agent's session ("" when this node holds it,
     and always on a server of its own); ``session`` then relays requests to that node."""
+    _watcher: Callable[["Client", str], None] | None = attrs.field(default=None, init=False,
+                                                                   repr=False)
+    """Told of every assignment to a field once the client is in a registry (which keeps its
+    counts, cached document and orders by it): fields are replaced, never changed in place."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        watcher = getattr(self, "_watcher", None)  # (not set yet while __init__ runs)
+        if watcher is not None and name != "_watcher":
+            watcher(self, name)
 
     @property
     def connected(self) -> bool:
@@ -111,9 +122,80 @@ class Client:
         return cls(**{k: v for k, v in record.items() if k in fields}, disconnected_at=disconnected_at)
 
 
+SORT_SOURCES = frozenset({"id", "name", "facts", "version"})
+"""The fields of :class:`Client` that the sortable fields of its document come from."""
+
+
+def sort_value(client: Client, field: str) -> Any:
+    """The value of a sortable field (``id``, ``name``, ``os``, ``hostname``, ``version``) in
+    the client's document, without building the document."""
+    if field in FACT_FIELDS:
+        return client.facts.get(field, _FACT_DEFAULTS[field])
+    return getattr(client, field)
+
+
+class _Cached:
+    """A client's document and user groups as the plugins last made them."""
+
+    __slots__ = ("client", "doc", "user_groups", "forms")
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.doc: dict[str, Any] | None = None
+        self.user_groups: frozenset[str] | None = None
+        self.forms: _Forms | None = None
+        """The filterable strings of the document's fields that filters asked for."""
+
+
+class _Forms(dict[str, Forms]):
+    """The filterable strings of a document's fields, made for the fields filters ask for."""
+
+    __slots__ = ("doc",)
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        super().__init__()
+        self.doc = doc
+
+    def of(self, column: str) -> Forms:
+        found = self.get(column)
+        if found is None:
+            found = self[column] = forms(self.doc.get(column))
+        return found
+
+
 class ClientRegistry:
+    """The known clients of one server, by id, with what the API asks of them on every call
+    kept up to date as they change instead of computed from every client each time:
+
+    - the counts of connected and disconnected clients (``GET /status``);
+    - each client's document as the plugins make it (``rport_client_document``) and its user
+      groups (``rport_client_user_groups``), built on first use and kept until the client
+      changes: any assignment to one of its fields (the registry watches them), a new object
+      for its id, its removal, or :meth:`changed` (a plugin's data behind them changed);
+    - the clients in the order of each sortable field, kept until a client is added or
+      removed or one of the fields the order comes from (``SORT_SOURCES``) changes;
+    - the size of the JSON list of every id (:meth:`ids_json_size`).
+    """
+
     def __init__(self) -> None:
         self._clients: dict[str, Client] = {}
+        self._connected: set[str] = set()
+        self._ids_json = 0
+        self._cache: dict[str, _Cached] = {}
+        self._orders: dict[tuple[str, bool], list[str]] = {}
+        self._build_document: Callable[[Client], dict[str, Any]] = Client.document
+        self._build_user_groups: Callable[[Client], Iterable[str]] = \
+            lambda c: c.allowed_user_groups or ()
+        self.changes = 0
+        """Bumped at every change of any client (added, removed, a field, :meth:`changed`)."""
+
+    def configure(self, *, document: Callable[[Client], dict[str, Any]],
+                  user_groups: Callable[[Client], Iterable[str]]) -> None:
+        """How a client's full document and user groups are made (the server's plugins)."""
+        self._build_document, self._build_user_groups = document, user_groups
+        self.changed()
+
+    # -- the clients ------------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Client]:
         return iter(list(self._clients.values()))
@@ -125,10 +207,26 @@ class ClientRegistry:
         return self._clients.get(client_id)
 
     def put(self, client: Client) -> None:
+        previous = self._clients.get(client.id)
+        if previous is not None:
+            previous._watcher = None
+        else:
+            self._ids_json += _id_json_size(client.id)
         self._clients[client.id] = client
+        client._watcher = self._on_change
+        self._update(client)
+        self._orders.clear()
 
     def remove(self, client_id: str) -> Client | None:
-        return self._clients.pop(client_id, None)
+        client = self._clients.pop(client_id, None)
+        if client is not None:
+            client._watcher = None
+            self._ids_json -= _id_json_size(client_id)
+            self._connected.discard(client_id)
+            self._cache.pop(client_id, None)
+            self._orders.clear()
+            self.changes += 1
+        return client
 
     def session(self, client_id: str) -> Session | None:
         """The live session of a connected client, or None."""
@@ -136,13 +234,110 @@ class ClientRegistry:
         return client.session if client is not None and client.connected else None
 
     def connected(self) -> list[Client]:
-        return [c for c in self._clients.values() if c.connected]
+        return [self._clients[cid] for cid in self._connected]
 
     def ids_json_size(self) -> int:
         """Bytes that a JSON list naming every known client takes (``["a", "b", ...]``): the
         room a request body that targets clients by id needs beyond ``max_request_bytes``."""
-        return sum(len(json.dumps(cid)) + 2 for cid in self._clients)
+        return self._ids_json
 
     def counts(self) -> tuple[int, int]:
-        connected = sum(1 for c in self._clients.values() if c.connected)
-        return connected, len(self._clients) - connected
+        """(connected, disconnected) clients."""
+        return len(self._connected), len(self._clients) - len(self._connected)
+
+    # -- what changes ---------------------------------------------------------------------------
+
+    def changed(self, client_id: str | None = None) -> None:
+        """What a plugin adds to the document or the user groups of ``client_id`` (of every
+        client: None) has changed: they are made again when next asked for. A plugin calls it
+        whenever the data behind its ``rport_client_document`` or ``rport_client_user_groups``
+        changes (a tunnel opened, a client group edited); changes to the client's own fields
+        need no call."""
+        if client_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(client_id, None)
+        self.changes += 1
+
+    def _on_change(self, client: Client, name: str) -> None:
+        if self._clients.get(client.id) is not client:
+            return
+        self._update(client)
+        if name in SORT_SOURCES:
+            self._orders.clear()
+
+    def _update(self, client: Client) -> None:
+        if client.connected:
+            self._connected.add(client.id)
+        else:
+            self._connected.discard(client.id)
+        self._cache.pop(client.id, None)
+        self.changes += 1
+
+    # -- what the API asks --------------------------------------------------------------------------
+
+    def _cached(self, client: Client) -> _Cached:
+        entry = self._cache.get(client.id)
+        if entry is None or entry.client is not client:
+            entry = _Cached(client)
+            if self._clients.get(client.id) is client:  # only known clients are kept
+                self._cache[client.id] = entry
+        return entry
+
+    def document(self, client: Client) -> dict[str, Any]:
+        """The client's full document (the plugins' fields included), shared: copy it before
+        changing it."""
+        entry = self._cached(client)
+        if entry.doc is None:
+            entry.doc = self._build_document(client)
+        return entry.doc
+
+    def user_groups(self, client: Client) -> frozenset[str]:
+        """The user groups whose non-admin users may see and use the client."""
+        entry = self._cached(client)
+        if entry.user_groups is None:
+            entry.user_groups = frozenset(self._build_user_groups(client))
+        return entry.user_groups
+
+    def filtered(self, clients: Iterable[Client], filters: Iterable[Filter]) -> list[Client]:
+        """The ``clients`` whose documents pass every filter (as ``Filter.matches_row``), on
+        the strings kept of their documents' fields."""
+        tests = [f.compile() for f in filters]
+        selected = []
+        for client in clients:
+            entry = self._cached(client)
+            if entry.forms is None:
+                entry.forms = _Forms(entry.doc if entry.doc is not None else self.document(client))
+            forms_of = entry.forms.of
+            for test in tests:
+                if not test(forms_of):
+                    break
+            else:
+                selected.append(client)
+        return selected
+
+    def order(self, field: str, descending: bool = False) -> list[str]:
+        """Every client's id in the order of sortable ``field`` (see :func:`sort_value`);
+        equal values in id order in both directions, as ``GET /clients`` sorts."""
+        key = (field, descending)
+        ids = self._orders.get(key)
+        if ids is None:
+            by_id = self._orders.get(("id", False))
+            if by_id is None:
+                by_id = sorted(self._clients, key=_id_key)
+                self._orders[("id", False)] = by_id
+            if key == ("id", False):
+                return by_id
+            clients = self._clients
+            ids = sorted(by_id, key=lambda cid: sort_key(sort_value(clients[cid], field)),
+                         reverse=descending)
+            self._orders[key] = ids
+        return ids
+
+
+def _id_json_size(client_id: str) -> int:
+    return len(json.dumps(client_id)) + 2
+
+
+def _id_key(client_id: str) -> tuple[tuple[int, Any], str]:
+    return (sort_key(client_id), string_form(client_id))

@@ -22,15 +22,13 @@ from .confload import (
     read_toml,
     structure_sections,
 )
-
-
-def default_data_dir(program: str = "rportd") -> str:
-    """RPort's ``/var/lib/rport`` for root; a per-user directory (``~/.local/share/<program>``)
-    otherwise."""
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return "/var/lib/rport"
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return str(Path(base) / program)
+from .sections import (  # the sections that rport.conf has too
+    LOG_LEVELS,
+    LoggingSection,
+    PluginsSection,
+    default_data_dir,
+    plugins_section,
+)
 
 
 @attrs.frozen
@@ -125,18 +123,6 @@ class ClusterSection:
 
 
 @attrs.frozen
-class LoggingSection:
-    log_file: str = ""
-    log_level: str = "info"
-
-
-@attrs.frozen
-class PluginsSection:
-    disabled: list[str] = attrs.field(factory=list)
-    tables: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
-
-
-@attrs.frozen
 class ServerConfig:
     server: ServerSection = attrs.field(factory=ServerSection)
     api: ApiSection = attrs.field(factory=ApiSection)
@@ -153,7 +139,6 @@ class ServerConfig:
 
 SECTIONS = {"server": ServerSection, "api": ApiSection, "database": DatabaseSection,
             "cluster": ClusterSection, "logging": LoggingSection}
-LOG_LEVELS = ("error", "warning", "info", "debug")
 AUDIT_LOG_ROTATIONS = ("daily", "weekly", "monthly", "yearly")
 
 
@@ -183,25 +168,6 @@ def load_server_config(path: Path | None = None, *, overrides: Mapping[str, Any]
     if problems:
         raise ConfigError(problems, source=source)
     return ServerConfig(plugins=plugins, source=source, **sections)
-
-
-def plugins_section(raw: Any, problems: list[str]) -> PluginsSection:
-    if not isinstance(raw, Mapping):
-        problems.append("plugins: must be a table")
-        return PluginsSection()
-    disabled = raw.get("disabled", [])
-    if not isinstance(disabled, list) or not all(isinstance(x, str) for x in disabled):
-        problems.append("plugins.disabled: must be a list of plugin names")
-        disabled = []
-    tables: dict[str, Mapping[str, Any]] = {}
-    for key, value in raw.items():
-        if key == "disabled":
-            continue
-        if not isinstance(value, Mapping):
-            problems.append(f"plugins.{key}: must be a table [plugins.{key}] (or list it in disabled)")
-        else:
-            tables[key] = value
-    return PluginsSection(disabled=list(disabled), tables=tables)
 
 
 def _check_addresses(raw: Mapping[str, Any], sections: dict[str, Any]) -> list[str]:
@@ -284,7 +250,7 @@ def _check(s: dict[str, Any]) -> list[str]:
     if server.max_request_bytes_client < 4096:
         problems.append("server.max_request_bytes_client: must be at least 4096")
     if "database" in s and s["database"].url:
-        from .store.url import parse_url  # here: the agent imports this module too, not the store
+        from .store.url import parse_url  # here: the store is not needed to check a file
 
         try:
             parse_url(s["database"].url)

@@ -1,7 +1,15 @@
 """Loading configuration: TOML files read with the standard library's ``tomllib`` (a reader is
 all it takes; tomlkit, which also edits files in place, costs an agent 0.8 MiB), structured into
-frozen attrs classes by one cattrs converter that forbids unknown keys, layered defaults < file <
-environment < flags.
+frozen classes (attrs classes, or dataclasses on the agent's side) by one cattrs converter that
+forbids unknown keys, layered defaults < file < environment < flags.
+
+The flat classes that configurations are made of (fields of type ``str``, ``int``, ``bool``,
+``Duration``, ``list[str]`` and ``dict[str, str]``) are structured by :func:`structure` itself,
+exactly as that converter would (``tests/core/test_confload.py`` compares the two): cattrs and
+what it imports cost an agent about 1 MiB for as long as it runs (docs/performance.md, "Agent
+memory"). Any other class, or data of a shape the lean path does not model, goes to the
+converter, made at first use. Nothing here imports attrs: the agent does without it (an attrs
+class comes with attrs loaded by its own module).
 
 A bad configuration is reported as every problem found, one ``key: message`` line each, by
 :class:`ConfigError`; the user never sees a raw exception group.
@@ -9,16 +17,19 @@ A bad configuration is reported as every problem found, one ``key: message`` lin
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import ipaddress
 import os
 import re
 import tomllib
+import typing
 from pathlib import Path
-from typing import Any, Iterable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, TypeVar
 
-import attrs
-import cattrs
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+if TYPE_CHECKING:
+    import cattrs
 
 C = TypeVar("C")
 
@@ -75,7 +86,7 @@ def format_duration(seconds: float) -> str:
     return text + (f"{secs}s" if secs or not text else "")
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class HostPort:
     host: str
     port: int
@@ -111,48 +122,159 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _strict_str(value: Any, _: Any = None) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _strict_int(value: Any, _: Any = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _strict_bool(value: Any, _: Any = None) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _strict_str_list(value: Any, _: Any = None) -> list[str]:
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of strings, got {value!r}")
+    bad = [v for v in value if not isinstance(v, str)]
+    if bad:
+        raise ValueError(f"expected a list of strings, got {bad[0]!r} in it")
+    return list(value)
+
+
+def _duration(value: Any, _: Any = None) -> Duration:
+    return parse_duration(value)
+
+
 def make_converter() -> cattrs.Converter:
+    import cattrs
+
     conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-    conv.register_structure_hook(Duration, lambda v, _: parse_duration(v))
+    conv.register_structure_hook(Duration, _duration)
     conv.register_unstructure_hook(Duration, float)
-
-    def strict_str(value: Any, _: type) -> str:
-        if not isinstance(value, str):
-            raise ValueError(f"expected a string, got {value!r}")
-        return value
-
-    def strict_int(value: Any, _: type) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected an integer, got {value!r}")
-        return value
-
-    def strict_bool(value: Any, _: type) -> bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"expected true or false, got {value!r}")
-        return value
-
-    def strict_str_list(value: Any, _: type) -> list[str]:
-        if not isinstance(value, list):
-            raise ValueError(f"expected a list of strings, got {value!r}")
-        bad = [v for v in value if not isinstance(v, str)]
-        if bad:
-            raise ValueError(f"expected a list of strings, got {bad[0]!r} in it")
-        return list(value)
-
-    conv.register_structure_hook(str, strict_str)
-    conv.register_structure_hook_func(lambda t: t == list[str], strict_str_list)
-    conv.register_structure_hook(int, strict_int)
-    conv.register_structure_hook(bool, strict_bool)
+    conv.register_structure_hook(str, _strict_str)
+    conv.register_structure_hook_func(lambda t: t == list[str], _strict_str_list)
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(bool, _strict_bool)
     return conv
 
 
-CONVERTER = make_converter()
+@functools.cache
+def _converter() -> cattrs.Converter:
+    """The one converter, made at first use."""
+    return make_converter()
+
+
+class _Unmodelled(Exception):
+    """The lean path does not model this class or this data: the converter takes it."""
+
+
+# The field types that the lean path structures itself, each with the converter's hook for it
+# (list[str] and dict[str, str] are handled in _lean_value).
+_SCALARS: dict[Any, Callable[[Any], Any]] = {
+    str: _strict_str, int: _strict_int, bool: _strict_bool, Duration: _duration}
+
+
+def _class_fields(cls: Any) -> list[tuple[str, Any, bool, bool]] | None:
+    """``(name, type, required, plain)`` of each field of an attrs class or a dataclass, or None
+    for another class. Types are resolved as the converter resolves them (left as written if
+    they do not resolve); ``plain`` is False for a field that the lean path does not structure
+    (not in ``__init__``, or under another name)."""
+    if not isinstance(cls, type):
+        return None
+    if getattr(cls, "__attrs_attrs__", None) is not None:
+        import attrs  # loaded already, by the class's own module
+
+        with contextlib.suppress(Exception):
+            attrs.resolve_types(cls)  # string annotations
+        return [(f.name, f.type, f.default is attrs.NOTHING, f.init and f.alias == f.name)
+                for f in attrs.fields(cls)]
+    if dataclasses.is_dataclass(cls):
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:
+            hints = {}
+        return [(f.name, hints.get(f.name, f.type),
+                 f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+                 f.init) for f in dataclasses.fields(cls)]
+    return None
+
+
+def _lean_fields(cls: Any) -> list[tuple[str, Any, bool]] | None:
+    """``(name, type, required)`` of each field of ``cls``, or None if the lean path does not
+    cover the class (neither attrs nor a dataclass, a field it does not structure, or of
+    another type)."""
+    fields = _class_fields(cls)
+    if fields is None:
+        return None
+    for _, ftype, _, plain in fields:
+        if not plain or not (any(ftype is scalar for scalar in _SCALARS) or ftype == list[str]
+                             or ftype == dict[str, str]):
+            return None
+    return [(name, ftype, required) for name, ftype, required, _ in fields]
+
+
+def _lean_value(value: Any, ftype: Any, path: str, problems: list[str]) -> Any:
+    """One field's value; its problems are appended to ``problems`` (the value is then None)."""
+    try:
+        if ftype == list[str]:
+            return _strict_str_list(value)
+        if ftype != dict[str, str]:
+            return _SCALARS[ftype](value)
+        items = list(value.items())
+    except Exception as exc:  # worded as the converter's would be (a list for a table, say)
+        problems += _problem(exc, path)
+        return None
+    if not all(isinstance(key, str) for key, _ in items):
+        raise _Unmodelled
+    problems += [f"{path}.{key}: expected a string, got {item!r}"
+                 for key, item in items if not isinstance(item, str)]
+    return dict(items)
+
+
+def _lean_structure(data: dict[str, Any], cls: type[C], prefix: str) -> C:
+    fields = _lean_fields(cls)
+    if fields is None or not all(isinstance(key, str) for key in data):
+        raise _Unmodelled
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for name, ftype, required in fields:
+        path = _join(prefix, name)
+        if name in data:
+            values[name] = _lean_value(data[name], ftype, path, problems)
+        elif required:
+            problems.append(f"{path}: required")
+    where = f"{prefix}." if prefix else ""
+    unknown = sorted(set(data) - {name for name, _, _ in fields})
+    problems += [f"{where}{key}: unknown key" for key in unknown]
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return cls(**values)
+    except Exception as exc:  # a validator of the class, reported as the converter reports it
+        raise ConfigError(_problem(exc, prefix)) from None
 
 
 def structure(data: Mapping[str, Any], cls: type[C], *, prefix: str = "") -> C:
-    """Structure ``data`` into ``cls``, turning cattrs' exception groups into :class:`ConfigError`."""
+    """Structure ``data`` into ``cls``; every problem found is in the :class:`ConfigError`."""
     try:
-        return CONVERTER.structure(dict(data), cls)
+        return _lean_structure(dict(data), cls, prefix)
+    except _Unmodelled:
+        return _converter_structure(data, cls, prefix)
+
+
+def _converter_structure(data: Mapping[str, Any], cls: type[C], prefix: str) -> C:
+    from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+    try:
+        return _converter().structure(dict(data), cls)
     except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError) as exc:
         raise ConfigError(_flatten(exc, prefix)) from None
 
@@ -176,6 +298,8 @@ def structure_sections(data: Mapping[str, Any], sections: Mapping[str, type],
 
 def _flatten(exc: BaseException, path: str) -> list[str]:
     """Flatten a cattrs validation error tree into ``key: message`` lines."""
+    from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
     if isinstance(exc, ForbiddenExtraKeysError):
         where = f"{path}." if path else ""
         return [f"{where}{key}: unknown key" for key in sorted(exc.extra_fields)]
@@ -185,6 +309,11 @@ def _flatten(exc: BaseException, path: str) -> list[str]:
             note = _note_of(sub)
             lines += _flatten(sub, _join(path, note) if note is not None else path)
         return lines
+    return _problem(exc, path)
+
+
+def _problem(exc: BaseException, path: str) -> list[str]:
+    """The line for one error raised while structuring the value at ``path``."""
     if isinstance(exc, KeyError):
         return [f"{path}: required"]
     message = str(exc) if isinstance(exc, ValueError) else f"invalid value ({exc})"
@@ -249,10 +378,10 @@ def env_overrides(prefix: str, sections: Mapping[str, type], environ: Mapping[st
     environ = os.environ if environ is None else environ
     out: dict[str, Any] = {}
     for section, cls in sections.items():
-        for field in attrs.fields(cls):
-            name = f"{prefix}_{section}_{field.name}".upper().replace("-", "_")
+        for key, ftype, _, _ in _class_fields(cls) or ():
+            name = f"{prefix}_{section}_{key}".upper().replace("-", "_")
             if name in environ:
-                out.setdefault(section, {})[field.name] = _env_value(environ[name], field.type)
+                out.setdefault(section, {})[key] = _env_value(environ[name], ftype)
     return out
 
 
@@ -267,4 +396,4 @@ def _env_value(raw: str, ftype: Any) -> Any:
 
 
 def unstructure(obj: Any) -> Any:
-    return CONVERTER.unstructure(obj)
+    return _converter().unstructure(obj)

@@ -30,10 +30,10 @@ def rport_add_hookspecs(pluginmanager: Any) -> Any:
 
 @hookspec
 def rport_config_class() -> Any:
-    """Return the frozen attrs class of this plugin's ``[plugins.<name>]`` table, or None if it
-    has no settings. The core structures the table (``{}`` when absent) with unknown keys
-    forbidden; a bad table stops start-up with ``plugins.<name>.<key>: message``. The plugin gets
-    the result from ``server.plugin_config(name)``.
+    """Return the frozen attrs class (or dataclass) of this plugin's ``[plugins.<name>]`` table,
+    or None if it has no settings. The core structures the table (``{}`` when absent) with
+    unknown keys forbidden; a bad table stops start-up with ``plugins.<name>.<key>: message``.
+    The plugin gets the result from ``server.plugin_config(name)``.
     Result rule: one value per plugin, kept under that plugin's name."""
 
 
@@ -144,15 +144,19 @@ def rport_agent_accepting(server: Any, client: Any, hello: Any) -> Any:
 @hookspec
 def rport_client_document(server: Any, client: Any, doc: dict) -> Any:
     """Add this plugin's fields to a client's JSON document (``doc``, RPort's client fields), in
-    place, e.g. ``doc["tunnels"] = [...]``. Must not block: called for every listed client.
+    place, e.g. ``doc["tunnels"] = [...]``. Must not block. The registry keeps the document
+    until the client changes (any of its fields is assigned, or it reconnects): when the data
+    behind your fields changes otherwise, call ``server.clients.changed(client_id)`` (or
+    ``server.clients.changed()`` for every client) so that it is made again.
     Result rule: ignored."""
 
 
 @hookspec
 def rport_client_user_groups(server: Any, client: Any) -> Any:
     """User groups whose non-admin users may see and use ``client``, besides its own
-    ``allowed_user_groups``: an iterable of group names, or None. Must not block: called for
-    every client a non-admin lists. Result rule: the union of every plugin's answer."""
+    ``allowed_user_groups``: an iterable of group names, or None. Must not block. Kept, like
+    the document, until the client changes or ``server.clients.changed(...)`` is called.
+    Result rule: the union of every plugin's answer."""
 
 
 @hookspec

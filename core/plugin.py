@@ -41,7 +41,7 @@ from .session import (
     StreamRefused,
     StreamSink,
 )
-from .store import KeyedLocks, StoreSchema, upsert
+from .store import KeyedLocks, StoreSchema, WriteBatcher, upsert
 from .users import (
     ADMINISTRATORS,
     DB,
@@ -68,7 +68,7 @@ __all__ = [
     "client_user_groups", "visible_clients", "Client", "ClientConnected", "ClientDisconnected",
     "ClientRegistry", "ClientRemoved", "ConfigError", "Duration", "KeyedLocks", "ErrorItem", "EventBus", "Handlers", "HostPort",
     "PluginError", "ProtocolViolation", "RemoteError", "ResourceSpec", "Session", "SessionClosed",
-    "SessionError", "SocketPipe", "StoreSchema", "Stream", "StreamRefused", "StreamSink", "User", "apply_list_query", "bad_request", "call_each",
+    "SessionError", "SocketPipe", "StoreSchema", "Stream", "StreamRefused", "StreamSink", "User", "WriteBatcher", "apply_list_query", "bad_request", "call_each",
     "data_response", "hookimpl", "matches", "not_found", "parse_duration", "parse_host_port",
     "parse_list_query", "read_body", "read_json", "require_admin", "upsert",
     # users: the users source, permissions, session revocation (rport.core.users)

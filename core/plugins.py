@@ -9,14 +9,15 @@ knows which plugin answered, so results can be attributed and exceptions named.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from types import ModuleType
 from typing import Any, Iterable
 
-import attrs
-from importlib import metadata
 import pluggy
+
+from .entrypoints import EntryPoint, entry_points
 
 log = logging.getLogger("rport.plugins")
 
@@ -27,7 +28,7 @@ class PluginError(Exception):
     """A plugin could not be loaded, configured or started; the message names it."""
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class PluginInfo:
     name: str
     module: str
@@ -36,16 +37,16 @@ class PluginInfo:
     builtin: bool
 
     def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        return dataclasses.asdict(self)
 
 
-@attrs.define
+@dataclasses.dataclass(slots=True)
 class PluginSet:
     """A plugin manager and what the core knows about each loaded plugin."""
 
     pm: pluggy.PluginManager
-    info: dict[str, PluginInfo] = attrs.field(factory=dict)
-    disabled: list[str] = attrs.field(factory=list)
+    info: dict[str, PluginInfo] = dataclasses.field(default_factory=dict)
+    disabled: list[str] = dataclasses.field(default_factory=list)
 
     def names(self) -> list[str]:
         return list(self.info)
@@ -73,7 +74,7 @@ def create_plugin_manager(group: str, specs: ModuleType, *, disabled: Iterable[s
         pm.set_blocked(name)
     plugins = PluginSet(pm=pm, disabled=disabled)
     seen: set[str] = set()
-    for ep in sorted(metadata.entry_points(group=group), key=_builtin_first):
+    for ep in sorted(entry_points(group), key=_builtin_first):
         if ep.name in seen:
             raise PluginError(f"plugin {ep.name!r}: two installed distributions register this name "
                               f"in {group!r}")
@@ -86,8 +87,8 @@ def create_plugin_manager(group: str, specs: ModuleType, *, disabled: Iterable[s
         except Exception as exc:
             raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to import: "
                               f"{exc.__class__.__name__}: {exc}") from exc
-        dist = ep.dist.name if ep.dist else "?"
-        version = ep.dist.version if ep.dist else "?"
+        dist = ep.dist_name if ep.dist_name is not None else "?"
+        version = ep.dist_version if ep.dist_version is not None else "?"
         _register(plugins, ep.name, obj, PluginInfo(
             ep.name, ep.value, dist, version, builtin=ep.value.startswith("rport.plugins.")))
     for name, obj in extra:
@@ -106,7 +107,7 @@ def create_plugin_manager(group: str, specs: ModuleType, *, disabled: Iterable[s
     return plugins
 
 
-def _builtin_first(ep: metadata.EntryPoint) -> tuple[bool, str]:
+def _builtin_first(ep: EntryPoint) -> tuple[bool, str]:
     return (not ep.value.startswith("rport.plugins."), ep.name)
 
 

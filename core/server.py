@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import uvicorn
-from websockets.asyncio.server import Server as WsServer
-from websockets.asyncio.server import serve as ws_serve
 
 from . import hookspecs
-from .accept import BoundedAcceptor, websockets_protocol_factory
+from .accept import BoundedAcceptor
 from .agents import AgentEndpoint
 from .api.app import build_app
 from .api.connections import ApiConnections, guarded_protocol
@@ -31,7 +29,7 @@ from .events import AddressBanned, ClientRemoved, EventBus
 from .keys import ServerIdentity, load_or_create_server_identity, server_ssl_context
 from .plugins import PluginError, PluginSet, call_impl, create_plugin_manager, impls
 from .protocol.frames import HEADER
-from .protocol.websocket import SUBPROTOCOL, LinkSettings, server_process_response
+from .protocol.websocket import LinkSettings
 from .session import Handlers
 from .store import Store
 from .throttle import Throttle
@@ -104,7 +102,6 @@ class RportServer:
         self.api_address: HostPort | None = None
         self.started = asyncio.Event()
         self._plugin_configs: dict[str, Any] = {}
-        self._ws_server: WsServer | None = None
         self._public_host = ""  # for connect_urls, found once the agent endpoint listens
         self._acceptor: BoundedAcceptor | None = None
         self._api_server: _UvicornServer | None = None
@@ -218,6 +215,10 @@ class RportServer:
         await self.bus.start()
         await self._listen_agents()
         await self._listen_api()
+        # Agents are accepted once the API answers: restarted under a fleet that comes back at
+        # once, the API waited for seconds of handshakes before it even listened.
+        if self._acceptor is not None:
+            self._acceptor.start()
         self._tasks.append(asyncio.create_task(self._purge_loop(), name="purge"))
         for impl in impls(self.hook.rport_server_started):
             await call_impl(impl, server=self)
@@ -233,17 +234,12 @@ class RportServer:
         if self._acceptor is not None:
             await self._acceptor.close()
         # Our own closing handshake with every agent, so that both sides log why: the agent
-        # "peer closed the connection (1000: server stopping)", we "server stopping". (The
-        # WebSocket server's close below would write its 1001 past our link, which would then
-        # take the agent's echo of it for the agent's doing.)
+        # "peer closed the connection (1000: server stopping)", we "server stopping".
         sessions = [c.session for c in self.clients.connected()
                     if c.session is not None and not c.node_id]  # not those of other nodes
         await asyncio.gather(*(s.close("server stopping") for s in sessions),
                              return_exceptions=True)
-        if self._ws_server is not None:
-            self._ws_server.close(close_connections=True)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._ws_server.wait_closed(), 10)
+        await self.endpoint.wait_closed(10)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -317,23 +313,10 @@ class RportServer:
             ping_interval=cfg.keep_alive or None, ping_timeout=cfg.keep_alive_timeout or None,
             hello_max_message=HELLO_MAX_MESSAGE)
         sock = _bind(self.agent_address)
-        context = server_ssl_context(self.identity)
-        self._ws_server = await ws_serve(
-            self.endpoint.serve, sock=sock, ssl=context, start_serving=False,
-            subprotocols=[SUBPROTOCOL], server_header=None, open_timeout=cfg.handshake_timeout,
-            process_response=server_process_response(settings),
-            backlog=LISTEN_BACKLOG,  # else create_server re-listens with its default of 100
-            logger=logging.getLogger("rport.websockets"), **settings.connection_options())
-        factory = websockets_protocol_factory(self._ws_server)
-        if factory is not None:
-            self._acceptor = BoundedAcceptor(
-                sock, factory, context, handshake_timeout=cfg.handshake_timeout,
-                max_pending=cfg.max_pending_connections, per_address=cfg.max_pending_per_address)
-            self._acceptor.start(self._ws_server)
-        else:
-            log.warning("this websockets version hides its connection factory: agent handshakes "
-                        "are not bounded")
-            await self._ws_server.start_serving()
+        self._acceptor = BoundedAcceptor(
+            sock, server_ssl_context(self.identity), self.endpoint.open, settings,
+            handshake_timeout=cfg.handshake_timeout, max_pending=cfg.max_pending_connections,
+            per_address=cfg.max_pending_per_address)  # started by start()
         self.agent_address = _bound(sock)
         log.info("agent endpoint listening on %s (TLS)", self.agent_address)
         if not cfg.url and self.agent_address.host in ("0.0.0.0", "::"):
@@ -357,7 +340,7 @@ class RportServer:
             build_app(self), log_config=None, access_log=False, lifespan="off",
             ssl_certfile=api.cert_file or None, ssl_keyfile=api.key_file or None,
             http=guarded_protocol(self.api_connections), timeout_keep_alive=5,
-            server_header=False, h11_max_incomplete_event_size=16384, backlog=LISTEN_BACKLOG,
+            server_header=False, h11_max_incomplete_event_size=16384, backlog=listen_backlog(),
             proxy_headers=False)  # the peer address is the socket's: X-Forwarded-For would let any
         # caller pick the address its failed logins are counted (and banned) under
         self._api_server = _UvicornServer(config, tls_handshake_timeout=api.read_timeout)
@@ -397,9 +380,21 @@ def _bind(address: HostPort) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise PluginError(f"cannot listen on {address}: {exc.strerror or exc}") from None
-    sock.listen(LISTEN_BACKLOG)
+    sock.listen(listen_backlog())
     sock.setblocking(False)
     return sock
+
+
+def listen_backlog() -> int:
+    """The system's maximum (as Go's net package takes it): a fleet coming back after a
+    restart waits in the kernel's accept queue rather than retry after dropped SYNs (1, 3, 7 s...)."""
+    try:
+        return max(LISTEN_BACKLOG, min(65535, int(Path(SOMAXCONN).read_text())))
+    except (OSError, ValueError):
+        return LISTEN_BACKLOG
+
+
+SOMAXCONN = "/proc/sys/net/core/somaxconn"
 
 
 def _host_address(unspecified: str) -> str:

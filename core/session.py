@@ -9,9 +9,8 @@ message transport (a WebSocket today); another transport can be added without to
 from __future__ import annotations
 
 import abc
+import dataclasses
 from typing import Any, Awaitable, Callable, Protocol
-
-import attrs
 
 
 class SessionError(Exception):
@@ -138,7 +137,7 @@ RequestHandler = Callable[["Session", Any], Awaitable[Any]]
 StreamHandler = Callable[["Session", Stream], Awaitable[None]]
 
 
-@attrs.define
+@dataclasses.dataclass(slots=True)
 class Handlers:
     """What one side serves to its peer: request handlers and stream handlers, by name.
 
@@ -146,9 +145,9 @@ class Handlers:
     kept so that a duplicate fails at start-up naming both plugins.
     """
 
-    requests: dict[str, RequestHandler] = attrs.field(factory=dict)
-    streams: dict[str, StreamHandler] = attrs.field(factory=dict)
-    owners: dict[str, str] = attrs.field(factory=dict)
+    requests: dict[str, RequestHandler] = dataclasses.field(default_factory=dict)
+    streams: dict[str, StreamHandler] = dataclasses.field(default_factory=dict)
+    owners: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def add_request(self, name: str, handler: RequestHandler, owner: str) -> None:
         self._claim(f"request {name!r}", owner)

@@ -74,8 +74,12 @@ def server(make_server: Callable[..., Server]) -> Server:
 def make_agent(tmp_path: Path) -> Iterator[Callable[..., Agent]]:
     agents: list[Agent] = []
 
-    def make(server: Server, client_id: str, *, wait: bool = True, **kwargs: Any) -> Agent:
-        agent = Agent(tmp_path / f"agent-{client_id}-{len(agents)}", server, client_id, **kwargs)
+    def make(server: Server, client_id: str, *, wait: bool = True, workdir: Path | None = None,
+             **kwargs: Any) -> Agent:
+        """An agent; ``workdir`` (its data directory's parent) to start one on the data of an
+        earlier one."""
+        workdir = workdir or tmp_path / f"agent-{client_id}-{len(agents)}"
+        agent = Agent(workdir, server, client_id, **kwargs)
         agents.append(agent)
         if wait:
             server.wait_connected(client_id)

@@ -208,6 +208,7 @@ class Agent:
                  auth: str = "user1:1234", fingerprint: str | None = "", config: dict | None = None,
                  env: dict[str, str] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
         self.id = client_id
         self.server = server
         argv = [PY, "-m", "rport.agent.cli", "--data-dir", str(workdir / "data"), "--log-level", "debug"]

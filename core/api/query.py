@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import re
 import types
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import attrs
 
@@ -89,6 +89,32 @@ class Filter:
         test = all if self.match_all else any
         return any(test(matches(row.get(col), v) for v in self.values) for col in self.columns)
 
+    def compile(self) -> Callable[[Callable[[str], Forms]], bool]:
+        """The same test as :meth:`matches_row`, on the :func:`forms` of a row's values
+        (given by column, e.g. kept between requests): ``compile()(lambda col:
+        forms(row.get(col)))`` is ``matches_row(row)``."""
+        tests = [_forms_test(v) for v in self.values]
+        columns = self.columns
+        if self.match_all:
+            def run(forms_of: Callable[[str], Forms]) -> bool:
+                for col in columns:
+                    found = forms_of(col)
+                    for test in tests:
+                        if not test(found):
+                            break
+                    else:
+                        return True
+                return False
+        else:
+            def run(forms_of: Callable[[str], Forms]) -> bool:
+                for col in columns:
+                    found = forms_of(col)
+                    for test in tests:
+                        if test(found):
+                            return True
+                return False
+        return run
+
 
 @attrs.frozen
 class ListQuery:
@@ -102,7 +128,8 @@ class ListQuery:
     offset: int = 0
 
 
-def _string_form(value: Any) -> str:
+def string_form(value: Any) -> str:
+    """A value as filters and sorting see it (booleans as ``true``/``false``)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
@@ -125,11 +152,51 @@ def matches(value: Any, pattern: str) -> bool:
     if value is None:
         return False
     if isinstance(value, Mapping):
-        return any(_match_string(f"{k}: {_string_form(v)}", pattern) for k, v in value.items()
+        return any(_match_string(f"{k}: {string_form(v)}", pattern) for k, v in value.items()
                    if v is not None)
     if isinstance(value, (list, tuple, set, frozenset)):
         return any(matches(item, pattern) for item in value)
-    return _match_string(_string_form(value), pattern)
+    return _match_string(string_form(value), pattern)
+
+
+Forms = tuple[tuple[str, ...], tuple[str, ...]]
+"""A row value's strings as filters see them, and the same casefolded (a row value has few:
+tuples take less memory than sets and are searched as fast)."""
+
+
+def forms(value: Any) -> Forms:
+    """The strings that :func:`matches` compares ``value`` with, one by one: ``matches(value,
+    p)`` is true when ``p`` matches one of them (a list's items, a dict's ``"key: value"``
+    entries, nothing for None)."""
+    found: list[str] = []
+
+    def add(value: Any) -> None:
+        if value is None:
+            return
+        if isinstance(value, Mapping):
+            found.extend(f"{k}: {string_form(v)}" for k, v in value.items() if v is not None)
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            for item in value:
+                add(item)
+        else:
+            found.append(string_form(value))
+    add(value)
+    folded = [s.casefold() for s in found]
+    return tuple(found), tuple(f if f != s else s for f, s in zip(folded, found))
+
+
+def _forms_test(pattern: str) -> Callable[[Forms], bool]:
+    if "*" in pattern:
+        fullmatch = _wildcard(pattern).fullmatch
+
+        def wildcard(found: Forms) -> bool:
+            for text in found[0]:
+                if fullmatch(text) is not None:
+                    return True
+            return False
+        return wildcard
+    folded = pattern.casefold()
+    return lambda found: folded in found[1]
 
 
 def _split_values(raw: str) -> tuple[tuple[str, ...], bool]:
@@ -236,7 +303,7 @@ def parse_list_query(params: Any, spec: ResourceSpec, extra: Iterable[str] = (),
                      limit=limit, offset=offset)
 
 
-def _sort_key(value: Any) -> tuple[int, Any]:
+def sort_key(value: Any) -> tuple[int, Any]:
     """A total order over mixed values: None, then numbers/booleans, then strings, then others."""
     if value is None:
         return (0, 0)
@@ -244,7 +311,7 @@ def _sort_key(value: Any) -> tuple[int, Any]:
         return (1, value)
     if isinstance(value, str):
         return (2, value.casefold())
-    return (3, _string_form(value).casefold())
+    return (3, string_form(value).casefold())
 
 
 def apply_list_query(rows: Iterable[Mapping[str, Any]], query: ListQuery,
@@ -254,8 +321,8 @@ def apply_list_query(rows: Iterable[Mapping[str, Any]], query: ListQuery,
     selected = [row for row in rows if all(f.matches_row(row) for f in query.filters)]
     total = len(selected)
     # Two stable sorts: id ascending first, so equal sort values stay in id order either way.
-    selected.sort(key=lambda row: (_sort_key(row.get("id")), _string_form(row.get("id"))))
-    selected.sort(key=lambda row: _sort_key(row.get(query.sort)), reverse=query.descending)
+    selected.sort(key=lambda row: (sort_key(row.get("id")), string_form(row.get("id"))))
+    selected.sort(key=lambda row: sort_key(row.get(query.sort)), reverse=query.descending)
     end = None if query.limit is None else query.offset + query.limit
     page = selected[query.offset:end]
     if query.fields is None:

@@ -8,14 +8,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .. import __version__
-from ..access import parse_allowed_user_groups, visible_clients
+from ..access import parse_allowed_user_groups, uncached_client_user_groups
 from ..clients import Client
 from ..errors import ApiError
 from ..plugins import call_each_sync
-from ..users import require_admin
+from ..users import User, require_admin
 from .attributes import register_attribute_routes
 from .openapi import openapi_document
-from .query import ResourceSpec, apply_list_query, parse_list_query
+from .query import ListQuery, ResourceSpec, parse_list_query
 from .routing import Audit, data_response, read_json
 
 if TYPE_CHECKING:
@@ -44,10 +44,45 @@ CLIENTS = ResourceSpec(
 )
 
 
-def client_document(server: "RportServer", client: Client) -> dict[str, Any]:
+def build_client_document(server: "RportServer", client: Client) -> dict[str, Any]:
+    """A client's document made afresh: its own fields and every plugin's."""
     doc = client.document()
     call_each_sync(server.hook.rport_client_document, server=server, client=client, doc=doc)
     return doc
+
+
+def client_document(server: "RportServer", client: Client) -> dict[str, Any]:
+    """A client's document (a copy of the one the registry keeps until the client changes)."""
+    return dict(server.clients.document(client))
+
+
+def list_client_documents(server: "RportServer", user: User,
+                          query: ListQuery) -> tuple[list[dict[str, Any]], int]:
+    """``GET /clients``: what :func:`~.query.apply_list_query` would make of the documents of
+    every client ``user`` may see, without making them each time: the registry keeps the
+    documents and the orders of the sortable fields, so a page without filters costs the
+    page's documents, and filters read the kept documents."""
+    registry = server.clients
+    ordered = registry.order(query.sort, query.descending)
+    end = None if query.limit is None else query.offset + query.limit
+    if user.is_admin and not query.filters:  # no client to look at but the page's
+        clients = [c for c in map(registry.get, ordered[query.offset:end]) if c is not None]
+        return _page(registry, clients, query), len(ordered)
+    clients = [c for c in map(registry.get, ordered) if c is not None]
+    if not user.is_admin:
+        groups = user.groups
+        clients = [c for c in clients if not registry.user_groups(c).isdisjoint(groups)]
+    if query.filters:
+        clients = registry.filtered(clients, query.filters)
+    return _page(registry, clients[query.offset:end], query), len(clients)
+
+
+def _page(registry: Any, page: list[Client], query: ListQuery) -> list[dict[str, Any]]:
+    docs = [registry.document(c) for c in page]
+    if query.fields is None:
+        return [dict(doc) for doc in docs]
+    wanted = frozenset(query.fields)
+    return [{k: v for k, v in doc.items() if k in wanted} for doc in docs]
 
 
 def get_client(server: "RportServer", client_id: str) -> Client:
@@ -58,6 +93,10 @@ def get_client(server: "RportServer", client_id: str) -> Client:
 
 
 def register_core_routes(server: "RportServer", register: Any) -> None:
+    # The plugins' hooks make each client's document and user groups; the registry keeps them.
+    server.clients.configure(document=lambda c: build_client_document(server, c),
+                             user_groups=lambda c: uncached_client_user_groups(server, c))
+
     async def status(request: Request) -> Response:
         """Server status: version, fingerprint, where agents connect, client counts."""
         connected, disconnected = server.clients.counts()
@@ -78,8 +117,7 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
     async def list_clients(request: Request) -> Response:
         """List connected and disconnected clients, with sort, filter, fields and paging."""
         query = parse_list_query(request.query_params, CLIENTS)
-        docs = [client_document(server, c) for c in visible_clients(server, request.state.user)]
-        rows, count = apply_list_query(docs, query, CLIENTS)
+        rows, count = list_client_documents(server, request.state.user, query)
         return data_response(rows, count=count)
 
     async def get_one(request: Request) -> Response:

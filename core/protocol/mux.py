@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import logging
 from typing import Any, Callable, Protocol
-
-import attrs
 
 from ..session import (
     Handlers,
@@ -66,7 +65,7 @@ class MessageTransport(Protocol):
     async def wait_lost(self) -> str: ...
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class Limits:
     """Per-session limits, set explicitly on both ends."""
 

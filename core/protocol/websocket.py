@@ -1,10 +1,10 @@
 """The WebSocket link to an agent: RFC 6455 binary messages inside TLS.
 
-The ``websockets`` library does the opening handshake (HTTP Upgrade, subprotocol, limits on the
-request); then :func:`take_over` moves the connection to :class:`WebSocketLink`, our own
-framing on the same transport. The link is an ``asyncio.Protocol``: each message received is
-handed to the session *synchronously*, from the transport's callback, and a message is sent by
-one ``transport.write``. A tunnelled byte therefore crosses each process without a task switch,
+The opening handshake (HTTP Upgrade, subprotocol) is the agent's :mod:`rport.agent.dial` on one
+side and rportd's :mod:`.opening` on the other; then the connection is moved to
+:class:`WebSocketLink`, our own framing on the same transport (:func:`take_over`). The link is
+an ``asyncio.Protocol``: each message received is handed to the session *synchronously*, from
+the transport's callback, and a message is sent by one ``transport.write``. A tunnelled byte therefore crosses each process without a task switch,
 a queue or a lock (websockets' per-message machinery cost a third of a round trip through a
 tunnel; see docs/performance.md).
 
@@ -24,21 +24,47 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
+import importlib.util
 import logging
 import random
 import struct
+import sys
+from importlib.machinery import ExtensionFileLoader, PathFinder
 from typing import Any, Callable
 
 import enum
 
-import attrs
-
-try:
-    from websockets.speedups import apply_mask  # C
-except ImportError:  # pragma: no cover - the pure Python fallback of websockets
-    from websockets.utils import apply_mask
-
 from ..session import ProtocolViolation
+
+
+def _load_apply_mask() -> Callable[[Any, Any], bytes]:
+    """websockets' masking function, in C (200 times the speed of Python's on 64 KiB).
+
+    Imported as ``websockets.speedups`` it first runs the package's ``__init__``, whose version
+    module imports ``importlib.metadata``, with ``email``, ``zipfile`` and more: memory that an
+    agent would hold for as long as it runs (docs/performance.md, "Agent memory"). Where the
+    package is not loaded yet, the extension is loaded from its file alone (it imports nothing
+    of its package); anything unexpected falls back to the plain import."""
+    if "websockets" not in sys.modules:
+        try:
+            package = importlib.util.find_spec("websockets")  # finds it; runs nothing
+            locations = list(package.submodule_search_locations or ()) if package else []
+            spec = PathFinder.find_spec("websockets.speedups", locations) if locations else None
+            if spec is not None and isinstance(spec.loader, ExtensionFileLoader):
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                return module.apply_mask  # type: ignore[no-any-return]
+        except (ImportError, OSError, AttributeError, ValueError):
+            pass
+    try:
+        from websockets.speedups import apply_mask
+    except ImportError:  # pragma: no cover - the pure Python fallback of websockets
+        from websockets.utils import apply_mask
+    return apply_mask
+
+
+apply_mask = _load_apply_mask()
 
 log = logging.getLogger("rport.link")
 
@@ -85,7 +111,7 @@ class TransportClosed(Exception):
     """The link is gone; ``str()`` says why."""
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class LinkSettings:
     """Explicit limits of one link, identical on both ends (see docs/operations.md)."""
 
@@ -141,7 +167,9 @@ class WebSocketLink(asyncio.Protocol):
     """One end of the link. ``client`` is the agent's end (it masks what it sends)."""
 
     def __init__(self, ws: Any, settings: LinkSettings, *, client: bool) -> None:
-        self._ws = ws  # websockets' connection: told when the transport is gone, for its books
+        # websockets' connection (in tests): told when the transport is gone, for its books
+        self._on_lost: Callable[[Exception | None], None] | None = getattr(
+            ws, "connection_lost", None)
         self._transport: Any = ws.transport
         self._loop = asyncio.get_running_loop()
         self._settings = settings
@@ -174,7 +202,7 @@ class WebSocketLink(asyncio.Protocol):
         self._pong_timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
-        self._rng = random.Random()
+        self._rng = random.Random() if client else None  # masks (the agent's frames only)
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -203,7 +231,9 @@ class WebSocketLink(asyncio.Protocol):
         while self._queue and not self._close_sent:
             self._deliver(self._queue.popleft())
         self._queued = 0
-        if self._reading_paused:
+        if self._gone:
+            self._receiver = None  # (see connection_lost)
+        elif self._reading_paused:
             self._reading_paused = False
             self._resume_reading()
 
@@ -467,7 +497,7 @@ class WebSocketLink(asyncio.Protocol):
         else:
             header = _HDR64.pack(b0, mask_bit | 127, length)
         if self._client:
-            mask = self._rng.getrandbits(32).to_bytes(4, "big")
+            mask = self._rng.getrandbits(32).to_bytes(4, "big")  # type: ignore[union-attr]
             body = apply_mask(b"".join((head, payload)) if payload else head, mask)
             self._transport.write(b"".join((header, mask, body)))
         else:
@@ -607,7 +637,14 @@ class WebSocketLink(asyncio.Protocol):
         self._wake_reader()
         self._wake_writers()
         self._notify_closing()
-        self._ws.connection_lost(exc)  # websockets' books: its server and connection are done
+        if self._on_lost is not None:
+            on_lost, self._on_lost = self._on_lost, None
+            on_lost(exc)
+        # The session's callbacks refer to the session, which refers to this link: without
+        # them, a link and its session that are done are freed at once (rportd's garbage
+        # collector no longer walks them, see core/gcpolicy.py).
+        self._receiver = self.on_writable = None
+        self._ping_timer = self._pong_timer = self._close_timer = None
 
     def eof_received(self) -> bool:
         return False  # the transport closes itself

@@ -4,9 +4,11 @@ and every plugin, through SQLAlchemy Core, with each owner's schema migrated by 
 See :mod:`.engine` for the interface (``await store.run(fn, ...)``) and :mod:`.migrate` for
 migrations."""
 
+from .batch import WriteBatcher
 from .engine import Store, StoreError
 from .ordering import KeyedLocks
 from .schema import StoreSchema, upsert
 from .url import parse_url
 
-__all__ = ["KeyedLocks", "Store", "StoreError", "StoreSchema", "parse_url", "upsert"]
+__all__ = ["KeyedLocks", "Store", "StoreError", "StoreSchema", "WriteBatcher", "parse_url",
+           "upsert"]

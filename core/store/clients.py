@@ -33,6 +33,29 @@ def save(conn: sa.Connection, client_id: str, record: dict[str, Any],
         "disconnected_at": disconnected_at})
 
 
+def prepare(write: tuple[str, str, Any, float | None]) -> dict[str, Any] | str:
+    """A write of :class:`~.batch.WriteBatcher`, on the event loop: a row to save (the
+    record as JSON now), or the id of a client to delete."""
+    op, client_id, record, disconnected_at = write
+    if op == "delete":
+        return client_id
+    return {"id": client_id, "record": json.dumps(record, separators=(",", ":")),
+            "disconnected_at": disconnected_at}
+
+
+def write(conn: sa.Connection, rows: list[dict[str, Any] | str]) -> None:
+    """Saves and deletes of clients, each client at most once (its last write)."""
+    saves = [row for row in rows if isinstance(row, dict)]
+    if saves:
+        conn.execute(upsert(conn, clients, _KEY, _UPDATE), saves[0] if len(saves) == 1 else saves)
+    deletes = [{"id": row} for row in rows if isinstance(row, str)]
+    if deletes:
+        conn.execute(_DELETE, deletes[0] if len(deletes) == 1 else deletes)
+
+
+_DELETE = clients.delete().where(clients.c.id == sa.bindparam("id"))
+
+
 def mark_all_disconnected(conn: sa.Connection, at: float) -> None:
     conn.execute(clients.update().where(clients.c.disconnected_at.is_(None))
                  .values(disconnected_at=at))

@@ -36,7 +36,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 
 from . import clients as _clients
 from . import migrate
-from .ordering import KeyedLocks
+from .batch import WriteBatcher
 from .schema import StoreSchema, check_schemas
 from .url import connect_args, describe, display, parse_url, sqlite_url
 
@@ -48,6 +48,12 @@ log = logging.getLogger("rport.store")
 class StoreError(Exception):
     """The database cannot be used: unreachable, refused, or a migration failed. The message is
     for the operator (no password in it); rportd stops with exit status 2."""
+
+
+CLIENT_BATCH = 100
+"""Client saves per transaction at most: each of their callers goes on in the same event-loop
+iteration once it commits (an agent admitted: its session starts, plugins are told), so a
+thousand at once would hold the loop (and the API) for tens of milliseconds."""
 
 
 class Store:
@@ -70,7 +76,8 @@ class Store:
         self._async: AsyncEngine | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.schemas: dict[str, StoreSchema] = {}
-        self._client_order = KeyedLocks()
+        self._client_writes: WriteBatcher[tuple[str, str, Any, float | None]] = WriteBatcher(
+            self, _clients.write, prepare=_clients.prepare, max_batch=CLIENT_BATCH)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -130,6 +137,8 @@ class Store:
                 connect_args=connect_args(url))
 
     async def close(self) -> None:
+        if self.is_open:
+            await self._client_writes.drain()
         if self._async is not None:
             await self._async.dispose()
             self._async = None
@@ -226,15 +235,17 @@ class Store:
 
     async def save_client(self, client_id: str, record: dict[str, Any],
                           disconnected_at: float | None) -> None:
-        async with self._client_order(client_id):  # a client's writes land in call order
-            await self.run(_clients.save, client_id, record, disconnected_at)
+        """Committed before it returns; the saves of clients connecting or disconnecting
+        together share transactions (a thousand agents back after a restart), each client's
+        writes landing in call order."""
+        await self._client_writes.write(client_id, ("save", client_id, record, disconnected_at))
 
     async def mark_all_disconnected(self, at: float) -> None:
+        await self._client_writes.drain()
         await self.run(_clients.mark_all_disconnected, at)
 
     async def delete_client(self, client_id: str) -> None:
-        async with self._client_order(client_id):
-            await self.run(_clients.delete, client_id)
+        await self._client_writes.write(client_id, ("delete", client_id, None, None))
 
     async def load_clients(self) -> list[tuple[dict[str, Any], float | None]]:
         return await self.run(_clients.load)

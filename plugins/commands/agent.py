@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import logging
 from typing import Any, NamedTuple
-
-import attrs
 
 from rport.agent.plugin import (
     ConfigError,
@@ -36,6 +35,8 @@ class _Outbox:
 
     def __init__(self, agent: Any) -> None:
         self.agent = agent
+        self.on_delivered: Any = lambda jid: None
+        """Told of each result the server has (or refused) by job id."""
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(512)
         self.undelivered: collections.deque[dict[str, Any]] = collections.deque(maxlen=10_000)
         self.pending: set[str] = set()  # jids whose result is queued or undelivered
@@ -80,6 +81,7 @@ class _Outbox:
                 self.undelivered.popleft()
                 if not any(b.get("jid") == body.get("jid") for b in self.undelivered):
                     self.pending.discard(str(body.get("jid")))
+                self.on_delivered(str(body.get("jid")))
 
     async def _send_result(self, body: dict[str, Any]) -> None:
         """A result can hold up to send_back_limit bytes of each output: it goes over a
@@ -117,7 +119,7 @@ def rport_config_sections() -> list[str]:
 
 
 @hookimpl
-def rport_agent_startup(agent: Any) -> None:
+async def rport_agent_startup(agent: Any) -> None:
     raw = agent.config.extra_sections.get(SECTION, {})
     problems: list[str] = []
     try:
@@ -127,7 +129,7 @@ def rport_agent_startup(agent: Any) -> None:
         cfg = RemoteCommandsConfig()
         # The rules that did structure are still checked, so that every mistake shows at once.
         rules = {key: raw[key] for key in ("allow", "deny", "order") if _strings(raw.get(key))}
-        cfg = attrs.evolve(cfg, **rules)
+        cfg = dataclasses.replace(cfg, **rules)
     try:
         policy = CommandPolicy.build(cfg.allow, cfg.deny, cfg.order)
     except PolicyError as exc:
@@ -137,6 +139,12 @@ def rport_agent_startup(agent: Any) -> None:
     outbox = _Outbox(agent)
     runner = Runner(agent.data_dir, cfg.send_back_limit, on_output=outbox.output,
                     on_result=outbox.result)
+    outbox.on_delivered = runner.delivered
+    # What a previous agent process left: results to deliver, jobs it could not finish watching.
+    for result in await asyncio.to_thread(runner.recover):
+        log.info("job %s: %s result left by the previous agent process, to deliver",
+                 result["jid"], result["status"])
+        await outbox.result(result)
     agent.state[NAME] = CommandsState(cfg, policy, runner, outbox)
 
 
@@ -153,7 +161,7 @@ def rport_register_handlers(agent: Any, register: Any) -> None:
             log.warning("command refused: %r: %s", job["command"], why)
             raise RemoteError(f"command is not allowed: {job['command']}: {why}")
         try:
-            started = await runner.start(job)
+            started = await runner.start(job)  # goes on if the connection drops meanwhile
         except Refused as exc:
             raise RemoteError(str(exc)) from None
         log.info("job %s started (pid %s): %r", job["jid"], started["pid"], job["command"])
@@ -167,7 +175,7 @@ def rport_register_handlers(agent: Any, register: Any) -> None:
         """The jobs this agent process still knows: running, or with a result to deliver. The
         server fails the others it thinks are running (this process never saw them finish)."""
         _, _, runner, outbox = agent.state[NAME]
-        return {"jids": sorted(set(runner.running) | outbox.pending)}
+        return {"jids": sorted(runner.known() | outbox.pending)}
 
     register.request("run_cmd", run_cmd)
     register.request("cancel_cmd", cancel_cmd)

@@ -8,10 +8,9 @@ The answer says why, so that a refused command's 409 explains itself.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Iterable
-
-import attrs
 
 
 class PolicyError(ValueError):
@@ -22,7 +21,7 @@ class PolicyError(ValueError):
         self.problems = problems
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class CommandPolicy:
     allow: tuple[re.Pattern[str], ...]
     deny: tuple[re.Pattern[str], ...]

@@ -4,28 +4,106 @@ line runs the file itself), optionally through ``sudo -n``, in ``cwd``. The pid 
 the outcome (``successful``, ``failed``, or ``unknown`` when the timeout passes: the process is
 left running) comes later. stdout and stderr are each kept up to ``send_back_limit`` bytes and
 streamed live as they come.
+
+What the agent must not lose if it is killed (or restarted) mid-job is journaled in
+``{data_dir}/jobs/<jid>.json``: the job once started, then its result until the server has it.
+A new agent process (:meth:`Runner.recover`) delivers the results it finds, and reports a job
+whose process it can no longer watch as ``unknown``, saying why (never ``failed``: the process
+may well finish fine); the scripts of a dead agent process are removed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import re
-import shutil
 import signal
+import subprocess
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 CHUNK = 1 << 16
+log = logging.getLogger("rport.plugins.commands")
 _SUMMARY = re.compile(r"<summary>(.*?)</summary>", re.S)
 
 
 def now_rfc3339() -> str:
     t = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
+class _Process:
+    """A child process started by :func:`spawn`, with what the runner uses of
+    ``asyncio.subprocess.Process``: ``pid``, ``returncode``, ``stdout``/``stderr`` readers and
+    ``wait()``. Its exit is watched through a pidfd on the event loop."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.returncode: int | None = None
+        self._exited: asyncio.Future[int] = loop.create_future()
+        self._loop = loop
+        try:
+            self._pidfd = os.pidfd_open(popen.pid)
+        except OSError:  # no pidfd (a kernel before 5.3): a thread waits instead
+            self._pidfd = -1
+            loop.run_in_executor(None, popen.wait).add_done_callback(self._waited)
+        else:
+            loop.add_reader(self._pidfd, self._on_exit)
+        self.stdout: asyncio.StreamReader | None = None
+        self.stderr: asyncio.StreamReader | None = None
+
+    async def attach(self) -> None:
+        """Read stdout and stderr through the loop."""
+        for name in ("stdout", "stderr"):
+            reader = asyncio.StreamReader(limit=CHUNK, loop=self._loop)
+            await self._loop.connect_read_pipe(
+                lambda reader=reader: asyncio.StreamReaderProtocol(reader, loop=self._loop),
+                getattr(self._popen, name))
+            setattr(self, name, reader)
+
+    def _on_exit(self) -> None:
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        try:
+            _, status = os.waitpid(self.pid, 0)  # exited: does not block
+            code = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            code = 255  # reaped by someone else: its status is lost
+        self._done(code)
+
+    def _waited(self, fut: asyncio.Future[int]) -> None:
+        self._done(fut.result() if not fut.cancelled() and fut.exception() is None else 255)
+
+    def _done(self, code: int) -> None:
+        self.returncode = self._popen.returncode = code
+        if not self._exited.done():
+            self._exited.set_result(code)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+
+async def spawn(argv: list[str], cwd: str | None) -> Any:
+    """Start ``argv`` in a new session with stdin from /dev/null and stdout/stderr piped.
+
+    On Linux through ``subprocess.Popen`` (which forks with vfork: the agent's memory is not
+    copied) and a pidfd for the exit, rather than the event loop's own subprocess support:
+    uvloop's spawn forks the whole process, 2-17 ms per command depending on the agent's size
+    (4-8 times the cost; docs/performance.md). Elsewhere, asyncio's subprocesses."""
+    if not hasattr(os, "pidfd_open"):
+        return await asyncio.create_subprocess_exec(
+            *argv, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    popen = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True)
+    proc = _Process(popen, asyncio.get_running_loop())
+    await proc.attach()
+    return proc
 
 
 class Refused(Exception):
@@ -60,14 +138,22 @@ class Runner:
                  on_output: Callable[[str, str, bytes], None],
                  on_result: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         self.scripts = data_dir / "scripts"
+        self.journal = data_dir / "jobs"
         self.limit = send_back_limit
         self.on_output = on_output
         self.on_result = on_result
         self.running: dict[str, asyncio.subprocess.Process] = {}
+        self._undelivered: dict[str, int] = {}
+        """Results of each job handed on and not yet delivered (their journal stays)."""
+        self._starting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._started: dict[str, dict[str, Any]] = {}
+        """The answer to each job's start, kept while the job is known (:meth:`known`)."""
         self._cancelled: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def _argv(self, job: dict[str, Any], script: Path, first_line: str) -> list[str]:
+        import shutil  # here: it brings bz2, lzma and zlib, 0.4 MiB that an idle agent would hold
+
         interpreter = job.get("interpreter") or ""
         if first_line.startswith("#!"):
             argv = [str(script)]
@@ -88,23 +174,47 @@ class Runner:
             argv = [sudo, "-n", *argv]
         return argv
 
+    def known(self) -> set[str]:
+        """The jobs this agent process received and the server may not have the outcome of:
+        being started, running, or with a result to deliver (see :meth:`delivered`)."""
+        return set(self._starting) | set(self._started) | set(self.running)
+
     async def start(self, job: dict[str, Any]) -> dict[str, Any]:
         """Start the job; returns ``{"pid", "started_at", "error"}`` at once (``error`` and no
-        pid if the process could not start: the job then fails with that reason)."""
+        pid if the process could not start: the job then fails with that reason). A job this
+        agent already knows (the server sent it again, not knowing it had arrived) is not run
+        twice: the answer is the first one's. Once begun, a start goes on even if its caller is
+        cancelled (the connection dropped): the process is then a job of this agent, whose
+        result is delivered on the next connection, not a process nobody watches."""
+        jid = str(job.get("jid"))
+        if jid in self._started:
+            return self._started[jid]
+        task = self._starting.get(jid)
+        if task is None:
+            task = self._starting[jid] = asyncio.ensure_future(self._start(job))
+
+            def done(task: asyncio.Task[dict[str, Any]]) -> None:
+                self._starting.pop(jid, None)
+                if not task.cancelled():
+                    task.exception()  # (read: a refusal's caller may be gone)
+            task.add_done_callback(done)
+        return await asyncio.shield(task)
+
+    async def _start(self, job: dict[str, Any]) -> dict[str, Any]:
+        import uuid  # here, at the first command: an idle agent does without it (0.2 MiB)
+
         command = str(job.get("command", ""))
-        self.scripts.mkdir(mode=0o700, parents=True, exist_ok=True)
         script = self.scripts / str(uuid.uuid4())
         argv = self._argv(job, script, command.split("\n", 1)[0])
-        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(command if command.endswith("\n") else command + "\n")
-        os.chmod(script, 0o540)
+        fd = _create(script, 0o600)
+        try:
+            os.write(fd, (command if command.endswith("\n") else command + "\n").encode())
+            os.fchmod(fd, 0o540)
+        finally:
+            os.close(fd)
         started_at = now_rfc3339()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=job.get("cwd") or None, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                start_new_session=True)
+            proc = await spawn(argv, job.get("cwd") or None)
         except OSError as exc:
             script.unlink(missing_ok=True)
             return {"pid": None, "started_at": started_at,
@@ -112,13 +222,89 @@ class Runner:
                              + (f" (cwd {job.get('cwd')})" if job.get("cwd") else "")}
         jid = str(job["jid"])
         self.running[jid] = proc
+        answer = self._started[jid] = {"pid": proc.pid, "started_at": started_at, "error": ""}
         task = asyncio.create_task(self._watch(job, jid, proc, script, started_at))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return {"pid": proc.pid, "started_at": started_at, "error": ""}
+        return answer
+
+    # -- the journal ---------------------------------------------------------------------------
+
+    def recover(self) -> list[dict[str, Any]]:
+        """At start-up (in a thread): the results a previous agent process did not deliver, and
+        for each job it was still watching an ``unknown`` result saying so; its scripts are
+        removed (their processes, if still running, have opened them long ago)."""
+        results = []
+        for path in sorted(self.journal.glob("*.json"), key=_mtime):
+            try:
+                entry = json.loads(path.read_text())
+                jid = str(entry["jid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                log.warning("unreadable job journal %s removed", path)
+                path.unlink(missing_ok=True)
+                continue
+            result = entry.get("result")
+            if not isinstance(result, dict):
+                pid = entry.get("pid")
+                result = {
+                    "jid": jid, "status": "unknown", "pid": pid,
+                    "started_at": entry.get("started_at"), "finished_at": None,
+                    "error": f"the agent was restarted while the command ran (pid {pid}); its "
+                             "outcome and output are unknown",
+                    "result": {"stdout": "", "stderr": "", "summary": ""}}
+                self._write_journal(jid, {**entry, "result": result})
+            results.append(result)
+            self._undelivered[jid] = self._undelivered.get(jid, 0) + 1
+        for leftover in self.scripts.glob("*"):
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
+        return results
+
+    def _write_journal(self, jid: str, entry: dict[str, Any]) -> None:
+        path = self.journal / f"{_safe(jid)}.json"
+        tmp = path.with_suffix(".tmp")
+        fd = _create(tmp, 0o600, exclusive=False)
+        try:
+            os.write(fd, json.dumps(entry).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+    def delivered(self, jid: str) -> None:
+        """The server has one more of the job's results (or refused it): once it has them all
+        and the job no longer runs (a timed-out job's final result comes later), its journal
+        goes."""
+        left = self._undelivered.get(jid, 0) - 1
+        if left > 0:
+            self._undelivered[jid] = left
+            return
+        self._undelivered.pop(jid, None)
+        if jid not in self.running:
+            self._forget(jid)
+
+    def _forget(self, jid: str) -> None:
+        self._started.pop(jid, None)
+        with contextlib.suppress(OSError):
+            (self.journal / f"{_safe(jid)}.json").unlink()
+
+    async def _result(self, jid: str, entry: dict[str, Any], result: dict[str, Any]) -> None:
+        """Journal a result, then hand it on for delivery."""
+        await self._journal(jid, {**entry, "result": result})  # before the server can have it
+        self._undelivered[jid] = self._undelivered.get(jid, 0) + 1
+        await self.on_result(result)
+
+    async def _journal(self, jid: str, entry: dict[str, Any]) -> None:
+        try:
+            await asyncio.to_thread(self._write_journal, jid, entry)
+        except OSError as exc:
+            log.warning("job %s: cannot write its journal: %s", jid, exc)
+
+    # -- watching a job -------------------------------------------------------------------------
 
     async def _watch(self, job: dict[str, Any], jid: str, proc: asyncio.subprocess.Process,
                      script: Path, started_at: str) -> None:
+        entry = {"jid": jid, "pid": proc.pid, "started_at": started_at}
+        await self._journal(jid, entry)
         out, err = _Capture("stdout", self.limit), _Capture("stderr", self.limit)
         readers = [asyncio.create_task(self._pump(jid, proc.stdout, out)),
                    asyncio.create_task(self._pump(jid, proc.stderr, err))]
@@ -155,16 +341,19 @@ class Runner:
             "result": {"stdout": stdout, "stderr": err.text(),
                        "summary": summary.group(1).strip() if summary else ""},
         }
-        await self.on_result(result)
+        await self._result(jid, entry, result)
         # A timed-out process keeps running, as RPort's; its output is drained, not kept.
         await asyncio.gather(proc.wait(), *readers, return_exceptions=True)
         if status == "unknown" and jid in self._cancelled:
             # Cancelled after its timeout: the job's status follows what really happened.
-            await self.on_result({**result, "status": "cancelled", "finished_at": now_rfc3339(),
-                                  "error": "cancelled after the timeout"})
+            await self._result(jid, entry, {**result, "status": "cancelled",
+                                            "finished_at": now_rfc3339(),
+                                            "error": "cancelled after the timeout"})
         self._cancelled.discard(jid)
         self.running.pop(jid, None)
         script.unlink(missing_ok=True)
+        if jid not in self._undelivered:  # the server already has every result
+            self._forget(jid)
 
     async def _pump(self, jid: str, pipe: asyncio.StreamReader | None, cap: _Capture) -> None:
         if pipe is None:
@@ -187,3 +376,25 @@ class Runner:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _create(path: Path, mode: int, *, exclusive: bool = True) -> int:
+    """A new file open for writing; its directory (private) is made the first time."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    try:
+        return os.open(path, flags, mode)
+    except FileNotFoundError:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return os.open(path, flags, mode)
+
+
+def _safe(jid: str) -> str:
+    """A job id as a file name (the server's are UUIDs; anything else is made harmless)."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in jid)[:128] or "_"
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -1,6 +1,13 @@
 """Running commands from the server: one client (RPort §1.4), many clients sequentially or
 concurrently with abort_on_error, results from agents (also late ones, after a reconnect or a
-server restart), live output and cancellation."""
+server restart), live output and cancellation.
+
+A multi-client job is answered only once it and a ``queued`` job for each of its clients are
+committed, and each job is committed ``running`` before its command is sent. After a restart
+(even a kill), the multi-jobs with queued jobs go on (:meth:`CommandService.resume`): queued jobs
+are sent once their clients have reconnected (or fail saying they did not within
+``[plugins.commands] resume_wait``); a sequence first waits for the outcome of its job that
+was running."""
 
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ import attrs
 
 from rport.core.plugin import ApiError, AuditEvent, Client, RemoteError, SessionClosed
 
-from .jobs import FINAL, JobStore, new_job
+from .jobs import FINAL, QUEUED, JobStore, new_job
 from .live import LiveHub
 
 log = logging.getLogger("rport.plugins.commands")
@@ -27,6 +34,7 @@ _INTERPRETER = re.compile(r"^[A-Za-z0-9_./+-]{1,255}$")
 SINGLE_KEYS = {"command", "interpreter", "cwd", "is_sudo", "timeout_sec"}
 MULTI_KEYS = SINGLE_KEYS | {"client_ids", "group_ids", "tags", "labels", "execute_concurrently",
                             "abort_on_error"}
+NOT_CONNECTED = "client is not connected"
 
 
 def _now() -> str:
@@ -108,8 +116,10 @@ ADOPTED = 4096
 
 
 class CommandService:
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, *, resume_wait: float = 60.0) -> None:
         self.server = server
+        self.resume_wait = resume_wait
+        """After a restart, how long queued jobs wait for their clients to reconnect."""
         self.jobs = JobStore(server.store)
         self.live = LiveHub()
         self.default_timeout = server.config.server.run_remote_cmd_timeout_sec
@@ -123,6 +133,16 @@ class CommandService:
         """The running multi-client jobs (their sequence or fan-out), by jid."""
         self._cancelled: dict[str, str] = {}
         """Multi-client jobs being cancelled, with who cancelled them."""
+        self._resume_until = 0.0
+        """Until when (loop time) resumed jobs wait for their clients to reconnect."""
+        self._connect_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        """Resumed jobs waiting for their client to connect, by client id."""
+        self._unsettled: set[str] = set()
+        """Clients that may have ``running`` jobs (loaded at start-up, added as jobs are sent,
+        dropped when :meth:`reconcile` finds none): only their connections are reconciled, so
+        that ten thousand agents connecting cost no query or request each. (Jobs sent by
+        another rportd node on a shared database are not in it: in a cluster every connection
+        is reconciled.)"""
         self.finished: Counter[str] = Counter()
         """Jobs that became final since start-up, by status (metrics)."""
         self._not_adopted: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -140,21 +160,30 @@ class CommandService:
                            code="ERR_CODE_CLIENT_NOT_FOUND")
         job = new_job(jid=str(uuid.uuid4()), status="running", client_id=client.id,
                       client_name=client.name, created_by=user, is_script=is_script, **spec)
-        await self._start(client, job, raise_errors=True)
+        await self._start(client.id, job, raise_errors=True)
         return job
 
-    async def _start(self, client: Client, job: dict[str, Any], *, raise_errors: bool) -> None:
+    async def _start(self, client_id: str, job: dict[str, Any], *, raise_errors: bool) -> None:
         """Send ``run_cmd`` and record the job. With ``raise_errors`` (single-client API) a
-        refusal is an ApiError and no job is kept; otherwise the job records the failure."""
-        session = self.server.clients.session(client.id)
+        refusal is an ApiError and no job is kept; otherwise the job records the failure. A
+        job is committed ``running`` with the agent process it goes to before its command is
+        sent, so that a restart does not send it blindly again; a command that went out without
+        an answer (the connection broke, or the agent did not answer in time) may have started:
+        its job stays ``running`` until the agent's result, or its next connection, says
+        (:meth:`reconcile`)."""
+        session = self.server.clients.session(client_id)
+        client = self.server.clients.get(client_id)
+        sent_to = client.session_id if client is not None else None
         error = ""
         if session is None:
-            error = "client is not connected"
+            error = NOT_CONNECTED
         else:
-            self._waiters[job["jid"]] = asyncio.get_running_loop().create_future()
+            job["status"] = "running"
+            self._unsettled.add(client_id)
+            self._waiters.setdefault(job["jid"], asyncio.get_running_loop().create_future())
             self._active[job["jid"]] = job
             self._sent_on[job["jid"]] = session
-            await self.jobs.save(job)  # before the agent can answer with a result
+            await self.jobs.save(job, sent_to)  # before it is sent, and before any answer
             try:
                 answer = await session.request(RUN_REQUEST[bool(job["is_script"])], {
                     k: job[k] for k in ("jid", "command", "interpreter", "cwd", "is_sudo", "timeout_sec")})
@@ -171,12 +200,16 @@ class CommandService:
                     await self._discard(job["jid"])
                     raise ApiError(500, "Failed to execute remote command.", code="ERR_CODE_EXEC_FAILED",
                                    detail=str(exc) or "no answer from the client") from None
-                error = f"failed to send request: {exc or 'no answer from the client'}"
-        if error and job["status"] == "running":
+                # It went out: the agent may be running it (a "failed" here was a lie when its
+                # process then finished). Its result, or its next connection, will tell.
+                log.warning("job %s on %s: no answer to the command (%s); its outcome is known "
+                            "once the agent sends the result or reconnects", job["jid"], client_id,
+                            exc or "timeout")
+        if error and job["status"] in ("running", QUEUED):
             job.update(status="failed", error=error, finished_at=_now())
             self._resolve(job)
-        await self.jobs.save(job)
-        log.info("job %s on %s by %s: %s%s", job["jid"], client.id, job["created_by"],
+        await self.jobs.save(job, sent_to if job["status"] == "running" else None)
+        log.info("job %s on %s by %s: %s%s", job["jid"], client_id, job["created_by"],
                  job["command"], f" ({error})" if error else "")
 
     async def _discard(self, jid: str) -> None:
@@ -196,6 +229,8 @@ class CommandService:
             raise RemoteError(f"unknown job {body['jid']}")
         if job["status"] in FINAL and job["status"] != "unknown":
             return  # already final (e.g. a result delivered twice after a reconnect)
+        if job["status"] == QUEUED:
+            raise RemoteError(f"job {body['jid']} was not sent to this client")
         result = body.get("result") if isinstance(body.get("result"), dict) else {}
         job.update(
             status=body.get("status") if body.get("status") in FINAL else "failed",
@@ -259,7 +294,7 @@ class CommandService:
     async def _running_elsewhere(self, multi: dict[str, Any]) -> bool:
         """Whether a multi-client job is still running, from the store (another node runs it)."""
         jobs = await self.jobs.of_multi(multi["jid"])
-        return (any(j["status"] == "running" for j in jobs)
+        return (any(j["status"] in ("running", QUEUED) for j in jobs)
                 or len(jobs) < len(multi.get("target_client_ids") or ()))
 
     def _finished(self, job: dict[str, Any]) -> None:
@@ -288,31 +323,54 @@ class CommandService:
 
     async def reconcile(self, client: Client) -> None:
         """After an agent connected: the jobs still ``running`` here that the agent does not
-        know (it was restarted, or killed, while they ran) can never get a result: they fail,
-        saying so, instead of staying ``running`` for ever (and a sequential job waiting on
-        one goes on at once)."""
+        know. One sent to this very agent process that it never confirmed did not reach it (an
+        agent knows every job it received until the server has its result): it is sent now.
+        The others (the agent was restarted, or killed, while they ran) can never get a result:
+        they fail, saying so, instead of staying ``running`` for ever (and a sequential job
+        waiting on one goes on at once)."""
         session = client.session
         if session is None:
+            return
+        if client.id not in self._unsettled and self.server.cluster is None:
+            self._wake_connected(client.id)
             return
         try:
             answer = await session.request("cmd_jobs", None)
         except RemoteError:
+            self._wake_connected(client.id)
             return  # an agent without the request (or commands disabled): nothing to compare
         except (SessionClosed, TimeoutError):
             return
         known = set((answer or {}).get("jids") or [])
-        for job in await self.jobs.running_of(client.id):
+        running = await self.jobs.running_of(client.id)
+        if not running and not any(j.get("client_id") == client.id for j in self._active.values()):
+            self._unsettled.discard(client.id)
+        for job, sent_to in running:
             if job["jid"] in known:
                 continue
             if self._sent_on.get(job["jid"]) is session:
                 continue  # started on this very connection: its run_cmd may still be on its way
             job = self._active.get(job["jid"], job)
-            job.update(status="failed", finished_at=_now(),
-                       error="the agent was restarted while the command ran: its result is lost")
+            if job["status"] != "running":
+                continue  # its result came meanwhile
+            confirmed = job.get("pid") is not None
+            if not confirmed and sent_to is not None and sent_to == client.session_id:
+                log.info("job %s on %s: the command did not reach the agent; sending it again",
+                         job["jid"], client.id)
+                task = asyncio.create_task(self._start(client.id, job, raise_errors=False))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                continue
+            job.update(status="failed", finished_at=_now(), error=(
+                "the agent was restarted while the command ran: its result is lost" if confirmed
+                else "the agent did not confirm the command and, reconnected, does not know it: "
+                     "it did not receive it, or it was restarted"))
             await self.jobs.save(job)
             self._resolve(job)
-            log.warning("job %s on %s failed: the agent no longer knows it (restarted while the "
-                        "command ran)", job["jid"], client.id)
+            log.warning("job %s on %s failed: the agent no longer knows it (%s)", job["jid"],
+                        client.id, "restarted while the command ran" if confirmed
+                        else "never confirmed it")
+        self._wake_connected(client.id)
 
     async def cancel(self, client_id: str, jid: str) -> dict[str, Any]:
         job = await self.jobs.get(jid)
@@ -336,9 +394,10 @@ class CommandService:
                         schedule_id: str | None = None) -> dict[str, Any]:
         """Start a multi-client job; ``check`` may refuse the resolved clients (it raises
         :class:`ApiError`, e.g. the caller's 403 for clients it may not use) before anything runs.
-        Tags, labels and groups select among ``matchable`` (default: every client).
-        ``is_script``: a script's (see :meth:`run_single`); ``schedule_id``: started by that
-        schedule (the scheduler plugin), in the multi-job and each of its jobs."""
+        Tags, labels and groups select among ``matchable`` (default: every client). Returns
+        once the multi-job and a ``queued`` job per client are committed. ``is_script``: a
+        script's (see :meth:`run_single`); ``schedule_id``: started by that schedule (the
+        scheduler plugin), in the multi-job and each of its jobs."""
         spec = validate_command(body, MULTI_KEYS, self.default_timeout)
         clients = await self._targets(body, matchable)
         if check is not None:
@@ -354,9 +413,14 @@ class CommandService:
             "is_script": is_script, **spec,
             "target_client_ids": [c.id for c in clients],
         }
-        await self.jobs.save_multi(multi)
+        jobs = [self._child(multi, c) for c in clients]
+        await self.jobs.create_multi(multi, jobs)
+        self._launch(multi, jobs, resumed=False)
+        return multi
+
+    def _launch(self, multi: dict[str, Any], jobs: list[dict[str, Any]], *, resumed: bool) -> None:
         jid = multi["jid"]
-        task = asyncio.create_task(self._execute(multi, clients))
+        task = asyncio.create_task(self._execute(multi, jobs, resumed))
         self._tasks.add(task)
         self._multi_tasks[jid] = task
 
@@ -364,8 +428,57 @@ class CommandService:
             self._tasks.discard(task)
             self._multi_tasks.pop(jid, None)
             self._cancelled.pop(jid, None)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("multi-job %s stopped: %r", jid, task.exception())
         task.add_done_callback(done)
-        return multi
+
+    async def resume(self) -> None:
+        """At start-up: go on with the multi-jobs that still have ``queued`` jobs (rportd
+        stopped, or was killed, before it sent them all). Their clients reconnect in the next
+        seconds: a queued job waits up to ``resume_wait`` for its client. A sequence whose job
+        was running first waits for that job's outcome (its result, or the agent's
+        reconnection saying it does not know it)."""
+        self._unsettled.update(await self.jobs.clients_running())
+        unfinished = await self.jobs.unfinished_multi()
+        if not unfinished:
+            return
+        loop = asyncio.get_running_loop()
+        self._resume_until = loop.time() + self.resume_wait
+        for multi, jobs in unfinished:
+            if not multi["concurrent"]:
+                for job in jobs:
+                    if job["status"] == "running":
+                        self._waiters.setdefault(job["jid"], loop.create_future())
+            queued = sum(1 for job in jobs if job["status"] == QUEUED)
+            log.info("multi-job %s goes on after the restart: %d of its %d jobs not sent yet",
+                     multi["jid"], queued, len(jobs))
+            self._launch(multi, jobs, resumed=True)
+
+    def _wake_connected(self, client_id: str) -> None:
+        for fut in self._connect_waiters.pop(client_id, []):
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _until_connected(self, client_id: str) -> bool:
+        """For a resumed job: until its client is connected (False if not by the deadline)."""
+        loop = asyncio.get_running_loop()
+        while self.server.clients.session(client_id) is None:
+            remaining = self._resume_until - loop.time()
+            if remaining <= 0:
+                return False
+            fut: asyncio.Future[None] = loop.create_future()
+            self._connect_waiters.setdefault(client_id, []).append(fut)
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except TimeoutError:
+                return False
+            finally:
+                waiters = self._connect_waiters.get(client_id)
+                if waiters is not None and fut in waiters:
+                    waiters.remove(fut)
+                    if not waiters:
+                        del self._connect_waiters[client_id]
+        return True
 
     async def cancel_multi(self, multi: dict[str, Any], user: str) -> None:
         """Stop a multi-client job: no client is started any more (each gets a ``skipped`` job)
@@ -375,12 +488,14 @@ class CommandService:
                 and await self._running_elsewhere(multi):
             self.server.bus.publish(MultiJobCancelled(jid, user))  # to the node that runs it
             return
-        if jid not in self._multi_tasks:
+        running = [j for j in await self.jobs.of_multi(jid) if j["status"] == "running"]
+        if jid not in self._multi_tasks and not running:
             raise ApiError(409, "job is not running", code="ERR_CODE_JOB_NOT_RUNNING",
                            detail="every client of this multi-client job has finished")
-        self._cancelled.setdefault(jid, user)
+        if jid in self._multi_tasks:  # the clients not started yet are not
+            self._cancelled.setdefault(jid, user)
         log.info("multi-job %s cancelled by %s", jid, user)
-        for job in [j for j in self._active.values() if j.get("multi_job_id") == jid]:
+        for job in running:
             try:
                 await self.cancel(job["client_id"], job["jid"])
             except ApiError:
@@ -413,59 +528,70 @@ class CommandService:
         return clients
 
     def _child(self, multi: dict[str, Any], client: Client) -> dict[str, Any]:
-        return new_job(jid=str(uuid.uuid4()), status="running", client_id=client.id,
+        return new_job(jid=str(uuid.uuid4()), status=QUEUED, client_id=client.id,
                        client_name=client.name, created_by=multi["created_by"],
                        multi_job_id=multi["jid"], **{k: multi[k] for k in (
                            "command", "interpreter", "cwd", "is_sudo", "timeout_sec",
                            "is_script", "schedule_id")})
 
-    def _not_run(self, multi: dict[str, Any], clients: list[Client], reason: str) -> list[dict[str, Any]]:
-        self.finished["skipped"] += len(clients)
-        return [dict(self._child(multi, c), status="skipped", finished_at=_now(), error=reason)
-                for c in clients]
+    async def _not_run(self, jobs: list[dict[str, Any]], reason: str) -> list[dict[str, Any]]:
+        """The queued ones of ``jobs`` become ``skipped`` with ``reason``."""
+        skipped = [job for job in jobs if job["status"] == QUEUED]
+        for job in skipped:
+            job.update(status="skipped", finished_at=_now(), error=reason)
+        if skipped:
+            self.finished["skipped"] += len(skipped)
+            await self.jobs.save_many(skipped)
+        return skipped
 
-    async def _start_child(self, multi: dict[str, Any], client: Client) -> dict[str, Any]:
-        job = self._child(multi, client)
+    async def _dispatch(self, multi: dict[str, Any], job: dict[str, Any], resumed: bool) -> None:
+        """Send one queued job of ``multi`` (skipped if the multi-job is being cancelled)."""
+        if multi["jid"] not in self._cancelled and resumed:
+            if not await self._until_connected(job["client_id"]):
+                job.update(status="failed", finished_at=_now(), error=(
+                    f"{NOT_CONNECTED} (rportd restarted before it sent the command, and the "
+                    f"client did not reconnect within {self.resume_wait:g}s)"))
+                await self.jobs.save(job)
+                return
         if multi["jid"] in self._cancelled:
-            job, = self._not_run(multi, [client], self._cancel_reason(multi))
-            await self.jobs.save(job)
-            return job
-        await self._start(client, job, raise_errors=False)
+            await self._not_run([job], self._cancel_reason(multi))
+            return
+        await self._start(job["client_id"], job, raise_errors=False)
         if multi["jid"] in self._cancelled and job["status"] == "running":
             # cancelled while run_cmd was on its way: the agent did not know the job yet
             with contextlib.suppress(ApiError):
-                await self.cancel(client.id, job["jid"])
-        return job
+                await self.cancel(job["client_id"], job["jid"])
 
     def _cancel_reason(self, multi: dict[str, Any]) -> str:
         return f"not run: the multi-client job was cancelled by {self._cancelled[multi['jid']]}"
 
-    async def _execute(self, multi: dict[str, Any], clients: list[Client]) -> None:
+    async def _execute(self, multi: dict[str, Any], jobs: list[dict[str, Any]],
+                       resumed: bool) -> None:
         if multi["concurrent"]:
-            await asyncio.gather(*(self._start_child(multi, c) for c in clients))
+            await asyncio.gather(*(self._dispatch(multi, job, resumed) for job in jobs
+                                   if job["status"] == QUEUED))
             return
-        for index, client in enumerate(clients):
-            job = await self._start_child(multi, client)
+        for index, job in enumerate(jobs):
+            if job["status"] == QUEUED:
+                await self._dispatch(multi, job, resumed)
             if job["status"] == "running":
                 done = await self.wait(job["jid"], job["timeout_sec"] + 60)
                 job = done or job
+            rest = jobs[index + 1:]
             if multi["jid"] in self._cancelled:
-                rest = self._not_run(multi, clients[index + 1:], self._cancel_reason(multi))
-                if rest:
-                    await self.jobs.save_many(rest)
+                await self._not_run(rest, self._cancel_reason(multi))
                 return
-            failed = job["status"] == "failed" and job.get("error") != "client is not connected"
+            failed = job["status"] == "failed" and not str(job.get("error")).startswith(NOT_CONNECTED)
             if multi["abort_on_err"] and failed:
-                skipped = self._not_run(multi, clients[index + 1:],
-                                        f"not run: the sequence was aborted after job {job['jid']} "
-                                        f"failed on {client.id}")
-                if skipped:
-                    await self.jobs.save_many(skipped)
+                skipped = await self._not_run(
+                    rest, f"not run: the sequence was aborted after job {job['jid']} failed on "
+                          f"{job['client_id']}")
                 log.info("multi-job %s aborted after a failure on %s; %d client(s) skipped",
-                         multi["jid"], client.id, len(skipped))
+                         multi["jid"], job["client_id"], len(skipped))
                 return
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.jobs.drain()

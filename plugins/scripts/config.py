@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping
 
-import attrs
 
-
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)  # (not attrs: the agent does without it)
 class RemoteScriptsConfig:
     enabled: bool = False
     """RPort's default: scripts are off until the operator enables them."""

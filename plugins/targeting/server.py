@@ -60,7 +60,7 @@ class ClientGroupsChanged:
 
 @hookimpl
 async def rport_server_startup(server: Any) -> None:
-    service = Targeting(server.clients, GroupStore(server.store))
+    service = Targeting(server.clients, GroupStore(server.store), on_change=server.clients.changed)
     await service.load()
     server.state[NAME] = service
     server.bus.share(ClientGroupsChanged)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rport.core.plugin import ApiError, Client
@@ -31,9 +31,12 @@ class Targeting:
     write goes to the store first (committed) and then to the cache, one write at a time.
     """
 
-    def __init__(self, clients: Iterable[Client], store: GroupStore) -> None:
+    def __init__(self, clients: Iterable[Client], store: GroupStore,
+                 on_change: Callable[[], None] | None = None) -> None:
         self.clients = clients
         self.store = store
+        self._on_change = on_change or (lambda: None)
+        """Called after the groups changed: every client's ``groups`` and user groups may have."""
         self._groups: dict[str, ClientGroup] = {}
         self._write = asyncio.Lock()
 
@@ -42,6 +45,7 @@ class Targeting:
         async with self._write:
             self._groups = {}
             await self.load()
+        self._on_change()
 
     async def load(self) -> None:
         for record in await self.store.load():
@@ -75,6 +79,7 @@ class Targeting:
                 raise ApiError(409, f"Client group with id {quote(group.id)} already exists.",
                                code="ERR_CODE_ALREADY_EXIST") from None
             self._groups[group.id] = group
+            self._on_change()
         return group
 
     async def put(self, group_id: str, body: Any) -> ClientGroup:
@@ -89,12 +94,14 @@ class Targeting:
         async with self._write:
             await self.store.upsert(group.to_record())
             self._groups[group.id] = group
+            self._on_change()
         return group
 
     async def delete(self, group_id: str) -> None:
         async with self._write:
             await self.store.delete(group_id)
             self._groups.pop(group_id, None)
+            self._on_change()
 
     # -- documents ----------------------------------------------------------------------------
 

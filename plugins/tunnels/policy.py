@@ -8,16 +8,15 @@ Host names are resolved and every address they resolve to must be allowed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import socket
 from typing import Iterable
 
-import attrs
-
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class Rule:
     network: Network | None  # None: any address
     port: int | None  # None: any port

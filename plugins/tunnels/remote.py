@@ -7,10 +7,9 @@ IPv6 hosts are written in brackets: ``[::1]:3000:[fd00::5]:22``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
-
-import attrs
 
 DEFAULT_LOCAL_HOST = "0.0.0.0"
 DEFAULT_REMOTE_HOST = "127.0.0.1"
@@ -21,7 +20,7 @@ class RemoteError(ValueError):
     """``failed to decode "<s>": <reason>`` as RPort words it."""
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class Remote:
     local_host: str
     local_port: int | None  # None: pick a free port

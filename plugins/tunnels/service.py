@@ -98,6 +98,7 @@ class TunnelService:
         self._last_id: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._persisting = KeyedLocks()
+        self._unwritten: set[str] = set()  # clients whose saved specs the store may not hold
         self.traffic = Traffic()
         """What every tunnel's ended connections carried since start-up (metrics)."""
         self.cluster = server.cluster
@@ -111,13 +112,18 @@ class TunnelService:
         for client_id, spec in await self.server.store.run(store.load):
             self.saved.setdefault(client_id, []).append(spec)
 
-    async def _persist(self, client_id: str) -> None:
+    async def _persist(self, client_id: str, *, force: bool = False) -> None:
         # One client's writes in the order they were asked for, each of the tunnels as they are
         # when its turn comes (on PostgreSQL, two writes could otherwise commit crosswise).
         async with self._persisting(client_id):
             specs = [t.spec() for t in self.tunnels.get(client_id, {}).values()]
+            if (not force and client_id not in self._unwritten
+                    and specs == self.saved.get(client_id, [])):
+                return  # what the store holds (e.g. an agent without tunnels connecting)
             self.saved[client_id] = specs
+            self._unwritten.add(client_id)  # until the store has it (a failed write is retried)
             await self.server.store.run(store.replace, client_id, specs)
+            self._unwritten.discard(client_id)
         if self.cluster is not None:
             self.server.bus.publish(TunnelsChanged(client_id))
 
@@ -144,6 +150,7 @@ class TunnelService:
         specs = await self.server.store.run(store.load_of, client_id)
         self.saved[client_id] = specs
         self._remote_json[client_id] = [_spec_json(client_id, spec) for spec in specs]
+        self.server.clients.changed(client_id)  # its document's "tunnels"
 
     def all(self) -> list[Tunnel]:
         return [t for tunnels in self.tunnels.values() for t in tunnels.values()]
@@ -391,6 +398,7 @@ class TunnelService:
                 raise bad(f"unable to start tunnel: {exc.strerror or exc}", "ERR_CODE_TUNNEL_PROXY",
                           status=409) from None
         existing[tunnel.id] = tunnel
+        self.server.clients.changed(client_id)  # its document's "tunnels"
         self.server.bus.publish(TunnelOpened(client_id, tunnel))
 
     # -- delete ------------------------------------------------------------------------------------
@@ -409,6 +417,7 @@ class TunnelService:
         """Close a tunnel; ``forget`` also removes it from what reconnects restore."""
         if self.tunnels.get(tunnel.client_id, {}).get(tunnel.id) is tunnel:
             del self.tunnels[tunnel.client_id][tunnel.id]
+            self.server.clients.changed(tunnel.client_id)
         await tunnel.close()
         if self.cluster is not None:
             await self.cluster.free_port(tunnel.lport)
@@ -462,6 +471,7 @@ class TunnelService:
                 else:  # left over from a connection this one replaced
                     await self.close(tunnel, "client reconnected", forget=False)
             self.tunnels[client.id] = kept
+            self.server.clients.changed(client.id)
             restore = [spec for spec in old if str(spec.get("id")) not in kept]
             for r in requested:
                 spec = next((s for s in restore if matches(s, r)), None)
@@ -550,8 +560,9 @@ class TunnelService:
 
     async def forget_client(self, client_id: str) -> None:
         self.saved.pop(client_id, None)
-        self._remote_json.pop(client_id, None)
-        await self._persist(client_id)
+        if self._remote_json.pop(client_id, None) is not None:
+            self.server.clients.changed(client_id)
+        await self._persist(client_id, force=True)
 
     async def shutdown(self) -> None:
         for tunnel in self.all():

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import attrs
+import dataclasses
 
 DEFAULT_PROTECTED = ["/bin", "/sbin", "/boot", "/usr/bin", "/usr/sbin", "/dev", "/lib*", "/run"]
 """RPort's defaults on Unix: no file is written into these folders or below them."""
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)  # (not attrs: the agent does without it)
 class FileReceptionConfig:
     enabled: bool = True
-    protected: list[str] = attrs.field(factory=lambda: list(DEFAULT_PROTECTED))
+    protected: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_PROTECTED))
     sudo: bool = True
     """Use ``sudo -n`` (only what the operator's sudoers rules allow) to chown a received file
     to another user and to move it where the agent's user may not write, as RPort does."""

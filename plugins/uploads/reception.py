@@ -17,6 +17,7 @@ Blocking file work runs in threads; data is written as it arrives (at most ``FLU
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import grp
 import hashlib
 import json
@@ -24,12 +25,9 @@ import os
 import posixpath
 import pwd
 import re
-import shutil
 import stat
 from pathlib import Path
 from typing import Any, BinaryIO
-
-import attrs
 
 from .config import FileReceptionConfig
 
@@ -111,7 +109,7 @@ def protected_by(dest: str, protected: list[tuple[str, re.Pattern[str]]]) -> tup
 # -- the request ----------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)  # (not attrs: the agent does without it)
 class Push:
     uuid: str
     filepath: str
@@ -326,6 +324,8 @@ class Receiver:
                 return f"{exc.strerror}: changing a file's owner needs root ([file-reception] sudo)"
         except OSError as exc:
             return exc.strerror or str(exc)
+        import shutil  # (at first use: it loads bz2 and lzma; an idle agent does without)
+
         chown = shutil.which("chown") or "/bin/chown"
         return await _run("sudo", "-n", chown, f"{push.user}:{push.group}", str(temp))
 
@@ -353,6 +353,8 @@ class Receiver:
                     raise ReceptionError(f"cannot write {dest}: permission denied") from None
             except OSError as err:
                 raise ReceptionError(f"cannot write {dest}: {err.strerror or err}") from None
+        import shutil
+
         why = await _run("sudo", "-n", shutil.which("mv") or "/bin/mv", str(temp), dest)
         if why:
             raise ReceptionError(f"rename {temp} {dest}: permission denied; {why}")
@@ -362,6 +364,8 @@ def _copy_into(temp: Path, dest: str) -> None:
     """Across file systems: copy next to the target (mode and owner kept), then rename."""
     staging = posixpath.join(posixpath.dirname(dest), f".{posixpath.basename(dest)}.rport-{os.getpid()}")
     try:
+        import shutil
+
         shutil.copy2(temp, staging)
         st = os.stat(temp)
         try:

@@ -91,3 +91,29 @@ def test_good_answer_by_name(tmp_path: Path) -> None:
     pki = Pki(tmp_path / "pki", "localhost", "127.0.0.1")
     with tls_server(pki, switching()) as target:
         dial(target.port, "localhost")
+
+
+def test_a_head_nobody_awaits_any_more_is_not_reported_as_never_retrieved() -> None:
+    """A connection that ends after its TLS handshake but before the opening was awaited (its
+    timeout cancelled the dial): its error is not logged as "Future exception was never
+    retrieved" (seen 11 times in a 10,000-agent storm)."""
+    from rport.agent.dial import _Opening
+
+    async def main() -> list[dict[str, object]]:
+        loop = asyncio.get_running_loop()
+        reported: list[dict[str, object]] = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        for end in ("eof", "lost"):
+            opening = _Opening(loop)
+            if end == "eof":
+                opening.eof_received()
+            else:
+                opening.connection_lost(ConnectionResetError("reset by peer"))
+            assert opening.head.done()
+            del opening
+            await asyncio.sleep(0)  # the done callbacks run
+        import gc
+        gc.collect()
+        return reported
+
+    assert asyncio.run(main()) == []

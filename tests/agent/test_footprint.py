@@ -16,13 +16,23 @@ from ..procs import Server, write_toml
 
 # Libraries an agent has no use for (the server's, the proxy's), or that it does without:
 # cryptography (the key is pinned with the standard library, rport.core.pinning), websockets'
-# client (rport.agent.dial), psutil and distro (rport.agent.sysinfo, on Linux), tomlkit
-# (tomllib reads the configuration), the importlib_metadata backport, the idna codec.
+# client (rport.agent.dial) and package (only its C masking is loaded, by
+# rport.core.protocol.websocket), psutil and distro (rport.agent.sysinfo, on Linux), tomlkit
+# (tomllib reads the configuration), platform (on Linux, os.uname and os-release say it all),
+# importlib.metadata and its backport with what they import
+# (rport.core.entrypoints reads the entry points), cattrs (rport.core.confload structures the
+# configuration's flat classes itself), shutil with bz2 and lzma (argparse imports it to size its
+# help: rport.agent.cli sizes it itself), the server's configuration classes, attrs (the agent's
+# classes are dataclasses), uuid (rport.agent.client writes its two ids itself; the commands
+# runner imports it at the first command), the idna codec.
 NOT_LOADED = ("cryptography", "bcrypt", "_cffi_backend", "httpx", "httpcore", "h11", "httptools",
               "uvicorn", "starlette", "anyio", "sniffio", "jwt", "websockets.asyncio",
-              "websockets.client", "websockets.legacy", "websockets.sync", "tomlkit",
-              "importlib_metadata", "encodings.idna", "sqlite3")
-LINUX_ONLY = ("psutil", "distro")
+              "websockets.client", "websockets.legacy", "websockets.sync", "websockets.version",
+              "websockets.imports", "tomlkit", "importlib_metadata", "importlib.metadata",
+              "importlib.resources", "email", "zipfile", "csv", "tempfile", "cattrs",
+              "typing_extensions", "shutil", "bz2", "lzma", "rport.core.config", "attr", "attrs",
+              "uuid", "encodings.idna", "sqlite3")
+LINUX_ONLY = ("psutil", "distro", "platform")
 
 DRIVER = """
 import asyncio, json, sys

@@ -7,10 +7,12 @@ import os
 import platform
 import re
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from rport.agent import sysinfo
 from rport.agent.sysinfo import gather
 
 STR_KEYS = (
@@ -88,3 +90,46 @@ def test_linux_facts_agree_with_psutil_and_distro(info: dict[str, Any]) -> None:
                     expected[ip.version].add(ip)
     assert info["ipv4"] == [str(ip) for ip in sorted(expected[4])]
     assert info["ipv6"] == [str(ip) for ip in sorted(expected[6])]
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="Linux-specific values")
+def test_linux_facts_without_the_platform_module_are_platforms() -> None:
+    # rport.agent.sysinfo reads on Linux what the platform module would give (which it does not
+    # import there: tests/agent/test_footprint.py).
+    assert sysinfo._uname("system") == platform.system() == "Linux"
+    assert sysinfo._uname("release") == platform.release()
+    assert sysinfo._uname("machine") == platform.machine()
+    assert sysinfo._libc_name() == platform.libc_ver()[0]
+    try:
+        expected: dict[str, str] | None = platform.freedesktop_os_release()
+    except OSError:
+        expected = None
+    if expected is not None:
+        assert sysinfo.os_release() == expected
+
+
+OS_RELEASE = """NAME="Some Linux"
+ID=some
+ID_LIKE='debian ubuntu'
+  VERSION_ID="1.2"
+PRETTY_NAME="Some \\"quoted\\" \\$name \\\\ `x`"
+# a comment
+BAD LINE=1
+EMPTY=
+MISMATCHED="quote'
+UNICODE="Ünïcode"
+"""
+
+
+def test_os_release_is_read_as_platform_reads_it(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "os-release").write_text(OS_RELEASE, encoding="utf-8")
+    monkeypatch.setattr(sysinfo, "_OS_RELEASE_FILES", (str(tmp_path / "absent"),
+                                                       str(tmp_path / "os-release")))
+    ours = sysinfo.os_release()
+    with open(tmp_path / "os-release", encoding="utf-8") as file:
+        assert ours == platform._parse_os_release(file)  # type: ignore[attr-defined]
+    assert ours["PRETTY_NAME"] == 'Some "quoted" $name \\ `x`' and ours["ID_LIKE"] == "debian ubuntu"
+    monkeypatch.setattr(sysinfo, "_OS_RELEASE_FILES", (str(tmp_path / "absent"),))
+    with pytest.raises(OSError):
+        sysinfo.os_release()

@@ -100,7 +100,7 @@ def test_fingerprint_matches_sha256() -> None:
     assert not fingerprint_matches(sha, other)
 
 
-async def _handshake(identity: ServerIdentity) -> ec.EllipticCurvePublicKey:
+async def _handshake(identity: ServerIdentity) -> tuple[ec.EllipticCurvePublicKey, bool]:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"hello")
         await writer.drain()
@@ -116,19 +116,22 @@ async def _handshake(identity: ServerIdentity) -> ec.EllipticCurvePublicKey:
             "127.0.0.1", port, ssl=client_ssl_context()
         )
         try:
-            key = peer_public_key(writer.get_extra_info("ssl_object"))
-            assert await reader.read() == b"hello"
+            tls = writer.get_extra_info("ssl_object")
+            key = peer_public_key(tls)
+            assert await reader.read() == b"hello"  # (TLS 1.3 tickets come before it)
+            ticket = tls.session is not None and tls.session.has_ticket
         finally:
             writer.close()
             try:
                 await writer.wait_closed()
             except (ConnectionError, ssl.SSLError):
                 pass
-    return key
+    return key, ticket
 
 
 def test_tls_handshake_presents_identity(tmp_path: Path) -> None:
     identity = load_or_create_server_identity(tmp_path, key_seed=SEED)
-    key = asyncio.run(_handshake(identity))
+    key, ticket = asyncio.run(_handshake(identity))
+    assert not ticket  # agents never resume a session: no ticket is made for them
     assert fingerprint(key) == identity.fingerprint == SEED_FINGERPRINT
     assert fingerprint_matches(identity.sha256, key)

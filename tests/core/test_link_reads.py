@@ -130,3 +130,29 @@ def test_ping_split_across_reads_is_answered_and_close_ends_parsing() -> None:
         assert transport.closed
 
     asyncio.run(main())
+
+
+def test_a_link_and_its_session_that_are_done_are_freed_without_the_garbage_collector() -> None:
+    """rportd freezes long-lived objects (core/gcpolicy.py): a disconnected agent's link and
+    session must not wait for a sweep, i.e. form no reference cycle once the link is lost."""
+    import gc
+    import weakref
+
+    from rport.core.protocol.mux import MuxSession
+    from rport.core.session import Handlers
+
+    async def main() -> tuple[Any, Any]:
+        transport = RecordingTransport()
+        link = WebSocketLink(SimpleNamespace(transport=transport), SETTINGS, client=False)
+        session = MuxSession(link, Handlers(), initiator=False)
+        link.set_receiver(session._on_message)  # as session.run() does
+        link.connection_lost(None)
+        await asyncio.sleep(0)
+        return weakref.ref(link), weakref.ref(session)
+
+    gc.disable()
+    try:
+        link, session = asyncio.run(main())
+        assert link() is None and session() is None
+    finally:
+        gc.enable()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections.abc import Callable
 
@@ -126,3 +127,100 @@ def test_total_cap_closes_the_oldest_of_the_most_represented_address(
     assert server.proc is not None
     server.proc.wait_log(r"pending agent connections: limit of 6 reached "
                          r"\(server\.max_pending_connections\), closing the oldest of 127\.0\.3\.2")
+
+
+def client_hello() -> bytes:
+    """A real TLS ClientHello (made by the ssl module, never finished)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_ssl_context().wrap_bio(incoming, outgoing)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def test_at_the_total_cap_connections_on_their_way_are_not_pushed_out(
+        make_server: Callable[..., Server], make_agent: Callable[..., Agent]) -> None:
+    """A fleet reconnecting at once, one connection per address, each with its handshake under
+    way: the next connections wait for one of them to be done instead of closing one (whose
+    agent would start again later, its work lost)."""
+    server = make_server(extra={"server": {"max_pending_connections": 4,
+                                           "handshake_timeout": "120s"}})
+    with idle_connections(server.agent_port, spread(4, 1, "127.0.4")) as socks:
+        hello = client_hello()
+        for sock in socks:  # each gets the server's answer, and never finishes
+            sock.sendall(hello)
+        wait_for(lambda: all(_answered(sock) for sock in socks), TIMEOUT,
+                 "the server to answer each ClientHello")
+        agent = make_agent(server, "good", wait=False)
+        assert server.proc is not None
+        server.proc.wait_log(r"pending agent connections: limit of 4 reached "
+                             r"\(server\.max_pending_connections\), the next ones wait")
+        assert all(map(is_open, socks))
+        socks[0].close()  # one is done: the agent's turn
+        assert server.wait_connected("good")
+        assert all(map(is_open, socks[1:]))
+    assert "Traceback" not in agent.log()
+
+
+def _answered(sock: socket.socket) -> bool:
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return False
+
+
+def test_opening_requests_that_cannot_be_upgraded_get_an_http_answer(
+        make_server: Callable[..., Server], make_agent: Callable[..., Agent]) -> None:
+    """RFC 6455 §4.2.1's checks, with websockets' status codes; the server goes on."""
+    server = make_server()
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    good = {"Host": "x", "Upgrade": "websocket", "Connection": "Upgrade",
+            "Sec-WebSocket-Key": key, "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Protocol": "rport-py"}
+    cases = [
+        ("GET / HTTP/1.1", {"Host": "x"}, 426),  # a browser, or a health check
+        ("POST / HTTP/1.1", good, 405),
+        ("GET / HTTP/1.0", good, 505),
+        ("GET / HTTP/1.1", {**good, "Upgrade": "h2c"}, 426),
+        ("GET / HTTP/1.1", {**good, "Sec-WebSocket-Key": "short"}, 400),
+        ("GET / HTTP/1.1", {**good, "Sec-WebSocket-Version": "8"}, 400),
+        ("GET / HTTP/1.1", {k: v for k, v in good.items() if k != "Sec-WebSocket-Protocol"}, 400),
+        ("GET / HTTP/1.1", {**good, "Sec-WebSocket-Protocol": "chat, other"}, 400),
+        ("GET /any/path HTTP/1.1", {**good, "Sec-WebSocket-Protocol": "chat, rport-py",
+                                    "Sec-WebSocket-Extensions": "permessage-deflate"}, 101),
+    ]
+
+    async def ask(line: str, headers: dict[str, str]) -> bytes:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.agent_port, ssl=client_ssl_context())
+        try:
+            writer.write(("\r\n".join([line, *(f"{k}: {v}" for k, v in headers.items())])
+                          + "\r\n\r\n").encode())
+            return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        finally:
+            writer.close()
+
+    for line, headers, status in cases:
+        answer = asyncio.run(ask(line, headers))
+        assert answer.startswith(f"HTTP/1.1 {status} ".encode()), (line, headers, answer)
+        if status == 101:
+            assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in answer
+            assert b"Sec-WebSocket-Protocol: rport-py\r\n" in answer
+            assert b"Sec-WebSocket-Extensions" not in answer
+    make_agent(server, "good")  # and agents still get in
+    assert server.proc is not None
+    assert "Traceback" not in server.proc.log()
+
+
+def test_idle_connections_pushed_out_in_waves_leave_the_server_running(
+        make_server: Callable[..., Server], make_agent: Callable[..., Agent]) -> None:
+    """Connections evicted while their socket is watched for a first byte: each socket is
+    closed by its own task once no longer watched (closing a watched socket, whose number the
+    next accepted connection then takes, brought rportd down without a word)."""
+    server = make_server(extra={"server": {"max_pending_per_address": 4,
+                                           "handshake_timeout": "120s"}})
+    for _ in range(5):
+        with idle_connections(server.agent_port, ["127.0.5.1"] * 40) as socks:
+            wait_for(lambda: sum(map(is_open, socks)) <= 4, TIMEOUT, "the oldest to be closed")
+    make_agent(server, "good")
+    assert server.proc is not None and server.proc.alive()

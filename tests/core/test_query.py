@@ -279,3 +279,25 @@ def test_several_problems_are_reported_together() -> None:
 def test_accepts_plain_multi_items() -> None:
     q = parse_list_query([("filter[os]", "linux"), ("sort", "-id")], SPEC)
     assert [r["id"] for r in apply_list_query(ROWS, q, SPEC)[0]] == ["c3", "c2"]
+
+
+def test_compiled_filters_match_as_matches_row() -> None:
+    """``Filter.compile`` on the kept strings of a row (``forms``) decides exactly as
+    ``matches_row`` on the row, whatever the values' types (GET /clients filters kept
+    documents that way)."""
+    from rport.core.api.query import Filter, forms
+
+    values: list[Any] = [None, "", "Straße", "STRASSE", "ß", "a*b", "x\ny", 0, 7, 2.5, True, False,
+                         [], ["Linux", None, 3, ["nested", {"k": "v"}]], {"city": "Köln", "n": None},
+                         {"flag": True, "n": 1}, ("t", "u"), frozenset({"f"})]
+    patterns = ["", "*", "straße", "strasse", "STRASSE", "ß", "a*b", "a\\*b", "*e", "x*", "x\ny",
+                "0", "7", "2.5", "true", "FALSE", "linux", "3", "nested", "k: v", "city: köln",
+                "city: *", "n: *", "flag: true", "n: 1", "t", "f", "*u*", "*ß*"]
+    rows = [{"c1": a, "c2": b} for a in values for b in values[::3]]
+    for columns in (("c1",), ("c1", "c2")):
+        for match_all in (False, True):
+            for i in range(len(patterns)):
+                f = Filter(columns, tuple(patterns[i:i + 2]), match_all)
+                test = f.compile()
+                for row in rows:
+                    assert test(lambda col: forms(row.get(col))) == f.matches_row(row), (f, row)

@@ -185,16 +185,77 @@ def test_a_job_is_stored_in_its_latest_state(store_url: str) -> None:
         job.update(status="successful", result={"stdout": "done", "stderr": "", "summary": ""})
         await asyncio.gather(first, jobs.save(job), *(jobs.save(job) for _ in range(20)))
         assert (await jobs.get("j1"))["status"] == "successful"
-        assert len(jobs._order) == 0  # no lock left behind
-        stale = {**job, "status": "running", "result": {"stdout": "", "stderr": "", "summary": ""}}
-        await store.run(_save_jobs, [{"jid": "j1", "client_id": "c1", "multi_job_id": None,
-                                      "created": 0.0, "status": "running", "doc": json.dumps(stale)}])
-        stored = await jobs.get("j1")
-        assert (stored["status"], stored["result"]["stdout"]) == ("successful", "done")
-        assert [j["jid"] for j in await jobs.running_of("c1")] == []
+        assert not jobs._writes._pending  # nothing left waiting
+        for status in ("running", "queued"):
+            stale = {**job, "status": status, "result": {"stdout": "", "stderr": "", "summary": ""}}
+            await store.run(_save_jobs, [{"jid": "j1", "client_id": "c1", "multi_job_id": None,
+                                          "created": 0.0, "status": status, "sent_to": None,
+                                          "doc": json.dumps(stale)}])
+            stored = await jobs.get("j1")
+            assert (stored["status"], stored["result"]["stdout"]) == ("successful", "done")
+        assert [j["jid"] for j, _ in await jobs.running_of("c1")] == []
         job.update(status="unknown")  # final states may follow each other (a late result)
         await jobs.save(job)
         assert (await jobs.get("j1"))["status"] == "unknown"
+    opened(store_url, main)
+
+
+def test_write_batcher_commits_writes_together_each_before_its_caller_goes_on(
+        store_url: str) -> None:
+    """Writes made while a transaction runs share the next one; a key written twice before
+    its turn is written once, with the newer value; every writer returns only once its write
+    is committed, and a failed transaction fails each of its writers."""
+    from rport.core.store import WriteBatcher
+
+    async def main(store: Store) -> None:
+        transactions: list[list[tuple[str, str]]] = []
+        committed: dict[str, str] = {}
+
+        def apply(conn: Any, rows: list[tuple[str, str]]) -> None:
+            if any(value == "boom" for _, value in rows):
+                raise ValueError("boom")
+            transactions.append(rows)
+            committed.update(rows)
+
+        batcher = WriteBatcher(store, apply, prepare=lambda kv: kv, max_batch=50)
+
+        async def write(key: str, value: str) -> str:
+            await batcher.write(key, (key, value))
+            assert committed.get(key) in (value, f"{value}+")  # committed before it returns
+            return key
+        keys = [f"k{i}" for i in range(120)]
+        await asyncio.gather(*(write(k, "v") for k in keys), write("k0", "v+"))
+        assert committed == {**{k: "v" for k in keys}, "k0": "v+"}
+        assert len(transactions) <= 4 and max(map(len, transactions)) <= 50, transactions
+        assert sum(len(t) for t in transactions) == 120  # k0 once, with its newer value
+        results = await asyncio.gather(write("x", "boom"), return_exceptions=True)
+        assert isinstance(results[0], ValueError)
+        await write("y", "fine")  # the next batch is not affected
+        await batcher.drain()
+        assert not batcher._pending
+    opened(store_url, main)
+
+
+def test_client_saves_and_deletes_share_transactions_and_land_in_call_order(
+        store_url: str) -> None:
+    """The saves of many clients connecting together (and deletes among them) are committed
+    before each caller goes on, each client ending as its last write says."""
+    async def main(store: Store) -> None:
+        await asyncio.gather(*(store.save_client(f"c{i}", {"id": f"c{i}", "n": 0}, None)
+                               for i in range(300)))
+        assert other_connection_sees(store_url, "SELECT COUNT(*) FROM clients") == [(300,)]
+        writes = [store.save_client("c1", {"id": "c1", "n": 1}, 5.0), store.delete_client("c2"),
+                  store.delete_client("c3"), store.save_client("c3", {"id": "c3", "n": 3}, None),
+                  store.save_client("new", {"id": "new", "n": 9}, None),
+                  store.delete_client("never-saved")]
+        await asyncio.gather(*writes)
+        loaded = {record["id"]: (record["n"], at) for record, at in await store.load_clients()}
+        assert len(loaded) == 300 and "c2" not in loaded
+        assert (loaded["c1"], loaded["c3"], loaded["new"]) == ((1, 5.0), (3, None), (9, None))
+        await store.save_client("c4", {"id": "c4", "n": 4}, None)
+        await store.mark_all_disconnected(7.0)  # after the writes asked for before it
+        assert other_connection_sees(
+            store_url, "SELECT COUNT(*) FROM clients WHERE disconnected_at IS NULL") == [(0,)]
     opened(store_url, main)
 
 
@@ -364,7 +425,7 @@ def test_nodes_starting_together_migrate_once(postgresql: Any, tmp_path: Path) -
             versions = dict(conn.execute(
                 "SELECT 'core', version_num FROM alembic_version_core UNION ALL "
                 "SELECT 'commands', version_num FROM alembic_version_commands").fetchall())
-        assert versions == {"core": "0001", "commands": "0002"}
+        assert versions == {"core": "0001", "commands": "0003"}
     finally:
         for proc in procs:
             proc.stop()

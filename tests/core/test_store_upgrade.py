@@ -17,7 +17,7 @@ from ..procs import Agent, Server, wait_for
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "rportd-0.1"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
-HEADS = {"core": "0001", "tunnels": "0002", "commands": "0002", "targeting": "0001",
+HEADS = {"core": "0001", "tunnels": "0002", "commands": "0003", "targeting": "0001",
          "auth_jwt": "0002", "users": "0002", "auditlog": "0001",
          "library": "0001", "scheduler": "0001", "uploads": "0001"}
 TUNNEL_KEYS = ("id", "rhost", "rport", "lhost", "lport_random", "acl", "idle_timeout_minutes",
@@ -48,7 +48,7 @@ def test_a_database_of_rportd_0_1_is_upgraded_with_nothing_lost(
     assert api is not None
     log = server.log()
     assert "a database of rportd 0.1" in log and "adopting its tables" in log, log
-    assert "tables of plugin 'commands' migrated from nothing to 0002" in log
+    assert "tables of plugin 'commands' migrated from nothing to 0003" in log
     backups = list(server.data_dir.glob("rportd.db.before-migration-*"))
     assert len(backups) == 1 and versions(backups[0]) == {}  # the copy is the untouched 0.1 file
     assert versions(db) == HEADS

@@ -913,8 +913,9 @@ def test_multi_job_lists_its_target_clients(api: httpx.Client) -> None:
 def test_cancel_a_sequential_multi_job(api: httpx.Client) -> None:
     """The running client's job is cancelled and the clients after it are not started."""
     jid = run_multi(api, command="/usr/bin/sleep 60", client_ids=["m-a", "m-b", "m-c"], timeout_sec=120)
-    wait_for(lambda: [j["status"] for j in api.get(f"/commands/{jid}").json()["data"]["jobs"]] == ["running"],
-             20, "the first job to run")
+    # every client's job exists from the start: the later ones wait, queued
+    wait_for(lambda: [j["status"] for j in api.get(f"/commands/{jid}").json()["data"]["jobs"]]
+             == ["running", "queued", "queued"], 20, "the first job to run")
     resp = api.post(f"/commands/{jid}/cancel")
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"data": {"jid": jid, "cancelled": True}}
@@ -973,8 +974,8 @@ def test_job_of_a_restarted_agent_fails_instead_of_running_for_ever(make_server:
         "client_ids": ["k1", "k2"], "timeout_sec": 120, "abort_on_error": False})
     assert resp.status_code == 200, resp.text
     mjid = resp.json()["data"]["jid"]
-    wait_for(lambda: [j["status"] for j in api.get(f"/commands/{mjid}").json()["data"]["jobs"]]
-             == ["running"], 20, "the sequential job to run on k1")
+    wait_for(lambda: api.get(f"/commands/{mjid}").json()["data"]["jobs"][0]["pid"],
+             20, "the sequential job to start on k1")
     agent.proc.kill()
     server.wait_disconnected("k1")
     go2.touch()  # (the killed agent's shell may live on: it ends now too)
@@ -983,13 +984,13 @@ def test_job_of_a_restarted_agent_fails_instead_of_running_for_ever(make_server:
     assert job["status"] == "failed", job
     assert job["error"] == "the agent was restarted while the command ran: its result is lost"
     assert job["finished_at"]
+    go.touch()  # the sequence goes on to k2, which runs it
     multi = wait_multi(api, mjid, 2)
     assert [j["client_id"] for j in multi["jobs"]] == ["k1", "k2"]
     assert multi["jobs"][0]["status"] == "failed" and multi["jobs"][1]["status"] == "successful"
     assert_error(api.post(f"/clients/k1/commands/{lost}/cancel"), 409, "job is not running")
     # the new agent process's own job is not failed by the next reconnection
     fresh = run(api, "k1", command=waiting, timeout_sec=120)
-    go.touch()
     assert wait_job(api, "k1", fresh)["status"] == "successful"
     assert "job " + lost + " on k1 failed: the agent no longer knows it" in server.log()
 

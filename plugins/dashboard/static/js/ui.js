@@ -22,8 +22,11 @@ const JOB_CLASSES = {
   skipped: "muted", waiting: "muted",
 };
 
+// A multi-client job's job that has not been sent yet is "queued" in the API: "waiting" here,
+// as a targeted client without a job.
 export function JobStatus({ status }) {
-  return html`<span class=${"badge job-" + (JOB_CLASSES[status] || "muted")}>${status}</span>`;
+  const shown = status === "queued" ? "waiting" : status;
+  return html`<span class=${"badge job-" + (JOB_CLASSES[shown] || "muted")}>${shown}</span>`;
 }
 
 export function Chips({ values, kind = "tag" }) {

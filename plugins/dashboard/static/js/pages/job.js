@@ -27,9 +27,12 @@ export function progressOf(multi) {
   const jobs = multi.jobs || [];
   const targets = multi.target_client_ids || null;
   const counts = { running: 0, successful: 0, failed: 0, unknown: 0, cancelled: 0, skipped: 0, waiting: 0 };
-  for (const job of jobs) counts[job.status] = (counts[job.status] || 0) + 1;
+  for (const job of jobs) {
+    const status = job.status === "queued" ? "waiting" : job.status; // not sent yet
+    counts[status] = (counts[status] || 0) + 1;
+  }
   const total = targets ? Math.max(targets.length, jobs.length) : jobs.length;
-  counts.waiting = Math.max(0, total - jobs.length);
+  counts.waiting += Math.max(0, total - jobs.length);
   const done = jobs.filter((j) => FINAL.has(j.status)).length;
   return { total, done, counts, finished: done === total && (targets !== null || total > 0) };
 }
