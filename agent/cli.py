@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("remotes", nargs="*", help="tunnels to open on connect, e.g. 2222:22")
     p.add_argument("-c", "--config", type=Path, help="configuration file (TOML), e.g. rport.conf")
     p.add_argument("--version", action="version", version=f"rport {__version__}")
+    p.add_argument("--fallback-server", action="append", dest="fallback_servers", metavar="ADDRESS",
+                   help="a server to try when the main one is unreachable; repeat for several "
+                        "(client.fallback_servers)")
     p.add_argument("--fingerprint", help="expected fingerprint of the server's key (a prefix is enough)")
     p.add_argument("--auth", help="credentials id:password (env RPORT_AUTH)")
     p.add_argument("--id", help="client id (default: the machine id)")
@@ -62,6 +65,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("server", "fingerprint", "auth", "id", "name", "data_dir"):
         if getattr(args, key) is not None:
             client[key] = getattr(args, key)
+    if args.fallback_servers:
+        client["fallback_servers"] = args.fallback_servers
     if args.tag:
         client["tags"] = args.tag
     if args.label:

@@ -35,9 +35,10 @@ from rport.core.protocol.websocket import (
     WebSocketLink,
     take_over,
 )
-from rport.core.session import Handlers, ProtocolViolation
+from rport.core.session import Handlers, ProtocolViolation, RemoteError
 
 from . import hookspecs, sysinfo
+from .attributes import AttributesError, parse_attributes, read_attributes, write_attributes
 from .config import AgentConfig
 from .dial import HandshakeError, open_websocket
 
@@ -85,6 +86,9 @@ async def _ping(session: Any, body: Any) -> Any:
     return body
 
 
+ATTRIBUTES_REQUEST = "update_client_attributes"
+
+
 class RportAgent:
     def __init__(self, config: AgentConfig, plugins: PluginSet) -> None:
         self.config = config
@@ -92,13 +96,20 @@ class RportAgent:
         self.hook = plugins.pm.hook
         self.handlers = Handlers()
         self.handlers.add_request("ping", _ping, "core")
+        self.handlers.add_request(ATTRIBUTES_REQUEST, self._update_attributes, "core")
         self.session: MuxSession | None = None
         self.connected = asyncio.Event()
         self.session_id = str(uuid.uuid4())
         self.state: dict[str, Any] = {}
         self.client_id = config.client.id or (machine_id() if config.client.use_system_id else "")
         self.name = config.client.name or (socket.gethostname() if config.client.use_hostname else "")
-        self.url = server_url(config.client.server)
+        self.urls = [server_url(s) for s in [config.client.server, *config.client.fallback_servers]]
+        """The main server, then the fallback servers, tried in this order."""
+        self.url = self.urls[0]
+        self.tags: list[str] = list(config.client.tags)
+        self.labels: dict[str, str] = dict(config.client.labels)
+        """The client's attributes as sent in the hello: ``[client] tags`` and ``labels``, or
+        those of ``attributes_file_path`` (read at start, rewritten by the server's requests)."""
         self._plugin_configs: dict[str, Any] = {}
         self._facts: dict[str, Any] = {}
         # One TLS context for every attempt: no CA bundle (the server is verified by its key's
@@ -137,11 +148,48 @@ class RportAgent:
         if problems:
             raise ConfigError(problems, source=self.config.source)
 
+    # -- attributes --------------------------------------------------------------------------------
+
+    @property
+    def attributes_path(self) -> Path | None:
+        path = self.config.client.attributes_file_path
+        return Path(path).expanduser() if path else None
+
+    async def _load_attributes(self) -> None:
+        """``attributes_file_path`` overrides the configured tags and labels; a file that cannot
+        be read is ignored (RPort's behaviour), saying why."""
+        path = self.attributes_path
+        if path is None:
+            return
+        try:
+            self.tags, self.labels = await asyncio.to_thread(read_attributes, path)
+        except AttributesError as exc:
+            log.warning("client attributes: %s; using the tags and labels of the configuration "
+                        "instead", exc)
+            return
+        log.info("client attributes from %s: tags %s, labels %s", path, self.tags, self.labels)
+
+    async def _update_attributes(self, session: Any, body: Any) -> Any:
+        """The server's ``PUT /clients/{id}/attributes``: rewrite the file, then use the new
+        values (the server shows them at once; the next hello carries them)."""
+        path = self.attributes_path
+        if path is None:
+            raise RemoteError("attributes file path not set ([client] attributes_file_path)")
+        try:
+            tags, labels = parse_attributes(body)
+            await asyncio.to_thread(write_attributes, path, tags, labels)
+        except AttributesError as exc:
+            raise RemoteError(str(exc)) from None
+        self.tags, self.labels = tags, labels
+        log.info("client attributes updated by the server: tags %s, labels %s", tags, labels)
+        return {"status": "OK"}
+
     # -- running -----------------------------------------------------------------------------------
 
     async def run(self) -> int:
         """Connect and keep connecting; returns an exit status when retries are exhausted."""
         await asyncio.to_thread(prepare_data_dir, self.data_dir, log)
+        await self._load_attributes()
         for impl in impls(self.hook.rport_register_handlers):
             await call_impl(impl, agent=self, register=self.handlers.registrar(impl.plugin_name))
         for impl in impls(self.hook.rport_agent_startup):
@@ -149,9 +197,11 @@ class RportAgent:
         if not self._facts:
             self._facts = await asyncio.to_thread(sysinfo.gather)
         conn = self.config.connection
-        failures = 0
+        failures = rounds = 0
+        index = 0
         try:
             while True:
+                self.url = self.urls[index]
                 try:
                     established = await self._connect_once()
                 except ConnectFailed as exc:
@@ -165,9 +215,18 @@ class RportAgent:
                     log.error("giving up after %d failed attempts (connection.max_retry_count)",
                               failures)
                     return 1
-                delay = max(retry_after, backoff(failures, conn.min_retry_interval,
-                                                 conn.max_retry_interval))
-                log.info("reconnecting in %.1fs", delay)
+                if established:  # the main server first again
+                    index = rounds = 0
+                else:  # the next server at once; after a round of failures, back off
+                    index = (index + 1) % len(self.urls)
+                    rounds += index == 0
+                if not established and index != 0:
+                    delay = retry_after
+                else:
+                    delay = max(retry_after, backoff(rounds, conn.min_retry_interval,
+                                                     conn.max_retry_interval))
+                log.info("reconnecting%s in %.1fs", f" to {self.urls[index]}"
+                         if len(self.urls) > 1 else "", delay)
                 await asyncio.sleep(delay)
         finally:
             for impl in self.hook.rport_agent_shutdown.get_hookimpls():
@@ -220,11 +279,17 @@ class RportAgent:
         runner = asyncio.create_task(session.run())
         self.connected.set()
         reason = "closed"
+        switchback = None
+        interval = self.config.client.server_switchback_interval
+        if self.url != self.urls[0] and interval > 0:
+            switchback = asyncio.create_task(self._switch_back(session, interval))
         try:
             for impl in impls(self.hook.rport_agent_connected):
                 await call_impl(impl, agent=self, session=session)
             reason = await runner
         finally:
+            if switchback is not None:
+                switchback.cancel()
             self.connected.clear()
             self.session = None
             if not runner.done():
@@ -237,6 +302,22 @@ class RportAgent:
             except Exception:
                 log.exception("plugin %r failed after disconnect", impl.plugin_name)
         return True
+
+    async def _switch_back(self, session: MuxSession, interval: float) -> None:
+        """Connected to a fallback server: every ``interval``, is the main one back? Then
+        this session ends and the agent reconnects to it (RPort's server_switchback_interval)."""
+        main = urlsplit(self.urls[0])
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(
+                    main.hostname, main.port or 443), self.config.connection.connect_timeout)
+            except (OSError, TimeoutError):
+                continue
+            writer.close()
+            log.info("the main server %s is reachable again: switching back to it", self.urls[0])
+            await session.close("switching back to the main server")
+            return
 
     def _verify_server(self, transport: WebSocketLink) -> None:
         ssl_object = transport.get_extra_info("ssl_object")
@@ -264,7 +345,7 @@ class RportAgent:
             "version": __version__,
             "auth": {"id": auth_id, "password": password},
             "client": {"id": self.client_id, "session_id": self.session_id, "name": self.name,
-                       "tags": list(self.config.client.tags), "labels": dict(self.config.client.labels),
+                       "tags": list(self.tags), "labels": dict(self.labels),
                        "facts": self._facts},
             "capabilities": self.handlers.capabilities,
             "plugins": plugins,

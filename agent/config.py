@@ -28,6 +28,10 @@ from rport.core.config import (
 @attrs.frozen
 class ClientSection:
     server: str = ""
+    fallback_servers: list[str] = attrs.field(factory=list)
+    """Tried in order when ``server`` cannot be reached (other nodes of a cluster)."""
+    server_switchback_interval: Duration = Duration(120)
+    """Connected to a fallback server: how often the main server is tried again (0: never)."""
     fingerprint: str = ""
     auth: str = ""
     id: str = ""
@@ -36,6 +40,9 @@ class ClientSection:
     use_hostname: bool = True
     tags: list[str] = attrs.field(factory=list)
     labels: dict[str, str] = attrs.field(factory=dict)
+    attributes_file_path: str = ""
+    """A JSON file of tags and labels that overrides ``tags`` and ``labels`` (RPort's
+    client attributes); ``PUT /clients/{id}/attributes`` rewrites it."""
     remotes: list[str] = attrs.field(factory=list)
     tunnel_allowed: list[str] = attrs.field(factory=list)
     data_dir: str = attrs.field(factory=lambda: default_data_dir("rport"))
@@ -98,6 +105,16 @@ def _check(s: dict[str, Any]) -> list[str]:
     conn: ConnectionSection = s["connection"]
     if not client.server:
         problems.append("client.server: required (the server's address, e.g. 192.0.2.10:8080)")
+    for address in [client.server, *client.fallback_servers] if client.server else []:
+        from .client import server_url  # noqa: PLC0415 (the agent's URL rules)
+
+        try:
+            server_url(address)
+        except ValueError as exc:
+            key = "client.server" if address == client.server else "client.fallback_servers"
+            problems.append(f"{key}: {exc}")
+    if client.server_switchback_interval < 0:
+        problems.append("client.server_switchback_interval: must be 0 (never) or more")
     if client.auth and ":" not in client.auth:
         problems.append('client.auth: must be "id:password"')
     if not client.auth:

@@ -22,7 +22,7 @@ import attrs
 from . import __version__
 from .accept import Pending
 from .clients import Client, clean_facts
-from .events import ClientConnected, ClientDisconnected
+from .events import AgentRefused, ClientConnected, ClientDisconnected
 from .plugins import call_each
 from .protocol import SUPPORTED_PROTOCOLS
 from .protocol.frames import T, decode, decode_json_object, encode_json
@@ -39,10 +39,12 @@ MAX_ID = 256
 
 
 class Refusal(Exception):
-    def __init__(self, reason: str, *, retry_after: float = 0, log_level: int = logging.WARNING):
+    def __init__(self, reason: str, *, retry_after: float = 0, log_level: int = logging.WARNING,
+                 kind: str = "invalid_hello"):
         super().__init__(reason)
         self.retry_after = retry_after
         self.log_level = log_level
+        self.kind = kind  # the reason of the AgentRefused event (metrics)
 
 
 @attrs.frozen
@@ -78,7 +80,8 @@ def parse_hello(obj: dict[str, Any]) -> Hello:
         theirs = ", ".join(map(str, protocols)) or "none"
         ours = ", ".join(map(str, SUPPORTED_PROTOCOLS))
         raise Refusal(f"incompatible protocol: the agent speaks version {theirs}, this server "
-                      f"(rportd {__version__}) speaks version {ours}; upgrade the older side")
+                      f"(rportd {__version__}) speaks version {ours}; upgrade the older side",
+                      kind="incompatible")
     auth = obj.get("auth")
     client = obj.get("client")
     if not isinstance(auth, dict) or not isinstance(client, dict):
@@ -167,16 +170,20 @@ class AgentEndpoint:
         except TimeoutError:
             log.warning("agent from %s: no hello within %gs, disconnecting", address,
                         self.handshake_timeout)
+            self.server.bus.publish(AgentRefused(address, "timeout"))
             await transport.close("handshake timeout", violation=True)
             return
         except ProtocolViolation as exc:
             log.warning("agent from %s: protocol violation in handshake: %s, disconnecting", address, exc)
+            self.server.bus.publish(AgentRefused(address, "protocol"))
             await transport.close(str(exc), violation=True)
             return
         except TransportClosed:
+            self.server.bus.publish(AgentRefused(address, "closed"))
             return
         except Refusal as exc:
             log.log(exc.log_level, "agent from %s refused: %s", address, exc)
+            self.server.bus.publish(AgentRefused(address, exc.kind))
             try:
                 transport.write(encode_json(T.REFUSED, 0, {
                     "reason": str(exc), "retry_after": exc.retry_after}))
@@ -206,14 +213,15 @@ class AgentEndpoint:
             banned = server.agent_throttle.failures(address_key) >= server.agent_throttle.max_failures
             why = f"too many failed logins from {address}" if banned else \
                 f"a login from {address} failed just now (server.client_login_wait)"
-            raise Refusal(f"{why}; try again in {math.ceil(wait)}s", retry_after=wait)
+            raise Refusal(f"{why}; try again in {math.ceil(wait)}s", retry_after=wait,
+                          kind="banned" if banned else "throttled")
         if (wait := server.agent_id_throttle.blocked_for(f"agent-violation:{address}")) > 0:
             raise Refusal(f"an agent from {address} broke the protocol just now; try again in "
-                          f"{math.ceil(wait)}s", retry_after=wait)
+                          f"{math.ceil(wait)}s", retry_after=wait, kind="throttled")
         if (wait := server.agent_id_throttle.blocked_for(id_key)) > 0:
             raise Refusal(f"a login with id {hello.auth_id!r} failed just now "
                           f"(server.client_login_wait); try again in {math.ceil(wait)}s",
-                          retry_after=wait)
+                          retry_after=wait, kind="throttled")
         verdicts = await call_each(server.hook.rport_authenticate_agent, server=server,
                                    auth_id=hello.auth_id, password=hello.password, address=address)
         answers = [result for _, result in verdicts if result is not None]
@@ -222,15 +230,18 @@ class AgentEndpoint:
             server.agent_id_throttle.failure(id_key)
             raise Refusal(f"authentication failed for id {hello.auth_id!r}",
                           retry_after=max(server.agent_throttle.blocked_for(address_key),
-                                          server.agent_id_throttle.blocked_for(id_key)))
+                                          server.agent_id_throttle.blocked_for(id_key)), kind="auth")
         server.agent_throttle.success(address_key)
         server.agent_id_throttle.success(id_key)
         client_id = hello.client_id or hello.auth_id
         existing = server.clients.get(client_id)
+        if existing is not None and existing.connected and server.cluster is not None \
+                and (not hello.session_id or hello.session_id != existing.session_id):
+            await server.cluster.check_holder(existing)  # another node's: is it still there?
         if existing is not None and existing.connected:
             if not hello.session_id or hello.session_id != existing.session_id:
                 raise Refusal(f"client is already connected: {existing.name} [{client_id}]",
-                              retry_after=30)
+                              retry_after=30, kind="duplicate")
             log.info("client %s reconnected (same session); closing its previous connection", client_id)
             assert existing.session is not None
             await existing.session.close("replaced by a new connection of the same agent")
@@ -242,7 +253,7 @@ class AgentEndpoint:
         for plugin, reason in await call_each(server.hook.rport_agent_accepting, server=server,
                                               client=client, hello=hello):
             if isinstance(reason, str):
-                raise Refusal(f"{reason} (plugin {plugin})")
+                raise Refusal(f"{reason} (plugin {plugin})", kind="plugin")
         return client
 
     async def _run(self, client: Client, hello: Hello, transport: WebSocketLink,
@@ -269,6 +280,8 @@ class AgentEndpoint:
         except TransportClosed:
             await self._gone(client, "closed during handshake")
             return
+        if server.cluster is not None:
+            await server.cluster.client_connected(client)  # this node holds it now
         await server.store.save_client(client.id, client.to_record(), None)
         log.info("client %s (%s) connected from %s with auth id %r, agent %s", client.id,
                  client.name or "no name", address, client.auth_id, client.version or "?")
@@ -298,7 +311,12 @@ class AgentEndpoint:
             client.session = None
             client.disconnected_at = time.time()
         log.info("client %s disconnected: %s", client.id, reason)
-        if server.config.server.keep_disconnected_clients <= 0:
+        # In a cluster another node may have taken the agent over by now: then its record is
+        # that node's to write.
+        ours = server.cluster is None or await server.cluster.client_disconnected(client, reason)
+        if not ours:
+            pass
+        elif server.config.server.keep_disconnected_clients <= 0:
             await server.remove_client(client.id, "disconnected (keep_disconnected_clients = 0)")
         else:
             await server.store.save_client(client.id, client.to_record(), client.disconnected_at)

@@ -66,6 +66,9 @@ class Client:
     """User groups whose (non-admin) users may see and use this client; set by an
     administrator (``POST /clients/{id}/acl``), kept across reconnections."""
     session: Session | None = attrs.field(default=None, repr=False)
+    node_id: str = ""
+    """In a cluster, the other node that holds this agent's session ("" when this node holds it,
+    and always on a server of its own); ``session`` then relays requests to that node."""
     _watcher: Callable[["Client", str], None] | None = attrs.field(default=None, init=False,
                                                                    repr=False)
     """Told of every assignment to a field once the client is in a registry (which keeps its
@@ -115,7 +118,7 @@ class Client:
 
     @classmethod
     def from_record(cls, record: dict[str, Any], disconnected_at: float | None) -> "Client":
-        fields = {f.name for f in attrs.fields(cls)} - {"session", "disconnected_at"}
+        fields = {f.name for f in attrs.fields(cls)} - {"session", "disconnected_at", "node_id"}
         return cls(**{k: v for k, v in record.items() if k in fields}, disconnected_at=disconnected_at)
 
 

@@ -56,7 +56,8 @@ def rport_store_schema() -> Any:
 @hookspec
 def rport_register_routes(server: Any, register: Any) -> Any:
     """Register API routes: ``register(path, endpoint, methods=["GET"], *, name="", params=(),
-    list_params=False, summary="", public=False, body=None, responses=None, permission=None)``.
+    list_params=False, summary="", public=False, body=None, responses=None, permission=None,
+    audit=None, agent=False)``.
     ``path`` is below ``/api/v1``;
     ``endpoint`` is ``async def (request) -> Response``; ``name`` defaults to the endpoint's
     name and is prefixed ``<plugin>:``; ``params`` are the query parameters the route accepts
@@ -64,7 +65,11 @@ def rport_register_routes(server: Any, register: Any) -> Any:
     routes skip authentication (the route must then check credentials itself); ``body`` (JSON
     schema of the request body), ``responses`` (``{status: meaning}``, every code the route
     answers) and ``permission`` (the per-function permission a non-admin needs) describe the
-    route in the OpenAPI document.
+    route in the OpenAPI document; ``audit`` (``Audit(application, action, ...)`` or an
+    ``(application, action)`` pair) has every successful request recorded in the audit log;
+    ``agent=True`` marks a ``{client_id}`` route that talks to
+    that client's agent (its session, or listeners that follow it): in a cluster it runs on the
+    node that holds the agent.
     ``register.page(path, endpoint, methods=["GET"], *, name="")`` serves a web page outside
     the API (``path`` not under ``/api``, Starlette path syntax such as ``/x/{path:path}``):
     public, the core authenticates nothing there; other methods are a 405 and paths nobody

@@ -25,7 +25,7 @@ from .clients import Client, ClientRegistry
 from .confload import ConfigError, HostPort, parse_host_port, structure
 from .datadir import make_private, prepare_data_dir
 from .config import ServerConfig
-from .events import ClientRemoved, EventBus
+from .events import AddressBanned, ClientRemoved, EventBus
 from .keys import ServerIdentity, load_or_create_server_identity, server_ssl_context
 from .plugins import PluginError, PluginSet, call_impl, create_plugin_manager, impls
 from .protocol.frames import HEADER
@@ -86,11 +86,11 @@ class RportServer:
         # Failed logins, as RPort has them: addresses wait after each failure and are banned
         # after max_failed_login in a row; auth ids and user names only wait.
         self.agent_throttle = Throttle(wait=cfg.client_login_wait, max_failures=cfg.max_failed_login,
-                                       ban_time=cfg.ban_time)
+                                       ban_time=cfg.ban_time, on_ban=self._banned("agent"))
         self.agent_id_throttle = Throttle(wait=cfg.client_login_wait, max_failures=1,
                                           ban_time=cfg.client_login_wait)
         self.api_throttle = Throttle(wait=0, max_failures=config.api.max_failed_login,
-                                     ban_time=config.api.ban_time)
+                                     ban_time=config.api.ban_time, on_ban=self._banned("api"))
         self.api_user_throttle = Throttle(wait=config.api.user_login_wait, max_failures=1,
                                           ban_time=config.api.user_login_wait)
         self.endpoint = AgentEndpoint(self)
@@ -108,6 +108,19 @@ class RportServer:
         self.api_connections: ApiConnections | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
+        self.cluster: Any = None
+        """With ``[cluster] nats_url``: this node's :class:`rport.core.cluster.Cluster` (None on a
+        server of its own, where nothing of the cluster is imported)."""
+        if config.cluster.nats_url:
+            from .cluster import Cluster
+
+            self.cluster = Cluster(self)
+
+    def _banned(self, scope: str) -> Any:
+        """The throttle's ``on_ban``: an AddressBanned event (keys are "<kind>-address:<ip>")."""
+        def on_ban(key: str) -> None:
+            self.bus.publish(AddressBanned(scope, key.partition(":")[2]))
+        return on_ban
 
     # -- plugins' view -------------------------------------------------------------------------
 
@@ -119,7 +132,16 @@ class RportServer:
         """Forget a client: registry, store, and a ClientRemoved event so plugins forget it too."""
         self.clients.remove(client_id)
         await self.store.delete_client(client_id)
+        if self.cluster is not None:
+            self.cluster.client_removed(client_id, reason)
         self.bus.publish(ClientRemoved(client_id, reason))
+
+    async def save_client_settings(self, client: Client) -> None:
+        """Store what an administrator set on a client (and tell the cluster's other nodes)."""
+        await self.store.save_client(client.id, client.to_record(),
+                                     None if client.connected else client.disconnected_at)
+        if self.cluster is not None:
+            self.cluster.client_changed(client)
 
     @property
     def data_dir(self) -> Path:
@@ -170,7 +192,13 @@ class RportServer:
         log.info("data directory %s", data_dir)
         log.info("server key fingerprint %s (%s)", self.identity.fingerprint, self.identity.sha256)
         await self._open_store()
-        await self._load_clients()
+        if self.cluster is not None:
+            self.cluster.watch_throttles({
+                "agent": self.agent_throttle, "agent_id": self.agent_id_throttle,
+                "api": self.api_throttle, "api_user": self.api_user_throttle})
+            await self.cluster.start()
+        else:
+            await self._load_clients()
         register_core_routes(self, self.routes.registrar("core"))
         for impl in impls(self.hook.rport_register_routes):
             await call_impl(impl, server=self, register=self.routes.registrar(impl.plugin_name))
@@ -182,6 +210,8 @@ class RportServer:
                         register=lambda etype, fn, owner=owner: self.bus.subscribe(etype, fn, owner))
         for impl in impls(self.hook.rport_server_startup):
             await call_impl(impl, server=self)
+        if self.cluster is not None:
+            self.bus.bridge = self.cluster.forward_event
         await self.bus.start()
         await self._listen_agents()
         await self._listen_api()
@@ -205,7 +235,8 @@ class RportServer:
             await self._acceptor.close()
         # Our own closing handshake with every agent, so that both sides log why: the agent
         # "peer closed the connection (1000: server stopping)", we "server stopping".
-        sessions = [c.session for c in self.clients.connected() if c.session is not None]
+        sessions = [c.session for c in self.clients.connected()
+                    if c.session is not None and not c.node_id]  # not those of other nodes
         await asyncio.gather(*(s.close("server stopping") for s in sessions),
                              return_exceptions=True)
         await self.endpoint.wait_closed(10)
@@ -218,7 +249,11 @@ class RportServer:
             except Exception:
                 log.exception("shutdown of plugin %r failed", impl.plugin_name)
         await self.bus.stop()
-        if self.store.is_open:
+        if self.cluster is not None:
+            if self.store.is_open:
+                await self.store.flush()  # (a save landing after the node left would undo it)
+            await self.cluster.stop()  # marks only this node's agents disconnected
+        elif self.store.is_open:
             await self.store.mark_all_disconnected(time.time())
         await self.store.close()
         log.info("stopped")
@@ -248,8 +283,13 @@ class RportServer:
             schema = await call_impl(impl)
             if schema is not None:
                 schemas[impl.plugin_name] = schema
-        if "core" in schemas:
-            raise PluginError("plugin 'core': this name is reserved for the core's tables")
+        for reserved in ("core", "cluster"):
+            if reserved in schemas:
+                raise PluginError(f"plugin {reserved!r}: this name is reserved for the core's tables")
+        if self.cluster is not None:
+            from .cluster.tables import SCHEMA as CLUSTER_SCHEMA
+
+            schemas["cluster"] = CLUSTER_SCHEMA
         try:
             await self.store.open(schemas)
         except ValueError as exc:  # a schema that cannot be used, naming its plugin
@@ -320,6 +360,8 @@ class RportServer:
         while True:
             await asyncio.sleep(max(1.0, cfg.purge_disconnected_clients_interval))
             cutoff = time.time() - cfg.keep_disconnected_clients
+            if self.cluster is not None and not self.cluster.may_purge():
+                continue  # one node of a cluster purges
             for client in self.clients:
                 if not client.connected and client.disconnected_at and client.disconnected_at < cutoff:
                     await self.remove_client(client.id, "purged")

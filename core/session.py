@@ -62,6 +62,10 @@ class Stream(abc.ABC):
 
     kind: str
     meta: dict[str, Any]
+    bytes_sent: int = 0
+    """Data bytes this side has sent on the stream so far (taken by ``write``/``write_nowait``)."""
+    bytes_received: int = 0
+    """Data bytes received from the peer so far."""
 
     @abc.abstractmethod
     async def accept(self) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from .procs import Agent, Server
-from .services import PostgreSQL, ServiceUnavailable
+from .services import Nats, PostgreSQL, ServiceUnavailable
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +17,19 @@ def postgresql() -> Iterator[PostgreSQL]:
     fresh database per test with ``create_database()``."""
     try:
         server = PostgreSQL()
+    except ServiceUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats() -> Iterator[Nats]:
+    """A nats-server for the whole session (skipped when it is not installed)."""
+    try:
+        server = Nats()
     except ServiceUnavailable as exc:
         pytest.skip(str(exc))
     try:

@@ -1,7 +1,8 @@
 """Real external services for tests, each started fresh in a temporary directory on loopback
-ports chosen at run time, and stopped at the end: PostgreSQL (Debian's ``postgresql`` package).
+ports chosen at run time, and stopped at the end: PostgreSQL (Debian's ``postgresql`` package)
+and NATS (Debian's ``nats-server``).
 
-The pattern is meant for more services (nats-server next): find the binaries (or raise
+The pattern for each service: find the binaries (or raise
 :class:`ServiceUnavailable`, which the fixtures turn into a skip naming what is missing), make a
 private directory the service's user can write, start the process as that user when the tests
 run as root (PostgreSQL's ``initdb`` refuses root), wait until it answers, never on a sleep.
@@ -211,3 +212,60 @@ class PostgreSQL:
 
     def stop(self) -> None:
         self.service.stop(signal.SIGINT)  # "fast" shutdown: rolls back clients, ends at once
+
+
+# -- NATS ------------------------------------------------------------------------------------------
+
+
+def nats_server_binary() -> Path:
+    """Debian's nats-server (``RPORT_TEST_NATS_SERVER`` overrides)."""
+    configured = os.environ.get("RPORT_TEST_NATS_SERVER")
+    for candidate in filter(None, (configured, "/usr/sbin/nats-server", shutil.which("nats-server"))):
+        if Path(candidate).is_file():
+            return Path(candidate)
+    raise ServiceUnavailable("nats-server is not installed (the Debian package nats-server, "
+                             "which .ci/run installs)")
+
+
+class Nats:
+    """A throw-away nats-server on 127.0.0.1 (a port chosen now), with a user and password,
+    run as an unprivileged user when the tests run as root."""
+
+    USER = "rport"
+
+    def __init__(self) -> None:
+        self.binary = nats_server_binary()
+        self.password = secrets.token_urlsafe(16)
+        self.port = 0
+        self.service = ServiceProcess("nats")
+
+    def start(self) -> "Nats":
+        conf = self.service.dir / "nats.conf"
+        for attempt in range(3):  # the port chosen may be taken before nats-server binds it
+            self.port = free_port()
+            conf.write_text(f'listen: "127.0.0.1:{self.port}"\n'
+                            f'authorization {{ user: "{self.USER}", password: "{self.password}" }}\n'
+                            "max_payload: 1048576\n")
+            self.service.start([str(self.binary), "-c", str(conf)])
+            try:
+                wait_until(self._answers, START_TIMEOUT, "nats-server", self.service.alive,
+                           self.service.log)
+                return self
+            except RuntimeError:
+                if attempt == 2 or "address already in use" not in self.service.log():
+                    raise
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                return sock.recv(4).startswith(b"INFO")
+        except OSError:
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.USER}:{self.password}@127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.service.stop(signal.SIGTERM)

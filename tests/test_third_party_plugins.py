@@ -173,9 +173,10 @@ def test_example_plugin_loads_lists_and_serves(
                  400, "ERR_CODE_BAD_QUERY_PARAM", "unsupported query parameter 'x'")
     assert_error(server.api.get("/clients/nope/disk-usage"), 404, "ERR_CODE_CLIENT_NOT_FOUND",
                  'Active client with id="nope" not found.')
-    operations = {op["operationId"] for path in server.api.get("/openapi.json").json()["paths"].values()
+    operations = {op["operationId"]: op
+                  for path in server.api.get("/openapi.json").json()["paths"].values()
                   for op in path.values() if isinstance(op, dict) and "operationId" in op}
-    assert "diskusage:usage" in operations
+    assert {"200", "404", "409"} <= set(operations["diskusage:usage"]["responses"])
 
     # An agent without the plugin (disabled there) cannot answer: 409, the server is fine.
     make_agent(server, "disk-2", config={"plugins": {"disabled": ["diskusage"]}})

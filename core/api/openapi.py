@@ -30,6 +30,9 @@ def _responses(spec: RouteSpec) -> dict[str, Any]:
         return {"200": {"description": "success: {\"data\": ...}"},
                 "default": {"description": "error", "content": _ERROR_CONTENT}}
     declared = dict(spec.responses)
+    if spec.agent:  # forwarded to the node holding the agent, in a cluster (core/cluster)
+        declared.setdefault(502, "in a cluster: the node holding the client failed")
+        declared.setdefault(504, "in a cluster: the node holding the client did not answer")
     # What the core's wrapper answers for every route, unless the route says more.
     declared.setdefault(400, "a query parameter this route does not take, or a bad value")
     if not spec.public:
@@ -64,12 +67,21 @@ def openapi_document(specs: Iterable[RouteSpec], *, bearer: bool = False) -> dic
                 "security": [] if spec.public else [{"basic": []}] + ([{"bearer": []}] if bearer else []),
                 "responses": responses,
             }
-            if spec.body is not None:
-                operation["requestBody"] = {
-                    "required": True,
-                    "content": {"application/json": {"schema": dict(spec.body)}}}
+            if spec.body is False:  # said explicitly: its input is the path and the query
+                operation["x-rport-no-body"] = True
+            elif spec.body is not None:
+                # A JSON schema, or {"content": {<media type>: {"schema": ...}}} for a body that
+                # is not JSON (e.g. the uploads plugin's multipart/form-data)
+                content = (dict(spec.body["content"]) if "content" in spec.body
+                           else {"application/json": {"schema": dict(spec.body)}})
+                operation["requestBody"] = {"required": True, "content": content}
             if spec.permission:
                 operation["x-rport-permission"] = spec.permission
+            if spec.audit is not None:
+                operation["x-rport-audit"] = {"application": spec.audit.application,
+                                              "action": spec.audit.action}
+            if spec.agent:  # in a cluster, answered by the node holding the agent
+                operation["x-rport-agent"] = True
             paths.setdefault(path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",

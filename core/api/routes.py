@@ -13,9 +13,10 @@ from ..clients import Client
 from ..errors import ApiError
 from ..plugins import call_each_sync
 from ..users import User, require_admin
+from .attributes import register_attribute_routes
 from .openapi import openapi_document
 from .query import ListQuery, ResourceSpec, parse_list_query
-from .routing import data_response, read_json
+from .routing import Audit, data_response, read_json
 
 if TYPE_CHECKING:
     from ..server import RportServer
@@ -108,6 +109,8 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
             "clients_disconnected": disconnected,
             "plugins": server.plugins.names(),
         }
+        if server.cluster is not None:
+            doc["cluster"] = server.cluster.status()
         call_each_sync(server.hook.rport_status_document, server=server, doc=doc)
         return data_response(doc)
 
@@ -143,8 +146,7 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
         # Looked up again after the await: a reconnection may have replaced the Client object.
         client = get_client(server, request.path_params["client_id"])
         client.allowed_user_groups = groups
-        await server.store.save_client(client.id, client.to_record(),
-                                       None if client.connected else client.disconnected_at)
+        await server.save_client_settings(client)
         return Response(status_code=204)
 
     async def plugins(request: Request) -> Response:
@@ -167,11 +169,14 @@ def register_core_routes(server: "RportServer", register: Any) -> None:
                         404: "no such client (or not visible to the caller)"})
     register("/clients/{client_id}", delete_client, ["DELETE"], name="client_delete",
              responses={204: "deleted", 400: "the client is connected",
-                        404: "no such client"})
+                        404: "no such client"},
+             audit=Audit("client", "delete"))
     register("/clients/{client_id}/acl", set_acl, ["POST"], name="client_acl",
              body=ACL_BODY,
              responses={204: "set", 400: "missing or invalid body", 403: "not an administrator",
-                        404: "no such client", 413: "body too large"})
+                        404: "no such client", 413: "body too large"},
+             audit=Audit("client.acl", "update"))
+    register_attribute_routes(server, register)
     register("/plugins", plugins, name="plugins",
              responses={200: "the loaded plugins, with meta.count", 403: "not an administrator"})
     register("/openapi.json", openapi, name="openapi", responses={200: "this document"})

@@ -9,6 +9,7 @@ import inspect
 import json
 import logging
 import math
+import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping
 
 import attrs
@@ -18,8 +19,9 @@ from starlette.routing import Route
 
 from ..access import check_client_access
 from ..errors import ApiError
+from ..events import ApiRequestServed, AuditEvent
 from ..plugins import call_until
-from ..users import User
+from ..users import User, check_permission
 
 if TYPE_CHECKING:
     from ..server import RportServer
@@ -28,6 +30,54 @@ log = logging.getLogger("rport.api")
 
 API_PREFIX = "/api/v1"
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@attrs.frozen
+class Audit:
+    """What the audit log records for a route (``register(..., audit=Audit(...))``, or just
+    ``audit=("client.tunnel", "create")``): one entry per successful (2xx) request, with the
+    caller, their address, the client of a ``{client_id}`` path, and:
+
+    ``affected``: where the affected id comes from: ``"path:<param>"``, ``"body:<key>"`` (a key
+    of the JSON body), ``"response:<key>"`` (a key of the response's ``data``); empty: the last
+    path parameter, else the response's ``data.id`` or ``data.jid``, else the body's ``id``.
+    ``request``: record the JSON body and the query parameters. ``response``: record the
+    response's ``data``. ``failed``: also record requests answered 401 or 403, under this
+    action (e.g. ``"failed"`` for logins), once the endpoint has named the user in
+    ``request.state.audit.username`` (a login does so only past its throttling, so that
+    refusals that cost nothing to provoke are not recorded). An endpoint refines its entry
+    through ``request.state.audit`` (:class:`AuditNote`)."""
+
+    application: str
+    action: str
+    affected: str = ""
+    request: bool = True
+    response: bool = False
+    failed: str = ""
+
+
+@attrs.define
+class AuditNote:
+    """``request.state.audit`` of a route registered with ``audit=``: what the endpoint knows
+    better than the core. ``affected_id``, ``client_ids`` (the clients acted on, one entry
+    each) and ``username`` (the user a public route, such as a login, acted for) replace what
+    the core would record when they are set; ``request`` is what to record as the request
+    instead of the JSON body and query (for a body that is not JSON: an upload's fields)."""
+
+    affected_id: str | None = None
+    client_ids: list[str] | None = None
+    username: str | None = None
+    request: Any = None
+
+
+def _audit_declaration(value: Any, owner: str, path: str) -> Audit | None:
+    if value is None or isinstance(value, Audit):
+        return value
+    if (isinstance(value, tuple) and len(value) == 2
+            and all(isinstance(v, str) and v for v in value)):
+        return Audit(*value)
+    raise ValueError(f"plugin {owner!r}: route {path}: audit must be an Audit or an "
+                     "(application, action) pair")
 
 
 @attrs.frozen
@@ -41,13 +91,21 @@ class RouteSpec:
     list_params: bool = False  # ...which list routes accept)
     summary: str = ""
     public: bool = False
-    body: Mapping[str, Any] | None = None
-    """JSON schema of the request body (OpenAPI ``requestBody``), or None if it takes none."""
+    body: Mapping[str, Any] | bool | None = None
+    """JSON schema of the request body (OpenAPI ``requestBody``); a body of another media type
+    is ``{"content": {"multipart/form-data": {"schema": ...}}}``. ``False``: the route takes no
+    body, said explicitly (a POST, PUT or PATCH whose input is its path and query); None:
+    nothing declared (fine for GET and DELETE)."""
     responses: Mapping[int, str] = attrs.field(factory=dict)
     """Every status code the route answers, with what it means (success and errors)."""
     permission: str | None = None
     """The per-function permission a non-admin user needs (RPort's ``commands``, ``tunnels``,
     ``scripts``, ...), or None if the route needs none (see docs/plugins.md)."""
+    audit: Audit | None = None
+    """What the audit log records of a successful request, or None if nothing."""
+    agent: bool = False
+    """The route talks to the agent of its ``{client_id}`` (through its session, or with
+    listeners that follow it): in a cluster it runs on the node holding that agent."""
 
 
 @attrs.frozen
@@ -71,11 +129,19 @@ class RouteTable:
         def register(path: str, endpoint: Endpoint, methods: Iterable[str] = ("GET",), *,
                      name: str = "", params: Iterable[str] = (), list_params: bool = False,
                      summary: str = "", public: bool = False,
-                     body: Mapping[str, Any] | None = None,
+                     body: Mapping[str, Any] | bool | None = None,
                      responses: Mapping[int, str] | None = None,
-                     permission: str | None = None) -> None:
+                     permission: str | None = None,
+                     audit: Audit | tuple[str, str] | None = None, agent: bool = False) -> None:
             if not path.startswith("/"):
                 raise ValueError(f"plugin {owner!r}: route path {path!r} must start with /")
+            if agent and "{client_id}" not in path:
+                raise ValueError(f"plugin {owner!r}: route {path}: agent=True needs a "
+                                 "{client_id} in the path (the agent it talks to)")
+            if body is True or (body is not None and body is not False
+                                and not isinstance(body, Mapping)):
+                raise ValueError(f"plugin {owner!r}: route {path}: body must be a JSON schema "
+                                 "(a mapping), False (the route takes no body) or None")
             for status in responses or {}:
                 if not (isinstance(status, int) and 100 <= status <= 599):
                     raise ValueError(f"plugin {owner!r}: route {path}: {status!r} is not an "
@@ -86,7 +152,8 @@ class RouteTable:
                 list_params=list_params, public=public,
                 summary=summary or (inspect.getdoc(endpoint) or "").split("\n")[0],
                 body=body, responses=dict(sorted((responses or {}).items())),
-                permission=permission)
+                permission=permission, audit=_audit_declaration(audit, owner, path),
+                agent=agent)
             if any(page.name == spec.name for page in self.pages):
                 raise ValueError(f"route name {spec.name!r} registered twice")
             for other in self.specs:
@@ -168,11 +235,13 @@ def _wrap(server: "RportServer", spec: RouteSpec) -> Endpoint:
     allowed = set(spec.params)
     checks_client = "{client_id}" in spec.path
 
-    async def endpoint(request: Request) -> Response:
+    async def respond(request: Request) -> Response:
         try:
             if not spec.public:
                 request.state.user = await authenticate(server, request)
                 check_scopes(request.state.user, request.method, spec.path)
+                if spec.permission is not None:  # RPort's per-function permission (403)
+                    await check_permission(server, request.state.user, spec.permission)
                 if checks_client:  # a client's route: only for users who may use the client
                     client = server.clients.get(request.path_params.get("client_id", ""))
                     if client is not None:
@@ -182,6 +251,11 @@ def _wrap(server: "RportServer", spec: RouteSpec) -> Endpoint:
                     if key not in allowed:
                         raise ApiError(400, f"unsupported query parameter '{key}'",
                                        code="ERR_CODE_BAD_QUERY_PARAM")
+            if spec.agent and server.cluster is not None:
+                # In a cluster, the node that holds the agent answers (see core/cluster).
+                forwarded = await server.cluster.forward_if_remote(request, spec)
+                if forwarded is not None:
+                    return forwarded
             return await spec.endpoint(request)
         except ApiError as exc:
             return error_response(exc)
@@ -191,8 +265,126 @@ def _wrap(server: "RportServer", spec: RouteSpec) -> Endpoint:
             return error_response(ApiError(500, "internal server error",
                                            code="ERR_CODE_INTERNAL", detail=f"the plugin {spec.owner!r} failed; see the server log"))
 
+    # Observation (metrics, audit log), apart from the checks above: one event per request.
+    async def endpoint(request: Request) -> Response:
+        started = time.perf_counter()
+        if spec.audit is not None:
+            request.state.audit = AuditNote()
+        response = await respond(request)
+        _observe(server, spec, request, response, started)
+        return response
+
     endpoint.__name__ = spec.name
     return endpoint
+
+
+def _observe(server: "RportServer", spec: RouteSpec, request: Request, response: Response,
+             started: float) -> None:
+    """Publish the request's ApiRequestServed and, for a route with ``audit=``, its
+    AuditEvent (the writers are subscribers: the request does not wait for them)."""
+    status = response.status_code
+    server.bus.publish(ApiRequestServed(spec.name, request.method, status,
+                                        time.perf_counter() - started))
+    audit = spec.audit
+    if audit is None:
+        return
+    if 200 <= status < 300:
+        action = audit.action
+    elif audit.failed and status in (401, 403) and request.state.audit.username is not None:
+        action = audit.failed
+    else:
+        return
+    try:
+        server.bus.publish(_audit_event(spec, audit, action, request, response))
+    except Exception:  # what an endpoint left in request.state.audit, say: never the request's
+        log.exception("audit entry of %s %s (route %s) failed", request.method,
+                      request.url.path, spec.name)
+
+
+def _is_json(response: Response) -> bool:
+    """A whole JSON body (an endpoint's JSONResponse, or one another node of a cluster answered
+    a forwarded request with), not a stream."""
+    return (getattr(response, "body", None) is not None
+            and response.headers.get("content-type", "").startswith("application/json"))
+
+
+def _audit_event(spec: RouteSpec, audit: Audit, action: str, request: Request,
+                 response: Response) -> AuditEvent:
+    note: AuditNote = getattr(request.state, "audit", None) or AuditNote()
+    user = getattr(request.state, "user", None)
+    params = request.path_params
+    raw = getattr(request.state, "audit_body", None)
+    body = json.loads(raw) if raw is not None else None
+    data: Any = None
+    if (audit.response or audit.affected.startswith("response:") or not audit.affected) \
+            and _is_json(response) and 200 <= response.status_code < 300:
+        try:
+            data = json.loads(bytes(response.body)).get("data")
+        except (ValueError, AttributeError):
+            data = None
+    affected = note.affected_id
+    if affected is None:
+        source, _, key = audit.affected.partition(":")
+        if source == "path":
+            affected = params.get(key)
+        elif source == "body":
+            affected = body.get(key) if isinstance(body, dict) else None
+        elif source == "response":
+            affected = data.get(key) if isinstance(data, dict) else None
+        elif params:
+            affected = list(params.values())[-1]
+        elif isinstance(data, dict) and (data.get("id") or data.get("jid")):
+            affected = data.get("id") or data.get("jid")
+        elif isinstance(body, dict):
+            affected = body.get("id")
+    if note.client_ids is not None:
+        client_ids: tuple[str, ...] = tuple(str(c) for c in note.client_ids)
+    else:
+        client_ids = (str(params["client_id"]),) if "client_id" in params else ()
+    recorded: Any = None
+    if audit.request and note.request is not None:
+        recorded = note.request
+    elif audit.request:
+        query = dict(request.query_params)
+        if body is not None and query:
+            recorded = {"query": query, "body": body}
+        else:
+            recorded = body if body is not None else (query or None)
+    username = note.username if note.username is not None else \
+        (user.username if isinstance(user, User) else "")
+    return AuditEvent(
+        application=audit.application, action=action, username=username,
+        remote_ip=request.client.host if request.client else "",
+        affected_id="" if affected is None else str(affected), client_ids=client_ids,
+        request=recorded, response=data if audit.response else None)
+
+
+async def run_route(server: "RportServer", spec: RouteSpec, request: Request) -> Response:
+    """A route for a request another node of the cluster authenticated (``request.state.user``
+    is set): the same checks of the parameters, the endpoint, the same errors."""
+    try:
+        _check_params(spec, request)
+        if spec.audit is not None:  # (recorded by the node the caller asked, not here)
+            request.state.audit = AuditNote()
+        return await spec.endpoint(request)
+    except ApiError as exc:
+        return error_response(exc)
+    except Exception:
+        return _failed(spec, request)
+
+
+def _check_params(spec: RouteSpec, request: Request) -> None:
+    if not spec.list_params:
+        for key in request.query_params:
+            if key not in spec.params:
+                raise ApiError(400, f"unsupported query parameter '{key}'",
+                               code="ERR_CODE_BAD_QUERY_PARAM")
+
+
+def _failed(spec: RouteSpec, request: Request) -> Response:
+    log.exception("route %s %s of plugin %r failed", request.method, request.url.path, spec.owner)
+    return error_response(ApiError(500, "internal server error", code="ERR_CODE_INTERNAL",
+                                   detail=f"the plugin {spec.owner!r} failed; see the server log"))
 
 
 READ_METHODS = ("GET", "HEAD")
@@ -326,4 +518,6 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     problem = _json_problem(value)
     if problem:
         raise ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON", detail=problem)
+    if hasattr(request.state, "audit"):  # the audit log records it (as sent: not as changed)
+        request.state.audit_body = body
     return value

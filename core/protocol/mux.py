@@ -107,6 +107,8 @@ class MuxStream(Stream):
         self._read_waiter: asyncio.Future[None] | None = None
         self._write_waiter: asyncio.Future[None] | None = None
         self._want_writable = False
+        self.bytes_sent = 0  # data bytes, counted once per call (not per frame): for metrics
+        self.bytes_received = 0
 
     def __repr__(self) -> str:
         return f"<Stream {self._id} {self.kind}>"
@@ -172,6 +174,7 @@ class MuxStream(Stream):
                 total += n
         except TransportClosed as exc:
             raise SessionClosed(str(exc) or "connection closed") from None
+        self.bytes_sent += total
         if total < size:
             self._want_writable = True
             if link.paused:
@@ -251,6 +254,7 @@ class MuxStream(Stream):
         self._recv_allowed -= n
         if not n:
             return
+        self.bytes_received += n
         sink = self._sink
         if sink is not None:
             sink.stream_data(payload)

@@ -41,27 +41,28 @@ class Entry:
     groups: tuple[str, ...] = ()
 
 
-class CredentialTable:
-    def __init__(self, entries: dict[str, Entry], source: str, *, threads: int = 2) -> None:
-        self.entries = entries
+class PasswordChecker:
+    """Checks passwords against stored secrets (plain, compared in constant time, or bcrypt,
+    hashed in a bounded worker pool), remembering successful bcrypt checks as HMACs of
+    (name, password, stored hash) under a per-process random key: a changed password (a new
+    hash) is a new check, so nothing stale is ever accepted."""
+
+    def __init__(self, *, threads: int = 2) -> None:
         # Each table hashes in its own bounded pool: 1,000 agents with distinct bcrypt
         # passwords must not delay an administrator's API login behind them.
         self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="rport-bcrypt")
-        self.source = source
         self._key = secrets.token_bytes(32)
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         self._inflight: dict[bytes, asyncio.Future[bool]] = {}
 
-    def __contains__(self, name: str) -> bool:
-        return name in self.entries
-
-    async def check(self, name: str, password: str) -> bool:
-        """True if ``password`` is ``name``'s. Unknown names take the same path as wrong passwords."""
-        entry = self.entries.get(name)
-        stored = entry.secret if entry is not None else ""
+    async def check(self, name: str, password: str, stored: str | None) -> bool:
+        """True if ``password`` matches ``stored`` (None: no such user, which takes the same
+        path as a wrong password)."""
+        known = stored is not None
+        stored = stored or ""
         if not stored.startswith(BCRYPT_PREFIXES):
             ok = hmac.compare_digest(stored.encode(), password.encode())
-            return ok and entry is not None
+            return ok and known and stored != ""
         token = hmac.new(self._key, b"\0".join((name.encode(), password.encode(), stored.encode())),
                          hashlib.sha256).digest()
         if token in self._verified:
@@ -88,6 +89,32 @@ class CredentialTable:
         finally:
             del self._inflight[token]
         return ok
+
+    async def hash(self, password: str) -> str:
+        """A bcrypt hash of ``password`` (``$2y$``, as RPort and htpasswd write them), made in
+        the worker pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, hash_password, password)
+
+
+def hash_password(password: str, rounds: int = 10) -> str:
+    """RPort's bcrypt hash (cost 10, the ``$2y$`` prefix that htpasswd writes)."""
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
+    return "$2y$" + hashed[4:]
+
+
+class CredentialTable:
+    def __init__(self, entries: dict[str, Entry], source: str, *, threads: int = 2) -> None:
+        self.entries = entries
+        self.checker = PasswordChecker(threads=threads)
+        self.source = source
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    async def check(self, name: str, password: str) -> bool:
+        """True if ``password`` is ``name``'s. Unknown names take the same path as wrong passwords."""
+        entry = self.entries.get(name)
+        return await self.checker.check(name, password, entry.secret if entry is not None else None)
 
     def groups(self, name: str) -> tuple[str, ...]:
         entry = self.entries.get(name)

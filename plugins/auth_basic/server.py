@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rport.core.plugin import ApiError, ConfigError, User, hookimpl
+from rport.core.plugin import ApiError, ConfigError, User, hookimpl, set_users_source, users_source
 
 from .credentials import (
     CredentialsError,
@@ -21,15 +21,17 @@ from .credentials import (
     load_agent_credentials,
     load_api_users,
 )
+from .users import TableUsers
 
 NAME = "auth_basic"
 log = logging.getLogger("rport.plugins.auth_basic")
 
 
 class _State:
-    def __init__(self, agents: CredentialTable, api: CredentialTable) -> None:
+    def __init__(self, agents: CredentialTable, api: CredentialTable | None) -> None:
         self.agents = agents
         self.api = api
+        """The API users of [api] auth or auth_file; None when they are in the database."""
 
 
 def _state(server: Any) -> _State:
@@ -41,7 +43,7 @@ def rport_server_startup(server: Any) -> None:
     cfg = server.config
     try:
         agents = load_agent_credentials(cfg.server.auth, cfg.server.auth_file)
-        api = load_api_users(cfg.api.auth, cfg.api.auth_file)
+        api = None if cfg.api.auth_user_table else load_api_users(cfg.api.auth, cfg.api.auth_file)
     except CredentialsError as exc:
         raise ConfigError([str(exc)]) from None
     if agents is None:
@@ -51,14 +53,16 @@ def rport_server_startup(server: Any) -> None:
         log.warning("no agent credentials configured ([server] auth or auth_file): using %s:%s, "
                     "generated once and kept in %s", name, password, path)
         server.state[NAME + ".example"] = f"{name}:{password}"
-    if api is None:
+    if api is None and not cfg.api.auth_user_table:
         path = server.data_dir / "rportd-api-auth"
         name, password, _ = generated_pair(path, "admin")
         api = load_api_users(f"{name}:{password}", "")
         log.warning("no API credentials configured ([api] auth or auth_file): the API requires "
                     "user %s with password %s, generated once and kept in %s", name, password, path)
-    assert agents is not None and api is not None
+    assert agents is not None
     server.state[NAME] = _State(agents, api)
+    if api is not None:  # else the users plugin keeps them in the database
+        set_users_source(server, TableUsers(api), NAME)
 
 
 @hookimpl
@@ -106,10 +110,17 @@ async def rport_authenticate_api(server: Any, request: Any) -> User | None:
     username, sep, password = decoded.partition(":")
     if not sep:
         raise ApiError(401, "unauthorized", detail="malformed Basic authorization header")
-    table = _state(server).api
-    if await table.check(username, password) and username in table:
-        return User(username, table.groups(username), via=NAME)
-    return None
+    source = users_source(server)
+    if source is None or server.config.api.totp_enabled:
+        return None  # no users, or two-factor login: passwords only at /login (auth_jwt)
+    record = await source.check_password(username, password)
+    if record is None:
+        return None
+    if record.password_expired:
+        raise ApiError(401, "password has expired, please change your password",
+                       code="ERR_CODE_PASSWORD_EXPIRED",
+                       detail="set a new one with POST /api/v1/login (new_password)")
+    return User(username, record.groups, via=NAME)
 
 
 @hookimpl
@@ -117,4 +128,5 @@ def rport_status_document(server: Any, doc: dict) -> None:
     state = _state(server)
     doc["clients_auth_source"] = state.agents.source
     doc["clients_auth_mode"] = "Read Only"
-    doc["users_auth_source"] = state.api.source
+    source = users_source(server)
+    doc["users_auth_source"] = source.source if source is not None else ""

@@ -111,6 +111,10 @@ class ApiTokens:
     async def delete(self, username: str, prefix: str) -> bool:
         return await self._run(_delete, username, prefix)
 
+    async def delete_all(self, username: str) -> int:
+        """Delete every token of ``username`` (a deleted or renamed user); how many."""
+        return await self._run(_delete_all, username)
+
     async def check(self, username: str, value: str) -> ApiToken | str | None:
         """The token ``value`` of ``username``: the token if it is valid, a reason (str) if it
         is this user's token but expired, None if it is not one of the user's tokens."""
@@ -177,6 +181,10 @@ def _delete(conn: sa.Connection, username: str, prefix: str) -> bool:
 
 
 # Built once (every request with an API token checks it).
+def _delete_all(conn: sa.Connection, username: str) -> int:
+    return conn.execute(api_tokens.delete().where(api_tokens.c.username == username)).rowcount
+
+
 _TOKEN = sa.select(*_COLUMNS, api_tokens.c.token_hash).where(
     api_tokens.c.username == sa.bindparam("user"), api_tokens.c.prefix == sa.bindparam("pre"))
 _USED = api_tokens.update().where(

@@ -88,18 +88,38 @@ async def authenticate(service: "AuthJwt", throttle: Any, request: Any) -> User 
     return None
 
 
+TWO_FA = "2fa"
+"""The scope of a two-factor login's first token: good only for ``POST /verify-2fa``..."""
+TOTP_CREATE = "totp-create"
+"""...and, for a user without a TOTP secret yet, for ``POST /me/totp-secret`` (RPort's flow)."""
+VERIFY_PATH = "/api/v1/verify-2fa"
+TOTP_PATH = "/api/v1/me/totp-secret"
+
+
+def two_fa_only() -> ApiError:
+    return unauthorized("this token is only good for the second step of the login: POST "
+                        f"{VERIFY_PATH} with a code of your authenticator app")
+
+
 async def _bearer(service: "AuthJwt", request: Any, token: str) -> User:
     if not token:
         raise unauthorized("missing bearer token")
     try:
-        session = await service.sessions.validate(token)
+        claims = service.sessions.decode(token)
+        first_step = TWO_FA in claims["scopes"]
+        if first_step and not (TOTP_CREATE in claims["scopes"] and request.method == "POST"
+                               and request.url.path == TOTP_PATH):
+            raise two_fa_only()
+        session = await service.sessions.validate(token, extend=not first_step)
     except TokenError as exc:
         raise unauthorized(str(exc)) from None
-    users = service.users
-    if session.username not in users:
+    record = await service.users.get(session.username)
+    if record is None:
         raise unauthorized(f"user {session.username!r} no longer exists")
     request.state.auth_jwt_session = session.id
-    return User(session.username, users.groups(session.username), via=VIA, scopes=session.scopes)
+    # The first step's token, on POST /me/totp-secret only: create the secret it needs.
+    scopes = ("read+write",) if first_step else session.scopes
+    return User(session.username, record.groups, via=VIA, scopes=scopes)
 
 
 async def _basic(service: "AuthJwt", throttle: Any, request: Any, value: str) -> User | None:
@@ -112,18 +132,23 @@ async def _basic(service: "AuthJwt", throttle: Any, request: Any, value: str) ->
                  client_address(request), username)
         raise error
     users = service.users
-    if looks_like_token(password) and username in users:
+    record = await users.get(username)
+    if record is not None and looks_like_token(password):
         found = await service.tokens.check(username, password)
         if isinstance(found, str):
             raise unauthorized(found)
         if found is not None:
             throttle.success(user_key(username))
-            return User(username, users.groups(username), via=VIA, scopes=(found.scope,))
+            return User(username, record.groups, via=VIA, scopes=(found.scope,))
     # A password: auth_basic accepts it or not; we only make the user wait after a failure, so
     # that guessing one user's password from many addresses is slow too.
-    if username in users:
-        if await users.check(username, password):
+    if record is not None:
+        if await users.check_password(username, password) is not None:
             throttle.success(user_key(username))
+            if service.server.config.api.totp_enabled:
+                raise unauthorized("two-factor login is on: a password is good only at POST "
+                                   "/api/v1/login (then /verify-2fa); scripts use an API token "
+                                   "as the Basic password")
         else:
             throttle.failure(user_key(username))
     return None

@@ -36,6 +36,8 @@ class ClientsAuth:
         self._reserved = reserved
         """In DB mode: auth_basic's own table, whose ids cannot be added again."""
         self._lock = asyncio.Lock()
+        self.on_change: Any = None
+        """Called after a stored credential was added or deleted (a cluster tells its nodes)."""
 
     @classmethod
     def for_config(cls, auth: str, auth_file: str, agents: CredentialTable,
@@ -61,6 +63,18 @@ class ClientsAuth:
         for cid, password in await self._run(_load):
             self.table.set(cid, Entry(password))
 
+    async def reload(self) -> None:
+        """Read the stored credentials again (another node of a cluster changed them)."""
+        if self._run is None:
+            return
+        async with self._lock:
+            stored = dict(await self._run(_load))
+            for cid in [c for c in self.table.stored() if c not in stored]:
+                self.table.remove(cid)
+            for cid, password in stored.items():
+                if self.table.stored().get(cid) != password:
+                    self.table.set(cid, Entry(password))
+
     def items(self) -> list[dict[str, Any]]:
         return [{"id": cid, "password": secret} for cid, secret in self.table.stored().items()]
 
@@ -82,6 +96,8 @@ class ClientsAuth:
             elif self._run is not None:
                 await self._run(_insert, cid, password)
             self.table.set(cid, Entry(password))
+            if self.on_change is not None:
+                self.on_change()
             return True
 
     async def delete(self, cid: str) -> bool:
@@ -95,6 +111,8 @@ class ClientsAuth:
             elif self._run is not None:
                 await self._run(_delete, cid)
             self.table.remove(cid)
+            if self.on_change is not None:
+                self.on_change()
             return True
 
     async def check_agent(self, cid: str, password: str) -> bool | None:

@@ -12,17 +12,23 @@ from starlette.responses import Response
 
 from rport.core.plugin import (
     ApiError,
+    Audit,
     ResourceSpec,
     apply_list_query,
     data_response,
+    effective_permissions,
     parse_list_query,
     read_body,
     read_json,
     require_admin,
+    revoke_sessions,
 )
 
 from .apitokens import MAX_NAME, SCOPES, ApiToken, TokenConflict, parse_time
+from . import totp
 from .auth import (
+    TOTP_CREATE,
+    TWO_FA,
     address_banned,
     address_key,
     client_address,
@@ -33,6 +39,7 @@ from .auth import (
 )
 from .clientsauth import MIN_LENGTH
 from .service import AuthJwt
+from .twofa import register_two_fa
 
 log = logging.getLogger("rport.plugins.auth_jwt")
 
@@ -41,6 +48,8 @@ CLIENTS_AUTH = ResourceSpec(
     fields={"id", "password"}, default_fields=None, page_default=50, page_max=500)
 
 INVALID = "ERR_CODE_INVALID_REQUEST"
+LOGIN_AUDIT = Audit("auth.api.session", "create", request=False, failed="failed")
+"""Logins in the audit log (RPort records none): the user, from where, and failures."""
 
 
 def invalid(title: str, detail: str = "", status: int = 400, code: str = INVALID) -> ApiError:
@@ -68,25 +77,29 @@ def _parse_bool(value: str, name: str) -> bool:
     raise invalid(f"Invalid {name} param {value}.")
 
 
+def token_lifetime(request: Request, cfg: Any) -> float:
+    """``?token-lifetime=`` seconds (0 or absent: ``token_lifetime``), RPort's 400s."""
+    raw = request.query_params.get("token-lifetime", "")
+    if raw == "":
+        return float(cfg.token_lifetime)
+    digits = raw[1:] if raw.startswith("+") else raw
+    if not digits.isascii() or not digits.isdigit():  # as Go's Atoi: ASCII digits, no blanks
+        raise invalid(f"invalid token-lifetime: {raw!r}", "a number of seconds")
+    value = int(digits)
+    if value > cfg.max_token_lifetime:
+        raise invalid(f"requested token lifetime exceeds max allowed {int(cfg.max_token_lifetime)}")
+    return float(value) if value else float(cfg.token_lifetime)
+
+
 def register_routes(server: Any, register: Callable[..., None], service: Callable[[], AuthJwt]) -> None:
     api = server.config.api
 
     # -- login, logout, me -----------------------------------------------------------------
 
     def lifetime_of(request: Request) -> float:
-        cfg = service().config
-        raw = request.query_params.get("token-lifetime", "")
-        if raw == "":
-            return float(cfg.token_lifetime)
-        digits = raw[1:] if raw.startswith("+") else raw
-        if not digits.isascii() or not digits.isdigit():  # as Go's Atoi: ASCII digits, no blanks
-            raise invalid(f"invalid token-lifetime: {raw!r}", "a number of seconds")
-        value = int(digits)
-        if value > cfg.max_token_lifetime:
-            raise invalid(f"requested token lifetime exceeds max allowed {int(cfg.max_token_lifetime)}")
-        return float(value) if value else float(cfg.token_lifetime)
+        return token_lifetime(request, service().config)
 
-    async def credentials_of(request: Request) -> tuple[str, str]:
+    async def credentials_of(request: Request) -> tuple[str, str, str]:
         if request.method == "GET":
             header = request.headers.get("authorization", "")
             scheme, _, value = header.strip().partition(" ")
@@ -98,7 +111,7 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
                 server.api_throttle.failure(address_key(address))
                 log.warning("login failed from %s: malformed Basic authorization header", address)
                 raise unauthorized("malformed Basic authorization header")
-            return creds
+            return (*creds, "")
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media == "application/json":
             body = _fields(await read_json(request, api.max_request_bytes),
@@ -111,18 +124,19 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
                 raise invalid("Invalid form data.", str(exc)) from None
         else:
             raise invalid(f"unsupported content type: {media}", code="ERR_CODE_UNSUPPORTED_CONTENT_TYPE")
-        if body.get("new_password"):
-            raise invalid("changing the password is not supported",
-                          "users come from [api] auth or auth_file")
         username, password = body.get("username"), body.get("password")
+        new_password = body.get("new_password") or ""
         if not (isinstance(username, str) and isinstance(password, str) and username and password):
             raise unauthorized("username and password are required", title="auth is required")
-        return username, password
+        if not isinstance(new_password, str):
+            raise invalid("Invalid JSON data.", 'json: "new_password" must be a string',
+                          code="ERR_CODE_INVALID_JSON")
+        return username, password, new_password
 
     async def login(request: Request) -> Response:
         """Log in with a password (Basic, JSON or form) and get a token for Bearer auth."""
         lifetime = lifetime_of(request)
-        username, password = await credentials_of(request)
+        username, password, new_password = await credentials_of(request)
         address = client_address(request)
         addresses, users_ = server.api_throttle, server.api_user_throttle
         if (error := address_banned(addresses, address)) is not None:
@@ -133,14 +147,37 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
             log.info("login refused for user %r from %s: a login for it failed just now",
                      username, address)
             raise error
+        # audited from here on, failures too: not the refusals above, which cost nothing to
+        # provoke (a banned address could fill the audit log)
+        request.state.audit.username = request.state.audit.affected_id = username
         users = service().users
-        if not (await users.check(username, password) and username in users):
+        record = await users.check_password(username, password)
+        if record is None:
             addresses.failure(address_key(address))
             users_.failure(user_key(username))
             log.warning("login failed for user %r from %s", username, address)
             raise unauthorized("invalid username or password")
         addresses.success(address_key(address))
         users_.success(user_key(username))
+        if new_password:  # RPort: a new password at login, e.g. when the old one expired
+            record = await users.update(username, password=new_password, password_expired=False)
+            ended = await revoke_sessions(server, username)
+            log.info("user %s set a new password at login from %s (%d session(s) ended)",
+                     username, address, ended)
+        if record.password_expired:
+            raise ApiError(401, "password has expired, please change your password",
+                           code="ERR_CODE_PASSWORD_EXPIRED",
+                           detail="log in with POST /api/v1/login and a new_password")
+        if api.totp_enabled:
+            secret = totp.secret_of(record.totp_secret)
+            scopes = (TWO_FA,) if secret else (TWO_FA, TOTP_CREATE)
+            token = await service().sessions.create(
+                username, float(api.totp_login_session_ttl), scopes=scopes, address=address)
+            log.info("user %s passed the first login step from %s (TOTP secret %s)", username,
+                     address, "set" if secret else "not set yet")
+            return data_response({"token": token, "two_fa": {
+                "send_to": record.two_fa_send_to, "delivery_method": "totp_authenticator_app",
+                "totp_key_status": "exists" if secret else "pending"}})
         token = await service().sessions.create(username, lifetime, address=address)
         log.info("user %s logged in from %s (token lifetime %gs)", username, address, lifetime)
         return data_response({"token": token, "two_fa": None})
@@ -155,19 +192,40 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
         return Response(status_code=204)
 
     async def me(request: Request) -> Response:
-        """Who you are: user name and groups."""
+        """Who you are: name, groups and what your groups let you do."""
         user = request.state.user
+        users = service().users
+        record = await users.get(user.username)
+        if record is None:
+            raise ApiError(404, "user not found", code="ERR_CODE_USER_NOT_FOUND")
         return data_response({
-            "username": user.username, "groups": list(user.groups), "password_expired": False,
-            "two_fa_send_to": "", "effective_user_permissions": {},
-            "effective_extended_permissions": {}, "group_permissions_enabled": False})
+            "username": record.username, "groups": list(record.groups),
+            "password_expired": record.password_expired,
+            "two_fa_send_to": record.two_fa_send_to,
+            "effective_user_permissions": await effective_permissions(server, user),
+            "effective_extended_permissions": {"tunnels_restricted": None,
+                                               "commands_restricted": None},
+            "group_permissions_enabled": users.group_permissions})
 
+    login_codes = {200: "the token (with two-factor login: the token for the second step)",
+                   400: "bad token-lifetime, body or content type; or a new_password refused",
+                   401: "wrong credentials, expired password, or too many failed logins",
+                   413: "body too large", 429: "a login for this user failed just now"}
     register("/login", login, name="login", params=("token-lifetime",), public=True,
-             summary="Log in with HTTP Basic credentials and get a token for Bearer auth.")
+             summary="Log in with HTTP Basic credentials and get a token for Bearer auth.",
+             responses={k: v for k, v in login_codes.items() if k != 413}, audit=LOGIN_AUDIT)
     register("/login", login, ["POST"], name="login_post", params=("token-lifetime",), public=True,
-             summary="Log in with a JSON or form body (username, password) and get a token.")
-    register("/logout", logout, ["DELETE"], name="logout")
-    register("/me", me, name="me")
+             summary="Log in with a JSON or form body (username, password) and get a token.",
+             body={"type": "object", "required": ["username", "password"], "properties": {
+                 "username": {"type": "string"}, "password": {"type": "string"},
+                 "new_password": {"type": "string"}}},
+             responses=login_codes, audit=LOGIN_AUDIT)
+    register("/logout", logout, ["DELETE"], name="logout",
+             responses={204: "logged out", 400: "not a login session's token"},
+             audit=Audit("auth.api.session", "delete", request=False))
+    register("/me", me, name="me",
+             responses={200: "you", 404: "your user was deleted"})
+    register_two_fa(server, register, service)
 
     # -- API tokens ------------------------------------------------------------------------
 
@@ -247,10 +305,26 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
         log.info("user %s deleted API token %s", user.username, prefix)
         return Response(status_code=204)
 
-    register("/me/tokens", list_tokens, name="tokens")
-    register("/me/tokens", create_token, ["POST"], name="token_create")
-    register("/me/tokens/{prefix}", update_token, ["PUT"], name="token_update")
-    register("/me/tokens/{prefix}", delete_token, ["DELETE"], name="token_delete")
+    token_props = {"name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME},
+                   "expires_at": {"type": "string", "format": "date-time"}}
+    register("/me/tokens", list_tokens, name="tokens", responses={200: "your API tokens"})
+    register("/me/tokens", create_token, ["POST"], name="token_create",
+             body={"type": "object", "required": ["scope", "name"], "additionalProperties": False,
+                   "properties": {"scope": {"enum": list(SCOPES)}, **token_props}},
+             responses={200: "the token, shown once", 400: "a bad scope, name or expires_at",
+                        403: "a clients-auth token for a user who is not an administrator",
+                        409: "you have a token of that name", 413: "body too large"},
+             audit=Audit("auth.user.me.token", "create", affected="response:prefix"))
+    register("/me/tokens/{prefix}", update_token, ["PUT"], name="token_update",
+             body={"type": "object", "additionalProperties": False,
+                   "properties": {"prefix": {"type": "string"}, **token_props}},
+             responses={200: "the token", 400: "a bad name or expires_at",
+                        404: "no token of yours with that prefix",
+                        409: "you have a token of that name", 413: "body too large"},
+             audit=Audit("auth.user.me.token", "update"))
+    register("/me/tokens/{prefix}", delete_token, ["DELETE"], name="token_delete",
+             responses={204: "deleted", 404: "no token of yours with that prefix"},
+             audit=Audit("auth.user.me.token", "delete"))
 
     # -- clients-auth (administrators) -----------------------------------------------------
 
@@ -329,8 +403,25 @@ def register_routes(server: Any, register: Callable[..., None], service: Callabl
                  request.state.user.username, deleted)
         return Response(status_code=204)
 
-    register("/clients-auth", list_clients_auth, name="clients_auth", list_params=True)
-    register("/clients-auth", add_client_auth, ["POST"], name="clients_auth_create")
-    register("/clients-auth/{client_auth_id}", get_client_auth, name="client_auth")
+    admin_403 = "the caller is not in the Administrators group, or a token's scope"
+    register("/clients-auth", list_clients_auth, name="clients_auth", list_params=True,
+             responses={200: "agent credentials", 400: "a bad sort, filter or page",
+                        403: admin_403})
+    register("/clients-auth", add_client_auth, ["POST"], name="clients_auth_create",
+             body={"type": "object", "required": ["id", "password"], "additionalProperties": False,
+                   "properties": {"id": {"type": "string", "minLength": MIN_LENGTH},
+                                  "password": {"type": "string", "minLength": MIN_LENGTH}}},
+             responses={201: "added", 400: "a bad id or password", 403: admin_403,
+                        405: "the credentials are one static [server] auth",
+                        409: "the id exists", 413: "body too large",
+                        500: "the auth file cannot be written"},
+             audit=Audit("client.auth", "create", affected="body:id"))
+    register("/clients-auth/{client_auth_id}", get_client_auth, name="client_auth",
+             responses={200: "the credential", 403: admin_403, 404: "no such id"})
     register("/clients-auth/{client_auth_id}", delete_client_auth, ["DELETE"],
-             name="client_auth_delete", params=("force",))
+             name="client_auth_delete", params=("force",),
+             responses={204: "deleted", 400: "a bad force", 403: admin_403,
+                        404: "no such id", 405: "the credentials are one static [server] auth",
+                        409: "clients still use it (use force=1)",
+                        500: "the auth file cannot be written"},
+             audit=Audit("client.auth", "delete"))

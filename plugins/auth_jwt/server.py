@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from rport.core.plugin import ClientDisconnected, ConfigError, StoreSchema, User, hookimpl
 
 from . import auth
@@ -19,6 +21,13 @@ from .tables import SCHEMA
 
 NAME = "auth_jwt"
 BASIC = "auth_basic"
+
+
+@attrs.frozen
+class ClientsAuthChanged:
+    """In a cluster: agent credentials kept in the store were changed through one node."""
+
+    node: str
 
 
 def _service(server: Any) -> AuthJwt:
@@ -44,6 +53,10 @@ async def rport_server_startup(server: Any) -> None:
     service = AuthJwt(server, basic, server.plugin_config(NAME))
     await service.start()
     server.state[NAME] = service
+    server.bus.share(ClientsAuthChanged)
+    if server.cluster is not None and service.clients_auth.in_store:
+        node = server.cluster.node_id
+        service.clients_auth.on_change = lambda: server.bus.publish(ClientsAuthChanged(node))
 
 
 @hookimpl
@@ -65,7 +78,13 @@ def rport_register_subscribers(server: Any, register: Any) -> None:
         if service is not None and (done := service.disconnects.get(event.client_id)) is not None:
             done.set()
 
+    async def credentials_changed(event: ClientsAuthChanged) -> None:
+        service = server.state.get(NAME)
+        if service is not None and server.cluster is not None and event.node != server.cluster.node_id:
+            await service.clients_auth.reload()
+
     register(ClientDisconnected, disconnected)
+    register(ClientsAuthChanged, credentials_changed)
 
 
 @hookimpl
@@ -80,6 +99,8 @@ async def rport_authenticate_agent(server: Any, auth_id: str, password: str) -> 
 
 @hookimpl(trylast=True)  # after auth_basic, which reports its own (read-only) view
 def rport_status_document(server: Any, doc: dict) -> None:
+    doc["two_fa_enabled"] = server.config.api.totp_enabled
+    doc["two_fa_delivery_method"] = "totp_authenticator_app" if server.config.api.totp_enabled else ""
     service = server.state.get(NAME)
     if service is not None:
         doc["clients_auth_source"] = service.clients_auth.source

@@ -9,7 +9,7 @@ import logging
 import secrets
 from typing import Any
 
-from rport.plugins.auth_basic.credentials import CredentialTable
+from rport.core.plugin import ConfigError, UsersSource, on_revoke_sessions, users_source
 
 from .apitokens import ApiTokens
 from .clientsauth import ClientsAuth
@@ -48,11 +48,25 @@ class AuthJwt:
         self._purger: asyncio.Task[None] | None = None
 
     @property
-    def users(self) -> CredentialTable:
-        """auth_basic's API users (``[api] auth`` / ``auth_file``), with their groups."""
-        return self._basic.api
+    def users(self) -> UsersSource:
+        """The server's users source (auth_basic's [api] auth / auth_file, or the users
+        plugin's database), read anew on every call."""
+        source = users_source(self.server)
+        assert source is not None  # checked at start-up
+        return source
+
+    async def revoke(self, username: str, keep: str | None, tokens: bool) -> int:
+        """End ``username``'s login sessions but ``keep`` (and delete their API tokens)."""
+        if tokens:
+            await self.tokens.delete_all(username)
+        return await self.sessions.revoke_user(username, keep)
 
     async def start(self) -> None:
+        if users_source(self.server) is None:
+            raise ConfigError(["api.auth_user_table: the API users are in the database, which "
+                               "the users plugin keeps; it is disabled: enable it (or use "
+                               "[api] auth or auth_file)"])
+        on_revoke_sessions(self.server, self.revoke)
         await self.sessions.open()
         await self.tokens.open()
         await self.clients_auth.load()

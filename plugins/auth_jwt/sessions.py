@@ -86,14 +86,15 @@ class Sessions:
             raise TokenError("invalid token: malformed claims")
         return claims
 
-    async def validate(self, token: str) -> SessionInfo:
-        """The session of a valid token, extended to at least now + its lifetime. Raises
+    async def validate(self, token: str, *, extend: bool = True) -> SessionInfo:
+        """The session of a valid token, extended to at least now + its lifetime (unless
+        ``extend`` is false: a two-factor login token lives only its lifetime). Raises
         :class:`TokenError` for a malformed, forged, expired or revoked token."""
         claims = self.decode(token)
         now = self.clock()
         sid, username = claims["sessionID"], claims["username"]
 
-        result = await self._run(_touch, sid, username, now)
+        result = await self._run(_touch, sid, username, now, extend)
         if isinstance(result, str):
             raise TokenError(result)
         return SessionInfo(sid, username, tuple(claims["scopes"]), result[1])
@@ -101,6 +102,21 @@ class Sessions:
     async def revoke(self, session_id: str) -> bool:
         """Delete a session (logout); whether it existed."""
         return await self._run(_delete, api_sessions.c.id == session_id) > 0
+
+    async def revoke_user(self, username: str, keep: str | None = None) -> int:
+        """Delete every session of ``username`` but ``keep``; how many."""
+        where = api_sessions.c.username == username
+        if keep is not None:
+            where = sa.and_(where, api_sessions.c.id != keep)
+        return await self._run(_delete, where)
+
+    async def of_user(self, username: str) -> list[dict[str, Any]]:
+        """The live sessions of ``username`` (RPort's ``GET /users/{id}/sessions``)."""
+        return await self._run(_of_user, username, self.clock())
+
+    async def revoke_of_user(self, username: str, session_id: str) -> bool:
+        return await self._run(_delete, sa.and_(api_sessions.c.id == session_id,
+                                                api_sessions.c.username == username)) > 0
 
     async def purge(self) -> int:
         """Delete expired sessions; how many."""
@@ -126,7 +142,8 @@ _EXTEND = api_sessions.update().where(api_sessions.c.id == sa.bindparam("sid")).
     last_used=sa.bindparam("now"))
 
 
-def _touch(conn: sa.Connection, sid: str, username: str, now: float) -> tuple[str, float] | str:
+def _touch(conn: sa.Connection, sid: str, username: str, now: float,
+           extend: bool = True) -> tuple[str, float] | str:
     """Extend a session in use; the reason (str) when it cannot be used."""
     row = conn.execute(_SESSION, {"sid": sid}).first()
     if row is None:
@@ -137,6 +154,8 @@ def _touch(conn: sa.Connection, sid: str, username: str, now: float) -> tuple[st
     if expires_at <= now:
         conn.execute(api_sessions.delete().where(api_sessions.c.id == sid))
         return "token expired"
+    if not extend:
+        return owner, expires_at
     new_expiry = max(expires_at, now + lifetime)
     conn.execute(_EXTEND, {"sid": sid, "expiry": new_expiry, "now": now})
     return owner, new_expiry
@@ -144,6 +163,17 @@ def _touch(conn: sa.Connection, sid: str, username: str, now: float) -> tuple[st
 
 def _delete(conn: sa.Connection, where: Any) -> int:
     return conn.execute(api_sessions.delete().where(where)).rowcount
+
+
+def _of_user(conn: sa.Connection, username: str, now: float) -> list[dict[str, Any]]:
+    from .apitokens import rfc3339
+
+    rows = conn.execute(sa.select(api_sessions).where(api_sessions.c.username == username,
+                                                      api_sessions.c.expires_at > now)
+                        .order_by(api_sessions.c.created_at))
+    return [{"session_id": row.id, "username": row.username, "expires_at": rfc3339(row.expires_at),
+             "last_access_at": rfc3339(row.last_used), "ip_address": row.address,
+             "user_agent": ""} for row in rows]
 
 
 def _count(conn: sa.Connection, username: str | None) -> int:

@@ -8,7 +8,7 @@ import asyncio
 import collections
 import json
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -100,6 +100,16 @@ class _Outbox:
             raise RemoteError(answer.decode(errors="replace") or "no answer")
 
 
+class CommandsState(NamedTuple):
+    """``agent.state["commands"]``: the scripts plugin runs scripts with the same runner and
+    delivers their results through the same outbox."""
+
+    cfg: RemoteCommandsConfig
+    policy: CommandPolicy
+    runner: Runner
+    outbox: _Outbox
+
+
 def _strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
@@ -136,7 +146,7 @@ async def rport_agent_startup(agent: Any) -> None:
         log.info("job %s: %s result left by the previous agent process, to deliver",
                  result["jid"], result["status"])
         await outbox.result(result)
-    agent.state[NAME] = (cfg, policy, runner, outbox)
+    agent.state[NAME] = CommandsState(cfg, policy, runner, outbox)
 
 
 @hookimpl

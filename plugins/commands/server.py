@@ -13,6 +13,7 @@ from starlette.responses import Response, StreamingResponse
 
 from rport.core.plugin import (
     ApiError,
+    Audit,
     ClientConnected,
     RemoteError,
     ResourceSpec,
@@ -26,9 +27,10 @@ from rport.core.plugin import (
     visible_clients,
 )
 
+from . import declarations as d
 from .config import CommandsConfig
 from .jobs import JOB_FIELDS, SCHEMA
-from .service import CommandService
+from .service import CommandService, JobFinished, MultiJobCancelled
 
 NAME = "commands"
 JOBS = ResourceSpec(name="jobs", sort_fields={"jid", "status", "finished_at", "started_at"},
@@ -52,6 +54,8 @@ def rport_config_class() -> type:
 async def rport_server_startup(server: Any) -> None:
     cfg = server.plugin_config(NAME)
     service = server.state[NAME] = CommandService(server, resume_wait=cfg.resume_wait)
+    server.bus.share(JobFinished)
+    server.bus.share(MultiJobCancelled)
     await service.resume()  # multi-client jobs that rportd stopped before sending them all
 
 
@@ -73,7 +77,15 @@ def rport_register_subscribers(server: Any, register: Any) -> None:
         if client is not None:
             await service(server).reconcile(client)
 
+    async def finished(event: JobFinished) -> None:
+        await service(server).finished_elsewhere(event.jid)
+
+    async def multi_cancelled(event: MultiJobCancelled) -> None:
+        await service(server).cancel_multi_here(event.jid, event.user)
+
     register(ClientConnected, connected)
+    register(JobFinished, finished)
+    register(MultiJobCancelled, multi_cancelled)
 
 
 @hookimpl
@@ -83,6 +95,8 @@ def rport_register_handlers(server: Any, register: Any) -> None:
         return {"ok": True}
 
     async def cmd_output(session: Any, body: Any) -> Any:
+        if server.cluster is not None:  # a job another node started on this node's agent
+            await service(server).adopt(session.context["client_id"], body)
         service(server).on_output(session.context["client_id"], body)
         return None
 
@@ -187,6 +201,7 @@ def rport_register_routes(server: Any, register: Any) -> None:
         multi = await service(server).run_multi(
             body, user.username, check=lambda clients: check_client_access(server, user, clients),
             matchable=None if user.is_admin else visible_clients(server, user))
+        request.state.audit.client_ids = multi["target_client_ids"]  # an audit entry per client
         return data_response({"jid": multi["jid"]})
 
     async def list_multi(request: Request) -> Response:
@@ -211,7 +226,8 @@ def rport_register_routes(server: Any, register: Any) -> None:
         jobs = await service(server).jobs.of_multi_json(multi["jid"])
         # The jobs as stored (JSON texts), spliced in: polled while a thousand jobs run, this
         # answer would otherwise decode and encode every job each time.
-        doc = {**{k: v for k, v in multi.items() if k != "jobs"}, "jobs": []}  # "jobs" last
+        doc = {**{k: v for k, v in multi.items() if k != "jobs" and not k.startswith("_")},
+               "jobs": []}  # "jobs" last; "_" keys are the service's own (the running node)
         head = json.dumps({"data": doc}, ensure_ascii=False, separators=(",", ":"))
         body = "".join((head[:-len("]}}")], ",".join(jobs), "]}}"))
         return Response(body.encode(), media_type="application/json")
@@ -228,13 +244,36 @@ def rport_register_routes(server: Any, register: Any) -> None:
         jobs = await service(server).jobs.of_multi(multi["jid"])
         return data_response(jobs, count=len(jobs))
 
-    register("/clients/{client_id}/commands", run, ["POST"], name="run")
-    register("/clients/{client_id}/commands", list_jobs, name="list", list_params=True)
-    register("/clients/{client_id}/commands/{jid}", get_job, name="get")
-    register("/clients/{client_id}/commands/{jid}/cancel", cancel, ["POST"], name="cancel")
-    register("/clients/{client_id}/commands/{jid}/stream", stream, name="stream")
-    register("/commands", run_multi, ["POST"], name="run_multi")
-    register("/commands", list_multi, name="list_multi")
-    register("/commands/{jid}", get_multi, name="get_multi")
-    register("/commands/{jid}/jobs", multi_jobs, name="multi_jobs")
-    register("/commands/{jid}/cancel", cancel_multi, ["POST"], name="cancel_multi")
+    plain = register
+
+    def register(*args: Any, **kwargs: Any) -> None:  # every route here needs RPort's "commands"
+        plain(*args, permission="commands", **kwargs)
+
+    register("/clients/{client_id}/commands", run, ["POST"], name="run", body=d.RUN_BODY,
+             responses=d.RUN, agent=True,
+             audit=Audit("client.command", "execute.start", affected="response:jid", response=True))
+    register("/clients/{client_id}/commands", list_jobs, name="list", list_params=True,
+             responses=d.LIST)
+    register("/clients/{client_id}/commands/{jid}", get_job, name="get", responses=d.GET)
+    register("/clients/{client_id}/commands/{jid}/cancel", cancel, ["POST"], name="cancel",
+             body=False, responses=d.CANCEL, agent=True,
+             audit=Audit("client.command", "cancel", affected="path:jid"))
+    register("/clients/{client_id}/commands/{jid}/stream", stream, name="stream",
+             responses=d.STREAM, agent=True)
+    register("/commands", run_multi, ["POST"], name="run_multi", body=d.RUN_MULTI_BODY,
+             responses=d.RUN_MULTI,
+             audit=Audit("client.command", "execute.start", affected="response:jid", response=True))
+    register("/commands", list_multi, name="list_multi", responses=d.LIST_MULTI)
+    register("/commands/{jid}", get_multi, name="get_multi", responses=d.GET_MULTI)
+    register("/commands/{jid}/jobs", multi_jobs, name="multi_jobs", responses=d.MULTI_JOBS)
+    register("/commands/{jid}/cancel", cancel_multi, ["POST"], name="cancel_multi",
+             body=False, responses=d.CANCEL_MULTI,
+             audit=Audit("client.command", "cancel", affected="path:jid"))
+
+
+@hookimpl(optionalhook=True)
+def rport_register_metrics(server: Any, registry: Any) -> None:
+    """The metrics plugin's hook: jobs finished by status, jobs running (see metrics.py)."""
+    from .metrics import CommandsCollector  # prometheus_client only when metrics are on
+
+    registry.register(CommandsCollector(lambda: server.state.get(NAME)))

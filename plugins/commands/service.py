@@ -12,14 +12,18 @@ was running."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import re
 import time
 import uuid
+from collections import Counter
 from typing import Any, Callable, Mapping
 
-from rport.core.plugin import ApiError, Client, RemoteError, SessionClosed
+import attrs
+
+from rport.core.plugin import ApiError, AuditEvent, Client, RemoteError, SessionClosed
 
 from .jobs import FINAL, QUEUED, JobStore, new_job
 from .live import LiveHub
@@ -71,6 +75,10 @@ def validate_command(body: Any, allowed: set[str], default_timeout: int) -> dict
 
 INT64 = 1 << 63
 
+RUN_REQUEST = {False: "run_cmd", True: "run_script"}
+"""The agent's request that starts a job: a command, or a script (the scripts plugin's, which
+applies ``[remote-scripts]``; an agent without it refuses the script)."""
+
 
 def _invalid_json(detail: str) -> ApiError:
     return ApiError(400, "Invalid JSON data.", code="ERR_CODE_INVALID_JSON", detail=detail)
@@ -85,6 +93,29 @@ def _flag(body: Mapping[str, Any], name: str, default: bool) -> bool:
     if not isinstance(value, bool):
         raise _invalid_json(f"{name} must be true or false")
     return value
+
+
+@attrs.frozen
+class JobFinished:
+    """A job got its final status (in a cluster: on the node whose agent sent the result;
+    shared, so that the node that started the job, and waits on it, learns it)."""
+
+    jid: str
+
+
+@attrs.frozen
+class MultiJobCancelled:
+    """In a cluster: a multi-client job was cancelled through a node that does not run it."""
+
+    jid: str
+    user: str
+
+
+NODE = "_node"
+"""In a cluster, the multi-job's key naming the node that runs it (not shown by the API)."""
+
+ADOPTED = 4096
+"""Jobs of other nodes whose output this node's agents send, remembered (bounded)."""
 
 
 class CommandService:
@@ -112,19 +143,25 @@ class CommandService:
         self._unsettled: set[str] = set()
         """Clients that may have ``running`` jobs (loaded at start-up, added as jobs are sent,
         dropped when :meth:`reconcile` finds none): only their connections are reconciled, so
-        that ten thousand agents connecting cost no query or request each. (Jobs sent by
-        another rportd node on a shared database are not in it.)"""
+        that ten thousand agents connecting cost no query or request each. (In a cluster, jobs
+        are sent by other nodes too: there the store says, see :meth:`reconcile`.)"""
+        self.finished: Counter[str] = Counter()
+        """Jobs that became final since start-up, by status (metrics)."""
+        self._not_adopted: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     # -- one client -----------------------------------------------------------------------------
 
-    async def run_single(self, client_id: str, body: Any, user: str) -> dict[str, Any]:
+    async def run_single(self, client_id: str, body: Any, user: str, *,
+                         is_script: bool = False) -> dict[str, Any]:
+        """``is_script``: the job of a script (the scripts plugin: ``command`` holds the decoded
+        script, and the agent runs it with ``run_script``, within ``[remote-scripts]``)."""
         spec = validate_command(body, SINGLE_KEYS, self.default_timeout)
         client = self.server.clients.get(client_id)
         if client is None or not client.connected:
             raise ApiError(404, f'Active client with id="{client_id}" not found.',
                            code="ERR_CODE_CLIENT_NOT_FOUND")
         job = new_job(jid=str(uuid.uuid4()), status="running", client_id=client.id,
-                      client_name=client.name, created_by=user, **spec)
+                      client_name=client.name, created_by=user, is_script=is_script, **spec)
         await self._start(client.id, job, raise_errors=True)
         return job
 
@@ -150,7 +187,7 @@ class CommandService:
             self._sent_on[job["jid"]] = session
             await self.jobs.save(job, sent_to)  # before it is sent, and before any answer
             try:
-                answer = await session.request("run_cmd", {
+                answer = await session.request(RUN_REQUEST[bool(job["is_script"])], {
                     k: job[k] for k in ("jid", "command", "interpreter", "cwd", "is_sudo", "timeout_sec")})
                 job["pid"] = job["pid"] or (answer or {}).get("pid")
                 job["started_at"] = (answer or {}).get("started_at") or _now()
@@ -214,13 +251,67 @@ class CommandService:
         stream = "stderr" if body.get("stream") == "stderr" else "stdout"
         self.live.publish(body["jid"], {"event": stream, "data": str(body.get("data", ""))})
 
-    def _resolve(self, job: dict[str, Any]) -> None:
+    def _resolve(self, job: dict[str, Any], *, announce: bool = True) -> None:
+        if announce:  # (a job another node finished was counted and audited there)
+            self._finished(job)
         self._active.pop(job["jid"], None)
         self._sent_on.pop(job["jid"], None)
         self.live.publish(job["jid"], {"event": "status", "data": job}, final=True)
         fut = self._waiters.pop(job["jid"], None)
         if fut is not None and not fut.done():
             fut.set_result(job)
+        if announce and self.server.cluster is not None:
+            self.server.bus.publish(JobFinished(job["jid"]))
+
+    # -- in a cluster -------------------------------------------------------------------------------
+
+    async def finished_elsewhere(self, jid: str) -> None:
+        """Another node stored a job's final status: if it was started here, it is done here."""
+        if jid not in self._active and jid not in self._waiters:
+            return
+        job = await self.jobs.get(jid)
+        if job is not None and job["status"] != "running":
+            self._resolve(job, announce=False)
+
+    async def adopt(self, client_id: str, body: Any) -> None:
+        """Output of a job this node did not start (another node started it on the agent this
+        node holds): the job is followed here, as if started here, once the store says it is
+        the agent's and running."""
+        jid = body.get("jid") if isinstance(body, dict) else None
+        if not isinstance(jid, str) or jid in self._active or jid in self._not_adopted:
+            return
+        job = await self.jobs.get(jid)
+        if job is not None and job["client_id"] == client_id and job["status"] == "running":
+            self._active.setdefault(jid, job)
+            return
+        self._not_adopted[jid] = None
+        while len(self._not_adopted) > ADOPTED:
+            self._not_adopted.popitem(last=False)
+
+    async def cancel_multi_here(self, jid: str, user: str) -> None:
+        if jid in self._multi_tasks:
+            with contextlib.suppress(ApiError):
+                await self.cancel_multi({"jid": jid}, user)
+
+    async def _running_elsewhere(self, multi: dict[str, Any]) -> bool:
+        """Whether a multi-client job is still running, from the store (another node runs it)."""
+        jobs = await self.jobs.of_multi(multi["jid"])
+        return any(j["status"] in ("running", QUEUED) for j in jobs)
+
+    def _finished(self, job: dict[str, Any]) -> None:
+        """A job ran and became final: counted (metrics), and its result recorded in the audit
+        log as RPort does (``execute.done``, the multi-client job's id for its jobs)."""
+        self.finished[job["status"]] += 1
+        self.server.bus.publish(AuditEvent(
+            "client.script" if job.get("is_script") else "client.command", "execute.done",
+            username=job.get("created_by") or "",
+            affected_id=job.get("multi_job_id") or job["jid"], client_ids=(job["client_id"],),
+            response=job))
+
+    @property
+    def running(self) -> int:
+        """Jobs started and not final yet (metrics)."""
+        return len(self._active)
 
     async def wait(self, jid: str, timeout: float) -> dict[str, Any] | None:
         fut = self._waiters.get(jid)
@@ -242,8 +333,12 @@ class CommandService:
         if session is None:
             return
         if client.id not in self._unsettled:
-            self._wake_connected(client.id)
-            return
+            # In a cluster other nodes send jobs too (through this node, or before the agent
+            # moved here): the store says whether the client has any running.
+            if self.server.cluster is None or not await self.jobs.running_of(client.id):
+                self._wake_connected(client.id)
+                return
+            self._unsettled.add(client.id)
         try:
             answer = await session.request("cmd_jobs", None)
         except RemoteError:
@@ -300,11 +395,14 @@ class CommandService:
 
     async def run_multi(self, body: Any, user: str,
                         check: Callable[[list[Client]], None] | None = None,
-                        matchable: list[Client] | None = None) -> dict[str, Any]:
+                        matchable: list[Client] | None = None, *, is_script: bool = False,
+                        schedule_id: str | None = None) -> dict[str, Any]:
         """Start a multi-client job; ``check`` may refuse the resolved clients (it raises
         :class:`ApiError`, e.g. the caller's 403 for clients it may not use) before anything runs.
-        Tags, labels and groups select among ``matchable`` (default: every client). Returns
-        once the multi-job and a ``queued`` job per client are committed."""
+        Tags, labels and groups select among ``matchable`` (default: every client).
+        ``is_script``: a script's (see :meth:`run_single`); ``schedule_id``: started by that
+        schedule (the scheduler plugin), in the multi-job and each of its jobs. Returns once the
+        multi-job and a ``queued`` job per client are committed."""
         spec = validate_command(body, MULTI_KEYS, self.default_timeout)
         clients = await self._targets(body, matchable)
         if check is not None:
@@ -313,13 +411,15 @@ class CommandService:
         abort_on_error = _flag(body, "abort_on_error", True)
         multi = {
             "jid": str(uuid.uuid4()), "started_at": _now(), "created_by": user,
-            "schedule_id": None, "client_ids": body.get("client_ids"),
+            "schedule_id": schedule_id, "client_ids": body.get("client_ids"),
             "group_ids": body.get("group_ids"), "tags": body.get("tags"),
             "labels": body.get("labels"), "concurrent": concurrent,
             "abort_on_err": abort_on_error and not concurrent,
-            "is_script": False, **spec,
+            "is_script": is_script, **spec,
             "target_client_ids": [c.id for c in clients],
         }
+        if self.server.cluster is not None:
+            multi[NODE] = self.server.cluster.node_id  # the node that runs it (see resume)
         jobs = [self._child(multi, c) for c in clients]
         await self.jobs.create_multi(multi, jobs)
         self._launch(multi, jobs, resumed=False)
@@ -344,9 +444,14 @@ class CommandService:
         stopped, or was killed, before it sent them all). Their clients reconnect in the next
         seconds: a queued job waits up to ``resume_wait`` for its client. A sequence whose job
         was running first waits for that job's outcome (its result, or the agent's
-        reconnection saying it does not know it)."""
+        reconnection saying it does not know it). In a cluster a node goes on with the
+        multi-jobs it ran (same ``node_id``); those of a node that does not come back stay as
+        they are."""
         self._unsettled.update(await self.jobs.clients_running())
         unfinished = await self.jobs.unfinished_multi()
+        cluster = self.server.cluster
+        if cluster is not None:  # each node goes on with its own (the others' still run them)
+            unfinished = [(m, j) for m, j in unfinished if m.get(NODE) == cluster.node_id]
         if not unfinished:
             return
         loop = asyncio.get_running_loop()
@@ -367,7 +472,9 @@ class CommandService:
                 fut.set_result(None)
 
     async def _until_connected(self, client_id: str) -> bool:
-        """For a resumed job: until its client is connected (False if not by the deadline)."""
+        """For a resumed job: until its client is connected (False if not by the deadline).
+        Woken by the client's connection here; checked every second too (in a cluster it may
+        connect to another node, which this one learns without an event)."""
         loop = asyncio.get_running_loop()
         while self.server.clients.session(client_id) is None:
             remaining = self._resume_until - loop.time()
@@ -376,9 +483,9 @@ class CommandService:
             fut: asyncio.Future[None] = loop.create_future()
             self._connect_waiters.setdefault(client_id, []).append(fut)
             try:
-                await asyncio.wait_for(fut, remaining)
+                await asyncio.wait_for(fut, min(remaining, 1.0))
             except TimeoutError:
-                return False
+                continue
             finally:
                 waiters = self._connect_waiters.get(client_id)
                 if waiters is not None and fut in waiters:
@@ -391,6 +498,10 @@ class CommandService:
         """Stop a multi-client job: no client is started any more (each gets a ``skipped`` job)
         and the running jobs are cancelled as :meth:`cancel` does."""
         jid = multi["jid"]
+        if jid not in self._multi_tasks and self.server.cluster is not None \
+                and await self._running_elsewhere(multi):
+            self.server.bus.publish(MultiJobCancelled(jid, user))  # to the node that runs it
+            return
         running = [j for j in await self.jobs.of_multi(jid) if j["status"] == "running"]
         if jid not in self._multi_tasks and not running:
             raise ApiError(409, "job is not running", code="ERR_CODE_JOB_NOT_RUNNING",
@@ -403,6 +514,12 @@ class CommandService:
                 await self.cancel(job["client_id"], job["jid"])
             except ApiError:
                 pass  # ended meanwhile, or its client is gone: nothing left to stop
+
+    async def resolve_targets(self, body: Mapping[str, Any],
+                              matchable: list[Client] | None = None) -> list[Client]:
+        """The clients that ``client_ids``/``group_ids``/``tags``/``labels`` of ``body`` name, as a
+        multi-client job resolves them (for the scheduler plugin), or ApiError."""
+        return await self._targets(body, matchable)
 
     async def _targets(self, body: Mapping[str, Any],
                        matchable: list[Client] | None = None) -> list[Client]:
@@ -428,7 +545,8 @@ class CommandService:
         return new_job(jid=str(uuid.uuid4()), status=QUEUED, client_id=client.id,
                        client_name=client.name, created_by=multi["created_by"],
                        multi_job_id=multi["jid"], **{k: multi[k] for k in (
-                           "command", "interpreter", "cwd", "is_sudo", "timeout_sec")})
+                           "command", "interpreter", "cwd", "is_sudo", "timeout_sec",
+                           "is_script", "schedule_id")})
 
     async def _not_run(self, jobs: list[dict[str, Any]], reason: str) -> list[dict[str, Any]]:
         """The queued ones of ``jobs`` become ``skipped`` with ``reason``."""
@@ -436,6 +554,7 @@ class CommandService:
         for job in skipped:
             job.update(status="skipped", finished_at=_now(), error=reason)
         if skipped:
+            self.finished["skipped"] += len(skipped)
             await self.jobs.save_many(skipped)
         return skipped
 

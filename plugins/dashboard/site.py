@@ -79,7 +79,7 @@ def content_security_policy(hashes: list[str]) -> str:
         "default-src 'none'",
         "script-src " + " ".join(["'self'", *hashes]),
         "style-src 'self'",
-        "img-src 'self'",
+        "img-src 'self' data:",  # the QR code of a new TOTP secret (a PNG from the API)
         "connect-src 'self'",
         "base-uri 'none'",
         "form-action 'none'",  # forms are sent by the app as JSON, never by the browser

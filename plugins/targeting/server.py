@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from starlette.requests import Request
 from starlette.responses import Response
 
 from rport.core.plugin import (
+    Audit,
     ResourceSpec,
     StoreSchema,
     apply_list_query,
@@ -21,6 +24,7 @@ from rport.core.plugin import (
     visible_clients,
 )
 
+from .groups import PARAM_KEYS, READ_ONLY_FIELDS
 from .service import Targeting, not_found
 from .store import SCHEMA, GroupStore
 
@@ -47,11 +51,33 @@ def rport_store_schema() -> StoreSchema:
     return SCHEMA
 
 
+@attrs.frozen
+class ClientGroupsChanged:
+    """In a cluster: client groups were written through one node (the others read them again)."""
+
+    node: str
+
+
 @hookimpl
 async def rport_server_startup(server: Any) -> None:
     service = Targeting(server.clients, GroupStore(server.store), on_change=server.clients.changed)
     await service.load()
     server.state[NAME] = service
+    server.bus.share(ClientGroupsChanged)
+
+
+@hookimpl
+def rport_register_subscribers(server: Any, register: Any) -> None:
+    async def changed(event: ClientGroupsChanged) -> None:
+        if server.cluster is not None and event.node != server.cluster.node_id:
+            await targeting(server).reload()
+
+    register(ClientGroupsChanged, changed)
+
+
+def _changed(server: Any) -> None:
+    if server.cluster is not None:
+        server.bus.publish(ClientGroupsChanged(server.cluster.node_id))
 
 
 @hookimpl
@@ -82,6 +108,7 @@ def rport_register_routes(server: Any, register: Any) -> None:
         require_admin(request)
         service = targeting(server)
         group = await service.create(await read_json(request, max_bytes()))
+        _changed(server)
         return data_response(service.document(group), status=201)
 
     async def get_group(request: Request) -> Response:
@@ -104,12 +131,14 @@ def rport_register_routes(server: Any, register: Any) -> None:
         require_admin(request)
         await targeting(server).put(request.path_params["group_id"],
                                     await read_json(request, max_bytes()))
+        _changed(server)
         return Response(status_code=204)
 
     async def delete_group(request: Request) -> Response:
         """Delete a client group (administrators); 204 whether it existed or not."""
         require_admin(request)
         await targeting(server).delete(request.path_params["group_id"])
+        _changed(server)
         return Response(status_code=204)
 
     async def client_tags(request: Request) -> Response:
@@ -119,13 +148,50 @@ def rport_register_routes(server: Any, register: Any) -> None:
         rows, count = apply_list_query(tags, query, TAGS)
         return data_response(rows, count=count)
 
-    register("/client-groups", list_groups, name="groups", list_params=True)
-    register("/client-groups", create_group, ["POST"], name="group_create")
+    admin_403 = "the caller is not in the Administrators group"
+    invalid = ("the body is not a group: invalid JSON, an unknown field, a bad id, params key "
+               "or value")
+    register("/client-groups", list_groups, name="groups", list_params=True,
+             responses={200: "the groups, with meta.count",
+                        400: "a bad sort, filter, fields or page parameter"})
+    register("/client-groups", create_group, ["POST"], name="group_create", body=GROUP_BODY,
+             responses={201: "the group created", 400: invalid, 403: admin_403,
+                        409: "a group with this id exists", 413: "body too large"},
+             audit=Audit("client.group", "create", affected="body:id"))
     register("/client-groups/{group_id}", get_group, name="group",
-             params=("fields[client_groups]",))
-    register("/client-groups/{group_id}", put_group, ["PUT"], name="group_put")
-    register("/client-groups/{group_id}", delete_group, ["DELETE"], name="group_delete")
-    register("/client-tags", client_tags, name="client_tags", list_params=True)
+             params=("fields[client_groups]",),
+             responses={200: "the group with its current clients",
+                        400: "a bad fields parameter", 404: "no such group (or, for a user who "
+                        "is not an administrator, none of its clients is theirs)"})
+    register("/client-groups/{group_id}", put_group, ["PUT"], name="group_put", body=GROUP_BODY,
+             responses={204: "created or replaced", 400: invalid + "; or an id that is not "
+                        "the path's", 403: admin_403, 413: "body too large"},
+             audit=Audit("client.group", "update"))
+    register("/client-groups/{group_id}", delete_group, ["DELETE"], name="group_delete",
+             responses={204: "deleted (also when it did not exist)", 403: admin_403},
+             audit=Audit("client.group", "delete"))
+    register("/client-tags", client_tags, name="client_tags", list_params=True,
+             responses={200: "every tag with the ids of its clients, with meta.count",
+                        400: "a bad sort, filter, fields or page parameter"})
+
+
+_PATTERNS = {"type": ["array", "null"], "items": {"type": "string"}}
+GROUP_BODY = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string", "maxLength": 30,
+               "description": "letters, digits, _, - and *; a PUT takes the path's if absent"},
+        "description": {"type": ["string", "null"]},
+        "params": {"type": ["object", "null"], "additionalProperties": False, "properties": {
+            **{key: _PATTERNS for key in PARAM_KEYS},
+            "tag": {"description": 'patterns (any matches), or {"and": [...]} / {"or": [...]}',
+                    "oneOf": [_PATTERNS, {"type": "object"}]},
+            "labels": {**_PATTERNS, "description": 'patterns of "key: value"'}}},
+        "allowed_user_groups": _PATTERNS,
+        **{key: {"readOnly": True, "description": "computed; ignored in a body"}
+           for key in READ_ONLY_FIELDS},
+    },
+}
 
 
 @hookimpl

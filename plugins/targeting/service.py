@@ -40,6 +40,13 @@ class Targeting:
         self._groups: dict[str, ClientGroup] = {}
         self._write = asyncio.Lock()
 
+    async def reload(self) -> None:
+        """Read the groups again (another node of a cluster wrote them)."""
+        async with self._write:
+            self._groups = {}
+            await self.load()
+        self._on_change()  # every client's groups and user groups may differ now
+
     async def load(self) -> None:
         for record in await self.store.load():
             try:

@@ -20,3 +20,11 @@ class TunnelClosed:
     client_id: str
     tunnel_id: str
     reason: str
+
+
+@attrs.frozen
+class TunnelsChanged:
+    """In a cluster: the kept tunnels of a client changed on the node holding it (shared with
+    the other nodes, which list them from the store)."""
+
+    client_id: str

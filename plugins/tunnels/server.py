@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from rport.core.plugin import (
     ApiError,
+    Audit,
     ClientConnected,
     ClientDisconnected,
     ClientRemoved,
@@ -23,6 +24,7 @@ from rport.core.plugin import (
 from . import hookspecs, store
 from .config import TunnelsConfig
 from .remote import hello_remotes
+from .events import TunnelsChanged
 from .service import PUT_PARAMS, TunnelService, parse_bool
 
 NAME = "tunnels"
@@ -58,6 +60,7 @@ async def rport_server_startup(server: Any) -> None:
         raise ConfigError([str(exc)]) from None
     await svc.load()
     server.state[NAME] = svc
+    server.bus.share(TunnelsChanged)
 
 
 @hookimpl
@@ -98,15 +101,35 @@ def rport_register_routes(server: Any, register: Any) -> None:
 
     async def list_all(request: Request) -> Response:
         """Every tunnel of the connected clients (those the caller may see), with its client_id."""
-        visible = {c.id for c in visible_clients(server, request.state.user)}
-        rows = [{**t.to_json(), "client_id": t.client_id} for t in service(server).all()
-                if t.client_id in visible]
+        visible = visible_clients(server, request.state.user)
+        if server.cluster is None:
+            ids = {c.id for c in visible}
+            rows = [{**t.to_json(), "client_id": t.client_id} for t in service(server).all()
+                    if t.client_id in ids]
+        else:  # every node's tunnels
+            rows = [{**t, "client_id": c.id} for c in visible for t in service(server).listed(c)]
         return data_response(rows, count=len(rows))
 
-    register("/clients/{client_id}/tunnels", create, ["PUT"], name="create", params=PUT_PARAMS)
+    register("/clients/{client_id}/tunnels", create, ["PUT"], name="create", params=PUT_PARAMS,
+             permission="tunnels", body=False,  # RPort's: everything is in the query
+             responses={200: "the tunnel, listening",
+                        400: "a bad parameter (remote, local, scheme, acl, idle timeout, "
+                             "auto-close, proxy options), a destination the client does not "
+                             "allow, an existing tunnel, a closed remote port, a local port "
+                             "in use or not allowed",
+                        404: "no connected client with this id",
+                        409: "the client did not answer or refused, too many tunnels, or the "
+                             "local port cannot be listened on",
+                        500: "no ports available"},
+             audit=Audit("client.tunnel", "create", affected="response:id", response=True),
+             agent=True)
     register("/clients/{client_id}/tunnels/{tunnel_id}", delete, ["DELETE"], name="delete",
-             params=("force",))
-    register("/tunnels", list_all, name="list")
+             params=("force",), permission="tunnels",
+             responses={204: "closed", 400: "a bad force parameter", 404: "no such tunnel",
+                        409: "the tunnel has open connections (force=1 closes them)"},
+             audit=Audit("client.tunnel", "delete", affected="path:tunnel_id"), agent=True)
+    register("/tunnels", list_all, name="list", permission="tunnels",
+             responses={200: "the tunnels of the clients the caller may see, with meta.count"})
 
 
 @hookimpl
@@ -122,14 +145,26 @@ def rport_register_subscribers(server: Any, register: Any) -> None:
     async def removed(event: ClientRemoved) -> None:
         await service(server).forget_client(event.client_id)
 
+    async def changed(event: TunnelsChanged) -> None:
+        await service(server).reload(event.client_id)
+
     register(ClientConnected, connected)
     register(ClientDisconnected, disconnected)
     register(ClientRemoved, removed)
+    register(TunnelsChanged, changed)
 
 
 @hookimpl
 def rport_client_document(server: Any, client: Any, doc: dict) -> None:
-    doc["tunnels"] = [t.to_json() for t in service(server).of(client.id)]
+    doc["tunnels"] = service(server).listed(client)
+
+
+@hookimpl(optionalhook=True)
+def rport_register_metrics(server: Any, registry: Any) -> None:
+    """The metrics plugin's hook: tunnels open, connections, bytes (see metrics.py)."""
+    from .metrics import TunnelsCollector  # prometheus_client only when metrics are on
+
+    registry.register(TunnelsCollector(lambda: server.state.get(NAME)))
 
 
 @hookimpl

@@ -12,9 +12,10 @@ from typing import Any, Mapping
 from rport.core.plugin import ApiError, Client, KeyedLocks, RemoteError, SessionClosed, call_each
 
 from . import store
-from .events import TunnelClosed, TunnelOpened
+from .events import TunnelClosed, TunnelOpened, TunnelsChanged
 from .ports import PortPool, port_free
 from .remote import Remote, RemoteError as DecodeError, decode_remote, hello_remotes, parse_local
+from .traffic import Traffic
 from .tunnel import Tunnel
 
 log = logging.getLogger("rport.plugins.tunnels")
@@ -98,6 +99,12 @@ class TunnelService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._persisting = KeyedLocks()
         self._unwritten: set[str] = set()  # clients whose saved specs the store may not hold
+        self.traffic = Traffic()
+        """What every tunnel's ended connections carried since start-up (metrics)."""
+        self.cluster = server.cluster
+        """In a cluster: the port pool is the cluster's, and tunnels of agents held by other
+        nodes are listed from their kept specs (see :meth:`listed`)."""
+        self._remote_json: dict[str, list[dict[str, Any]]] = {}
 
     # -- store -------------------------------------------------------------------------------------
 
@@ -117,6 +124,8 @@ class TunnelService:
             self._unwritten.add(client_id)  # until the store has it (a failed write is retried)
             await self.server.store.run(store.replace, client_id, specs)
             self._unwritten.discard(client_id)
+        if self.cluster is not None:
+            self.server.bus.publish(TunnelsChanged(client_id))
 
     def lock(self, client_id: str) -> asyncio.Lock:
         return self._locks.setdefault(client_id, asyncio.Lock())
@@ -126,8 +135,37 @@ class TunnelService:
     def of(self, client_id: str) -> list[Tunnel]:
         return list(self.tunnels.get(client_id, {}).values())
 
+    def listed(self, client: Client) -> list[dict[str, Any]]:
+        """The client's tunnels as the API shows them: in a cluster, those of an agent held by
+        another node are its kept specs (that node listens)."""
+        if client.node_id:
+            return list(self._remote_json.get(client.id, ())) if client.connected else []
+        return [t.to_json() for t in self.of(client.id)]
+
+    async def reload(self, client_id: str) -> None:
+        """Another node changed the tunnels of an agent it holds: read them again."""
+        client = self.server.clients.get(client_id)
+        if client is not None and not client.node_id:
+            return  # held here: ours are the truth
+        specs = await self.server.store.run(store.load_of, client_id)
+        self.saved[client_id] = specs
+        self._remote_json[client_id] = [_spec_json(client_id, spec) for spec in specs]
+        self.server.clients.changed(client_id)  # its document's "tunnels"
+
     def all(self) -> list[Tunnel]:
         return [t for tunnels in self.tunnels.values() for t in tunnels.values()]
+
+    def traffic_totals(self) -> dict[str, int]:
+        """For metrics: tunnels and connections open now; connections, refusals and bytes
+        since start-up (ended connections and what the open ones carried so far)."""
+        tunnels = self.all()
+        sent, received = self.traffic.sent, self.traffic.received
+        for tunnel in tunnels:
+            live_sent, live_received = tunnel.live_bytes()
+            sent, received = sent + live_sent, received + live_received
+        return {"tunnels": len(tunnels), "open_connections": sum(t.connections for t in tunnels),
+                "connections": self.traffic.connections, "refused": self.traffic.refused,
+                "sent": sent, "received": received}
 
     def taken_ports(self) -> set[int]:
         return {t.lport for t in self.all()} | {t.raw_port for t in self.all() if t.raw_port}
@@ -290,6 +328,8 @@ class TunnelService:
 
     async def _assign_port(self, tunnel: Tunnel, *, given: bool) -> None:
         taken = self.taken_ports()
+        if self.cluster is not None and not given:
+            taken |= await self.cluster.taken_ports()  # on the other nodes
         if given:
             port = tunnel.lport
             try:
@@ -331,10 +371,18 @@ class TunnelService:
             self._last_id[tunnel.client_id] = new_id
             tunnel.id = str(new_id)
         client_id = tunnel.client_id
+        tunnel.traffic = self.traffic
         tunnel.session = self.server.clients.session(client_id)
+        if self.cluster is not None:
+            tunnel.tunnel_host = self.cluster.tunnel_host
+            if not await self.cluster.claim_port(tunnel.lport, client_id):
+                raise bad(f"Local port {tunnel.lport} already in use.", "ERR_CODE_LOCAL_PORT_IN_USE",
+                          "a tunnel on another node of the cluster uses it", status=409)
         try:
             await tunnel.start(lambda: self.server.clients.session(client_id))
         except OSError as exc:
+            if self.cluster is not None:
+                await self.cluster.free_port(tunnel.lport)
             if exc.errno != errno.EADDRINUSE:
                 raise cannot_listen(tunnel.lhost, tunnel.lport, exc) from None
             raise bad(f"Local port {tunnel.lport} already in use.", "ERR_CODE_LOCAL_PORT_IN_USE",
@@ -371,6 +419,8 @@ class TunnelService:
             del self.tunnels[tunnel.client_id][tunnel.id]
             self.server.clients.changed(tunnel.client_id)
         await tunnel.close()
+        if self.cluster is not None:
+            await self.cluster.free_port(tunnel.lport)
         if forget:
             await self._persist(tunnel.client_id)
         log.info("tunnel %s of %s closed: %s", tunnel.id, tunnel.client_id, reason)
@@ -402,6 +452,8 @@ class TunnelService:
                           client.id, remote.protocol, remote.remote)
                 continue
             requested.append(remote)
+        if self.cluster is not None:  # another node may have kept them (the agent moved here)
+            self.saved[client.id] = await self.server.store.run(store.load_of, client.id)
         old = list(self.saved.get(client.id, []))
 
         def matches(spec: dict[str, Any], r: Remote) -> bool:
@@ -484,7 +536,8 @@ class TunnelService:
             return
         try:
             if tunnel.lport_random or not tunnel.lport:
-                await self._assign_port(tunnel, given=False)
+                if not await self._same_port(tunnel):
+                    await self._assign_port(tunnel, given=False)
             self._assign_raw_port(tunnel)
             await self._start(tunnel)
         except ApiError as exc:
@@ -494,10 +547,27 @@ class TunnelService:
                  "restored" if spec.get("id") else "opened", host_port(tunnel.lhost, tunnel.lport),
                  tunnel.remote)
 
+    async def _same_port(self, tunnel: Tunnel) -> bool:
+        """In a cluster, a tunnel that moved with its agent from another node keeps its port
+        when it can (its claim on the port is its client's)."""
+        if self.cluster is None or not tunnel.lport or tunnel.lport not in self.pool:
+            return False
+        try:
+            await self._assign_port(tunnel, given=True)
+        except ApiError:
+            return False
+        return True
+
     async def forget_client(self, client_id: str) -> None:
         self.saved.pop(client_id, None)
+        self._remote_json.pop(client_id, None)
         await self._persist(client_id, force=True)
 
     async def shutdown(self) -> None:
         for tunnel in self.all():
             await tunnel.close()
+
+
+def _spec_json(client_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+    fields = {k: v for k, v in spec.items() if k != "client_id"}
+    return Tunnel(client_id=client_id, **fields).to_json()

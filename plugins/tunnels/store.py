@@ -38,3 +38,10 @@ def replace(conn: sa.Connection, client_id: str, specs: list[dict[str, Any]]) ->
         conn.execute(tunnels.insert(), [
             {"client_id": client_id, "id": str(spec["id"]), "spec": json.dumps(spec),
              "position": position} for position, spec in enumerate(specs)])
+
+
+def load_of(conn: sa.Connection, client_id: str) -> list[dict[str, Any]]:
+    """One client's kept specs, in order."""
+    rows = conn.execute(sa.select(tunnels.c.spec).where(tunnels.c.client_id == client_id)
+                        .order_by(tunnels.c.position, tunnels.c.id))
+    return [json.loads(spec) for (spec,) in rows]

@@ -13,6 +13,7 @@ import attrs
 from rport.core.plugin import Session, SessionClosed, SocketPipe, StreamRefused
 
 from .remote import join_host_port
+from .traffic import Traffic
 
 log = logging.getLogger("rport.plugins.tunnels")
 
@@ -39,6 +40,8 @@ class Tunnel:
     owner: str = ""
     created_at: float = attrs.field(factory=time.time)
     tunnel_url: str = ""
+    tunnel_host: str = ""
+    """In a cluster: the host of the node whose listener this is (``[server] tunnel_host``)."""
     # runtime
     raw_port: int = 0
     """With http_proxy: the raw tunnel's port on 127.0.0.1 (lhost/lport are the proxy's)."""
@@ -48,10 +51,13 @@ class Tunnel:
     session: Any = attrs.field(default=None, repr=False)
     """The agent's session when the tunnel started (a reconnection replaces older tunnels)."""
     connections: int = 0
+    traffic: Traffic = attrs.field(factory=Traffic, repr=False)
+    """Where ended connections are counted (the service's, shared by its tunnels)."""
     last_active: float = attrs.field(factory=time.monotonic)
     _server: asyncio.AbstractServer | None = attrs.field(default=None, repr=False)
     _session_of: Callable[[], Session | None] | None = attrs.field(default=None, repr=False)
     _pipes: set[SocketPipe] = attrs.field(factory=set, repr=False)
+    _streams: set[Any] = attrs.field(factory=set, repr=False)  # the proxy's, open_stream()
     _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set, repr=False)
     closed: bool = False
 
@@ -60,11 +66,15 @@ class Tunnel:
         return join_host_port(self.rhost, self.rport)
 
     def spec(self) -> dict[str, Any]:
-        """What identifies the tunnel and survives restarts (no runtime state)."""
-        return {k: getattr(self, k) for k in (
+        """What identifies the tunnel and survives restarts (no runtime state but, in a
+        cluster, where it listens, for the other nodes' listings)."""
+        spec = {k: getattr(self, k) for k in (
             "id", "client_id", "lhost", "lport", "rhost", "rport", "lport_random", "name",
             "protocol", "scheme", "acl", "idle_timeout_minutes", "auto_close", "http_proxy",
             "host_header", "auth_user", "auth_password", "owner", "created_at")}
+        if self.tunnel_host:
+            spec.update(tunnel_host=self.tunnel_host, tunnel_url=self.tunnel_url)
+        return spec
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +86,7 @@ class Tunnel:
             "host_header": self.host_header, "auth_user": self.auth_user,
             "auth_password": self.auth_password, "tunnel_url": self.tunnel_url,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created_at)),
+            **({"tunnel_host": self.tunnel_host} if self.tunnel_host else {}),
         }
 
     def touch(self) -> None:
@@ -120,6 +131,7 @@ class Tunnel:
         if not allowed:
             log.info("tunnel %s of %s: connection from %s refused by the ACL", self.id,
                      self.client_id, source)
+            self.traffic.refused += 1
             pipe.abort("refused by the ACL")
             return
         session = session_of()
@@ -127,6 +139,7 @@ class Tunnel:
             pipe.abort("agent not connected")
             return
         self.connections += 1
+        self.traffic.connections += 1
         self._pipes.add(pipe)
         self.touch()
         pipe.add_done_callback(lambda reason: self._ended(pipe, source, reason))
@@ -154,12 +167,16 @@ class Tunnel:
         stream = session.open_stream_nowait("tunnel", {"remote": self.remote})
         if stream is not None:
             self.connections += 1
+            self.traffic.connections += 1
+            self._streams.add(stream)
             self.touch()
         return stream
 
     def stream_ended(self, stream: Any) -> None:
         """The end of a stream from :meth:`open_stream` (its user logs a failure)."""
         self.connections -= 1
+        self._streams.discard(stream)
+        self.traffic.ended(stream)
         self.touch()
 
     async def _open(self, pipe: SocketPipe, session: Session) -> None:
@@ -175,8 +192,14 @@ class Tunnel:
         else:
             pipe.attach(stream)
 
+    def live_bytes(self) -> tuple[int, int]:
+        """Bytes sent and received so far by the connections still open."""
+        streams = [p.stream for p in self._pipes if p.stream is not None] + list(self._streams)
+        return (sum(s.bytes_sent for s in streams), sum(s.bytes_received for s in streams))
+
     def _ended(self, pipe: SocketPipe, source: str, reason: str) -> None:
         self._pipes.discard(pipe)
+        self.traffic.ended(pipe.stream)
         self.connections -= 1
         self.touch()
         if pipe.stream is not None and pipe.stream.refused:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Any, Callable
+from importlib.metadata import entry_points
+from typing import Any, Callable, Iterator
 
 import bcrypt
 import httpx
+import pytest
 
 from ..procs import Server
 
@@ -136,7 +138,27 @@ def _generic_not_found(resp: httpx.Response) -> bool:
         f"{resp.request.method} {resp.request.url.path}")
 
 
-def test_openapi_document_matches_routes(server: Server) -> None:
+@pytest.fixture(scope="module")
+def every_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with every built-in plugin loaded and its API users in the database (the users
+    plugin then answers every route, not RPort's 400 of a static user)."""
+    root = tmp_path_factory.mktemp("openapi")
+    seed = root / "api-auth.json"
+    seed.write_text(json.dumps([{"username": "admin", "password": "foobaz",
+                                 "groups": ["Administrators"]}]))
+    server = Server(root / "server", extra={
+        "api": {"auth": "", "auth_user_table": "users", "auth_group_table": "groups",
+                "auth_group_details_table": "group_details", "max_failed_login": 1000},
+        "plugins": {"users": {"import_auth_file": str(seed)}}}).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()
+
+
+def test_openapi_document_matches_routes(every_plugin: Server) -> None:
+    server = every_plugin
     api = server.api
     resp = api.get("/openapi.json")
     assert resp.status_code == 200
@@ -201,3 +223,72 @@ def test_openapi_document_matches_routes(server: Server) -> None:
     assert api.get("/clients/nope-openapi").json()["errors"][0]["title"] == \
         'client with id "nope-openapi" not found'
     assert _generic_not_found(api.get("/not-documented"))
+
+
+def test_openapi_declares_every_body_and_status_code(every_plugin: Server) -> None:
+    """Issue 16: every route is in the served document with its request body and all its
+    status codes. Statically: declared responses (no "200 or an error" placeholder) with a
+    success code; a POST, PUT or PATCH declares its body, or says it takes none
+    (``body=False``); a JSON body comes with its 400 and 413. Then each body-taking route is
+    sent a malformed body and an oversized one: the code it answers is a declared one."""
+    api = every_plugin.api
+    loaded = {p["name"] for p in api.get("/plugins").json()["data"]}
+    assert loaded == {ep.name for ep in entry_points(group="rport.server")}, loaded
+    doc = api.get("/openapi.json").json()
+    problems = []
+    bodies: list[tuple[str, str, dict[str, Any]]] = []
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            where = f"{method.upper()} {path} ({op['operationId']})"
+            codes = set(op["responses"])
+            if "default" in codes or not any(c.startswith("2") for c in codes):
+                problems.append(f"{where}: its status codes are not declared")
+            if method in ("post", "put", "patch") and "requestBody" not in op \
+                    and not op.get("x-rport-no-body"):
+                problems.append(f"{where}: no request body declared (body=False if none)")
+            if "requestBody" in op:
+                bodies.append((method, path, op))
+                if "application/json" in op["requestBody"]["content"] and \
+                        not {"400", "413"} <= codes:
+                    problems.append(f"{where}: a JSON body without its 400 and 413")
+            if op.get("x-rport-agent") and not {"502", "504"} <= codes:
+                problems.append(f"{where}: an agent route without the cluster's 502 and 504")
+    assert not problems, "\n".join(problems)
+
+    oversized = b'{"x": "' + b"x" * (64 << 10) + b'"}'
+    for method, path, op in bodies:
+        url = "/".join("dummy" if seg.startswith("{") else seg for seg in path.split("/"))
+        url = every_plugin.api_url + url
+        for content in (b"{", oversized):
+            resp = api.request(method, url, content=content,
+                               headers={"content-type": "application/json"})
+            assert resp.status_code < 500, (method, path, resp.text)
+            assert str(resp.status_code) in op["responses"], \
+                (method, path, resp.status_code, resp.text, sorted(op["responses"]))
+
+
+RPORT_PERMISSIONS = (  # RPort's api_router.go: the per-function permission of each path
+    ("/clients/{client_id}/commands", "commands"), ("/commands", "commands"),
+    ("/library/commands", "commands"),
+    ("/clients/{client_id}/scripts", "scripts"), ("/scripts", "scripts"),
+    ("/library/scripts", "scripts"),
+    ("/clients/{client_id}/tunnels", "tunnels"), ("/tunnels", "tunnels"),
+    ("/schedules", "scheduler"), ("/files", "uploads"), ("/auditlog", "auditlog"),
+)
+
+
+def test_every_route_declares_rports_permission(every_plugin: Server) -> None:
+    """Each route needs the permission RPort's router gives its path (x-rport-permission), and
+    no other: client attributes, groups, tags, users and the rest need none (administrators'
+    routes check the group instead)."""
+    doc = every_plugin.api.get("/openapi.json").json()
+    wrong = []
+    for path, item in doc["paths"].items():
+        route = path.removeprefix("/api/v1")
+        expected = next((perm for prefix, perm in RPORT_PERMISSIONS
+                         if route == prefix or route.startswith(prefix + "/")), None)
+        for method, op in item.items():
+            if op.get("x-rport-permission") != expected:
+                wrong.append(f"{method.upper()} {route}: {op.get('x-rport-permission')!r}, "
+                             f"RPort: {expected!r}")
+    assert not wrong, "\n".join(wrong)

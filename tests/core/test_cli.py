@@ -237,6 +237,11 @@ SERVER_STARTUP_MISTAKES = {
     "auth_jwt without auth_basic": ({"plugins": {"disabled": ["auth_basic"]}},
                                     "auth_jwt needs the auth_basic plugin"),
     "bad agent credentials": ({"server": {"auth": "no-colon"}}, "must be"),
+    "scripts without commands": ({"plugins": {"disabled": ["commands", "scheduler"]}},
+                                 "the scripts plugin runs scripts as jobs of the commands plugin"),
+    "scheduler without commands": ({"plugins": {"disabled": ["commands", "scripts"]}},
+                                   "the scheduler plugin runs schedules as jobs of the commands plugin"),
+    "max_filepush_size zero": ({"api": {"max_filepush_size": 0}}, "api.max_filepush_size"),
 }
 
 

@@ -18,7 +18,8 @@ from ..procs import Agent, Server, wait_for
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "rportd-0.1"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
 HEADS = {"core": "0001", "tunnels": "0002", "commands": "0003", "targeting": "0001",
-         "auth_jwt": "0002"}
+         "auth_jwt": "0002", "users": "0002", "auditlog": "0001",
+         "library": "0001", "scheduler": "0001", "uploads": "0001"}
 TUNNEL_KEYS = ("id", "rhost", "rport", "lhost", "lport_random", "acl", "idle_timeout_minutes",
                "name", "scheme", "owner", "auto_close", "http_proxy")
 

@@ -168,8 +168,12 @@ def test_login_both_ways_and_bearer_on_every_plugins_routes(env: Env) -> None:
                 assert resp.status_code == 200, (path, resp.text)
         me = api.get("/me", headers=bearer(tokens[0])).json()["data"]
         assert me == {"username": "admin", "groups": ["Administrators"], "password_expired": False,
-                      "two_fa_send_to": "", "effective_user_permissions": {},
-                      "effective_extended_permissions": {}, "group_permissions_enabled": False}
+                      "two_fa_send_to": "", "effective_user_permissions": dict.fromkeys(
+                          ("auditlog", "commands", "monitoring", "scheduler", "scripts", "tunnels",
+                           "uploads", "vault"), True),
+                      "effective_extended_permissions": {"tunnels_restricted": None,
+                                                         "commands_restricted": None},
+                      "group_permissions_enabled": False}
         resp = api.post("/client-groups", headers=bearer(tokens[1]),
                         json={"id": "jwt-group", "params": {"client_id": [CLIENT]}})
         assert resp.status_code == 201, resp.text

@@ -966,27 +966,31 @@ def test_job_of_a_restarted_agent_fails_instead_of_running_for_ever(make_server:
     go = tmp_path / "go"
     waiting = f"while [ ! -e {go} ]; do /usr/bin/sleep 0.05; done"
     lost = run(api, "k1", command=waiting, timeout_sec=120)
-    resp = api.post("/commands", json={"command": f"{waiting}; /usr/bin/echo next",
-                                       "client_ids": ["k1", "k2"], "timeout_sec": 120,
-                                       "abort_on_error": False})
+    # The multi-client job's command also waits (on its own file), so that k1 is killed while
+    # it runs there (an "echo" could finish first on a loaded machine), and k2's goes through.
+    go2 = tmp_path / "go2"
+    resp = api.post("/commands", json={
+        "command": f"while [ ! -e {go2} ]; do /usr/bin/sleep 0.05; done; /usr/bin/echo next",
+        "client_ids": ["k1", "k2"], "timeout_sec": 120, "abort_on_error": False})
     assert resp.status_code == 200, resp.text
     mjid = resp.json()["data"]["jid"]
     wait_for(lambda: api.get(f"/commands/{mjid}").json()["data"]["jobs"][0]["pid"],
              20, "the sequential job to start on k1")
     agent.proc.kill()
     server.wait_disconnected("k1")
+    go2.touch()  # (the killed agent's shell may live on: it ends now too)
     make_agent(server, "k1", config=config)
     job = wait_job(api, "k1", lost)
     assert job["status"] == "failed", job
     assert job["error"] == "the agent was restarted while the command ran: its result is lost"
     assert job["finished_at"]
-    go.touch()  # the sequence goes on to k2, which runs it
-    multi = wait_multi(api, mjid, 2)
+    multi = wait_multi(api, mjid, 2)  # the sequence went on to k2, which ran it
     assert [j["client_id"] for j in multi["jobs"]] == ["k1", "k2"]
     assert multi["jobs"][0]["status"] == "failed" and multi["jobs"][1]["status"] == "successful"
     assert_error(api.post(f"/clients/k1/commands/{lost}/cancel"), 409, "job is not running")
     # the new agent process's own job is not failed by the next reconnection
     fresh = run(api, "k1", command=waiting, timeout_sec=120)
+    go.touch()
     assert wait_job(api, "k1", fresh)["status"] == "successful"
     assert "job " + lost + " on k1 failed: the agent no longer knows it" in server.log()
 

@@ -34,7 +34,8 @@ def assert_secure_headers(resp: httpx.Response) -> None:
     csp = csp_of(resp)
     assert csp["default-src"] == ["'none'"], csp
     assert csp["script-src"][0] == "'self'" and all(s.startswith("'sha256-") for s in csp["script-src"][1:]), csp
-    assert csp["style-src"] == csp["connect-src"] == csp["img-src"] == ["'self'"], csp
+    assert csp["style-src"] == csp["connect-src"] == ["'self'"], csp
+    assert csp["img-src"] == ["'self'", "data:"], csp  # data: for the QR code of a TOTP secret
     assert csp["frame-ancestors"] == ["'none'"] and csp["base-uri"] == ["'none'"], csp
     assert csp["form-action"] == ["'none'"], csp
     policy = resp.headers["content-security-policy"]

@@ -55,5 +55,9 @@ def rport_register_routes(server: Any, register: Any) -> None:
         """The disk usage measured on a client so far (up to 100), newest first."""
         return data_response(await server.store.run(history.of_client, request.path_params["client_id"]))
 
-    register("/clients/{client_id}/disk-usage", usage, name="usage", params=("path",))
-    register("/clients/{client_id}/disk-usage/history", usage_history, name="history")
+    # Every status code each route answers (the OpenAPI document lists them)
+    register("/clients/{client_id}/disk-usage", usage, name="usage", params=("path",),
+             responses={200: "total, used, free and percent", 404: "no connected client",
+                        409: "the client refused the path, or did not answer"})
+    register("/clients/{client_id}/disk-usage/history", usage_history, name="history",
+             responses={200: "the measurements, newest first"})

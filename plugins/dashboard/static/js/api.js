@@ -47,7 +47,7 @@ export function apiUrl(path, query) {
 }
 
 // The raw response of a request that succeeded (the caller reads the body), or an ApiError.
-export async function send(method, path, { query, body, signal, accept = "application/json", token } = {}) {
+export async function send(method, path, { query, body, signal, accept = "application/json", token, retry = false } = {}) {
   const bearer = token === undefined ? session.token : token;
   if (bearer && refused.has(bearer)) {
     throw new ApiError(401, [{ code: "ERR_CODE_UNAUTHORIZED", title: "unauthorized", detail: "the session has ended" }]);
@@ -77,7 +77,8 @@ export async function send(method, path, { query, body, signal, accept = "applic
     errors = null;
   }
   const error = new ApiError(resp.status, errors);
-  if (resp.status === 401 && bearer && !refused.has(bearer)) {
+  // (retry: a 401 that does not end the token: a wrong code at the second login step)
+  if (resp.status === 401 && bearer && !retry && !refused.has(bearer)) {
     refused.add(bearer);
     if (bearer === session.token) onUnauthorized(error);
   }

@@ -84,7 +84,8 @@ export function JobPanel({ job, follow, heading, onChanged }) {
       ${cancellable ? html`<button type="button" class="danger" onClick=${cancel}
         aria-label=${"Cancel the job on " + (job.client_name || job.client_id)}>Cancel</button>` : null}
     </header>
-    <p class="job-meta">${shown.started_at ? `started ${dateTime(shown.started_at)}` : "not started"}
+    <p class="job-meta">${shown.started_at ? `started ${dateTime(shown.started_at)}`
+        : shown.status === "running" ? "starting" : "not started"}
       ${shown.finished_at ? `, finished ${dateTime(shown.finished_at)}` : ""}
       ${shown.pid ? `, pid ${shown.pid}` : ""}</p>
     ${shown.error ? html`<p class="job-error">${shown.error}</p>` : null}

@@ -11,9 +11,13 @@ import { CopyField, Errors, Loading, PageTitle, usePageTitle } from "../ui.js";
 
 const ANY_ADDRESS = new Set(["", "0.0.0.0", "::", "[::]"]);
 
-// The host a user reaches a tunnel at: [server] tunnel_host, else the host this page came from
-// when the tunnel listens on every address, else the address it listens on.
+// The host a user reaches a tunnel at: in a cluster the host of the node that listens (the
+// tunnel says), else [server] tunnel_host, else the host this page came from when the tunnel
+// listens on every address, else the address it listens on.
 export function tunnelHost(tunnel, status) {
+  if (tunnel.tunnel_host && !ANY_ADDRESS.has(tunnel.tunnel_host)) {
+    return tunnel.tunnel_host.replace(/^\[|\]$/g, "");
+  }
   if (status && status.tunnel_host) return status.tunnel_host;
   if (ANY_ADDRESS.has(tunnel.lhost)) return location.hostname.replace(/^\[|\]$/g, "");
   return tunnel.lhost.replace(/^\[|\]$/g, "");

@@ -1,0 +1,1 @@
+"""The auditlog plugin's schema migrations (Alembic revision files)."""

@@ -1,0 +1,102 @@
+"""``GET /auditlog``'s options, as RPort has them (server/auditlog): ``sort`` on any field,
+``filter[<field>]`` with RPort's values (``a,b``, ``*`` wildcards, ``and(...)``),
+``filter[timestamp][gt|lt|since|until]``, ``page[limit]`` (10 by default, 100 at most) and
+``page[offset]``; done in SQL, so the log can be large. Plain values match exactly and
+wildcards case-insensitively, as in RPort."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, Iterable
+
+import attrs
+import sqlalchemy as sa
+
+from rport.core.plugin import ApiError, ErrorItem, ResourceSpec, parse_list_query
+
+from .record import FIELDS
+from .store import auditlog
+
+FILTER_FIELDS = ("username", "remote_ip", "application", "action", "affected_id", "client_id",
+                 "client_hostname")
+SPEC = ResourceSpec(
+    name="auditlog", sort_fields={"timestamp", *FILTER_FIELDS}, default_sort="timestamp",
+    filter_fields=FILTER_FIELDS, fields=FIELDS, page_default=10, page_max=100)
+TIME_OPERATORS = {"gt": "__gt__", "lt": "__lt__", "since": "__ge__", "until": "__le__"}
+_TIME_FILTER = re.compile(r"filter\[timestamp\]\[(.*)\]", re.DOTALL)
+BAD = "ERR_CODE_BAD_QUERY_PARAM"
+
+
+@attrs.frozen
+class AuditQuery:
+    where: sa.ColumnElement[bool] | None
+    order: tuple[sa.ColumnElement[Any], ...]
+    limit: int
+    offset: int
+    fields: tuple[str, ...] | None
+
+
+def parse_time(text: str) -> float:
+    """A time of a timestamp filter: a date (``2021-10-28``) or an RFC 3339 / ISO 8601 time;
+    without an offset it is UTC."""
+    value = dt.datetime.fromisoformat(text.strip())
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.timestamp()
+
+
+def _matches(column: sa.ColumnElement[str], value: str) -> sa.ColumnElement[bool]:
+    if "*" not in value:
+        return column == value
+    pattern = value.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return sa.func.lower(column).like(pattern.replace("*", "%"), escape="\\")
+
+
+def parse(items: Iterable[tuple[str, str]], *, username: str | None) -> AuditQuery:
+    """The query of ``items`` (the request's query parameters); ``username``: the caller when
+    not an administrator, who sees only their own entries and may not filter by user (403)."""
+    items = list(items)
+    times = [(key, value) for key, value in items if _TIME_FILTER.fullmatch(key)]
+    query = parse_list_query([(k, v) for k, v in items if not _TIME_FILTER.fullmatch(k)], SPEC)
+    conditions: list[sa.ColumnElement[bool]] = []
+    problems: list[str] = []
+    for key, value in times:
+        operator = _TIME_FILTER.fullmatch(key).group(1)  # type: ignore[union-attr]
+        if operator not in TIME_OPERATORS:
+            problems.append(f"unsupported filter field '{key}'")
+            continue
+        bounds = []
+        for part in value.split(","):
+            try:
+                bounds.append(getattr(auditlog.c.timestamp, TIME_OPERATORS[operator])(parse_time(part)))
+            except ValueError:
+                problems.append(f"invalid time {part.strip()!r} in '{key}': use a date "
+                                "(2021-10-28) or an RFC 3339 time (2021-10-28T10:00:00Z)")
+        if bounds:
+            conditions.append(sa.or_(*bounds))
+    if problems:
+        raise ApiError.many(400, [ErrorItem(title=p, code=BAD) for p in dict.fromkeys(problems)])
+    if username is not None:
+        # as RPort: a filter that names username (filter[*] does not; the forced filter below
+        # keeps it to the caller's entries anyway)
+        named = [key[len("filter["):].split("]")[0].split("|") for key, _ in items
+                 if key.startswith("filter[")]
+        if any("username" in columns for columns in named):
+            raise ApiError(403, "filter forbidden", code="ERR_CODE_FILTER_FORBIDDEN",
+                           detail="only members of group Administrators can filter by usernames")
+        conditions.append(auditlog.c.username == username)
+    for f in query.filters:
+        tests = [_matches(auditlog.c[column], value) for column in f.columns for value in f.values]
+        if f.match_all:  # and(a,b): every value, in any of the columns
+            tests = [sa.or_(*(_matches(auditlog.c[column], value) for column in f.columns))
+                     for value in f.values]
+            conditions.append(sa.and_(*tests))
+        else:
+            conditions.append(sa.or_(*tests))
+    column = auditlog.c[query.sort]
+    first = column.desc() if query.descending else column.asc()
+    return AuditQuery(
+        where=sa.and_(*conditions) if conditions else None,
+        order=(first, auditlog.c.id.desc() if query.descending else auditlog.c.id.asc()),
+        limit=query.limit or SPEC.page_default, offset=query.offset, fields=query.fields)

@@ -1,0 +1,1 @@
+"""The library plugin's schema migrations (Alembic revision files)."""

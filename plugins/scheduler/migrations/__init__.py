@@ -1,0 +1,1 @@
+"""The scheduler plugin's schema migrations (Alembic revision files)."""

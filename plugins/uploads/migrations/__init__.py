@@ -1,0 +1,1 @@
+"""The uploads plugin's schema migrations (Alembic revision files)."""

@@ -1,0 +1,1 @@
+"""The users plugin's schema migrations (Alembic revision files)."""
