@@ -250,6 +250,8 @@ class RportServer:
                 log.exception("shutdown of plugin %r failed", impl.plugin_name)
         await self.bus.stop()
         if self.cluster is not None:
+            if self.store.is_open:
+                await self.store.flush()  # (a save landing after the node left would undo it)
             await self.cluster.stop()  # marks only this node's agents disconnected
         elif self.store.is_open:
             await self.store.mark_all_disconnected(time.time())

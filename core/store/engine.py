@@ -240,6 +240,11 @@ class Store:
         writes landing in call order."""
         await self._client_writes.write(client_id, ("save", client_id, record, disconnected_at))
 
+    async def flush(self) -> None:
+        """Until the client saves and deletes asked for so far are committed (their callers
+        may have gone: an agent's connection cancelled as rportd stops)."""
+        await self._client_writes.drain()
+
     async def mark_all_disconnected(self, at: float) -> None:
         await self._client_writes.drain()
         await self.run(_clients.mark_all_disconnected, at)

@@ -27,8 +27,8 @@ from rport.core.plugin import (
     visible_clients,
 )
 
-from .config import CommandsConfig
 from . import declarations as d
+from .config import CommandsConfig
 from .jobs import JOB_FIELDS, SCHEMA
 from .service import CommandService, JobFinished, MultiJobCancelled
 
@@ -226,7 +226,8 @@ def rport_register_routes(server: Any, register: Any) -> None:
         jobs = await service(server).jobs.of_multi_json(multi["jid"])
         # The jobs as stored (JSON texts), spliced in: polled while a thousand jobs run, this
         # answer would otherwise decode and encode every job each time.
-        doc = {**{k: v for k, v in multi.items() if k != "jobs"}, "jobs": []}  # "jobs" last
+        doc = {**{k: v for k, v in multi.items() if k != "jobs" and not k.startswith("_")},
+               "jobs": []}  # "jobs" last; "_" keys are the service's own (the running node)
         head = json.dumps({"data": doc}, ensure_ascii=False, separators=(",", ":"))
         body = "".join((head[:-len("]}}")], ",".join(jobs), "]}}"))
         return Response(body.encode(), media_type="application/json")

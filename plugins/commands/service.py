@@ -111,6 +111,9 @@ class MultiJobCancelled:
     user: str
 
 
+NODE = "_node"
+"""In a cluster, the multi-job's key naming the node that runs it (not shown by the API)."""
+
 ADOPTED = 4096
 """Jobs of other nodes whose output this node's agents send, remembered (bounded)."""
 
@@ -140,9 +143,8 @@ class CommandService:
         self._unsettled: set[str] = set()
         """Clients that may have ``running`` jobs (loaded at start-up, added as jobs are sent,
         dropped when :meth:`reconcile` finds none): only their connections are reconciled, so
-        that ten thousand agents connecting cost no query or request each. (Jobs sent by
-        another rportd node on a shared database are not in it: in a cluster every connection
-        is reconciled.)"""
+        that ten thousand agents connecting cost no query or request each. (In a cluster, jobs
+        are sent by other nodes too: there the store says, see :meth:`reconcile`.)"""
         self.finished: Counter[str] = Counter()
         """Jobs that became final since start-up, by status (metrics)."""
         self._not_adopted: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -294,8 +296,7 @@ class CommandService:
     async def _running_elsewhere(self, multi: dict[str, Any]) -> bool:
         """Whether a multi-client job is still running, from the store (another node runs it)."""
         jobs = await self.jobs.of_multi(multi["jid"])
-        return (any(j["status"] in ("running", QUEUED) for j in jobs)
-                or len(jobs) < len(multi.get("target_client_ids") or ()))
+        return any(j["status"] in ("running", QUEUED) for j in jobs)
 
     def _finished(self, job: dict[str, Any]) -> None:
         """A job ran and became final: counted (metrics), and its result recorded in the audit
@@ -331,9 +332,13 @@ class CommandService:
         session = client.session
         if session is None:
             return
-        if client.id not in self._unsettled and self.server.cluster is None:
-            self._wake_connected(client.id)
-            return
+        if client.id not in self._unsettled:
+            # In a cluster other nodes send jobs too (through this node, or before the agent
+            # moved here): the store says whether the client has any running.
+            if self.server.cluster is None or not await self.jobs.running_of(client.id):
+                self._wake_connected(client.id)
+                return
+            self._unsettled.add(client.id)
         try:
             answer = await session.request("cmd_jobs", None)
         except RemoteError:
@@ -394,10 +399,10 @@ class CommandService:
                         schedule_id: str | None = None) -> dict[str, Any]:
         """Start a multi-client job; ``check`` may refuse the resolved clients (it raises
         :class:`ApiError`, e.g. the caller's 403 for clients it may not use) before anything runs.
-        Tags, labels and groups select among ``matchable`` (default: every client). Returns
-        once the multi-job and a ``queued`` job per client are committed. ``is_script``: a
-        script's (see :meth:`run_single`); ``schedule_id``: started by that schedule (the
-        scheduler plugin), in the multi-job and each of its jobs."""
+        Tags, labels and groups select among ``matchable`` (default: every client).
+        ``is_script``: a script's (see :meth:`run_single`); ``schedule_id``: started by that
+        schedule (the scheduler plugin), in the multi-job and each of its jobs. Returns once the
+        multi-job and a ``queued`` job per client are committed."""
         spec = validate_command(body, MULTI_KEYS, self.default_timeout)
         clients = await self._targets(body, matchable)
         if check is not None:
@@ -413,6 +418,8 @@ class CommandService:
             "is_script": is_script, **spec,
             "target_client_ids": [c.id for c in clients],
         }
+        if self.server.cluster is not None:
+            multi[NODE] = self.server.cluster.node_id  # the node that runs it (see resume)
         jobs = [self._child(multi, c) for c in clients]
         await self.jobs.create_multi(multi, jobs)
         self._launch(multi, jobs, resumed=False)
@@ -437,9 +444,14 @@ class CommandService:
         stopped, or was killed, before it sent them all). Their clients reconnect in the next
         seconds: a queued job waits up to ``resume_wait`` for its client. A sequence whose job
         was running first waits for that job's outcome (its result, or the agent's
-        reconnection saying it does not know it)."""
+        reconnection saying it does not know it). In a cluster a node goes on with the
+        multi-jobs it ran (same ``node_id``); those of a node that does not come back stay as
+        they are."""
         self._unsettled.update(await self.jobs.clients_running())
         unfinished = await self.jobs.unfinished_multi()
+        cluster = self.server.cluster
+        if cluster is not None:  # each node goes on with its own (the others' still run them)
+            unfinished = [(m, j) for m, j in unfinished if m.get(NODE) == cluster.node_id]
         if not unfinished:
             return
         loop = asyncio.get_running_loop()
@@ -460,7 +472,9 @@ class CommandService:
                 fut.set_result(None)
 
     async def _until_connected(self, client_id: str) -> bool:
-        """For a resumed job: until its client is connected (False if not by the deadline)."""
+        """For a resumed job: until its client is connected (False if not by the deadline).
+        Woken by the client's connection here; checked every second too (in a cluster it may
+        connect to another node, which this one learns without an event)."""
         loop = asyncio.get_running_loop()
         while self.server.clients.session(client_id) is None:
             remaining = self._resume_until - loop.time()
@@ -469,9 +483,9 @@ class CommandService:
             fut: asyncio.Future[None] = loop.create_future()
             self._connect_waiters.setdefault(client_id, []).append(fut)
             try:
-                await asyncio.wait_for(fut, remaining)
+                await asyncio.wait_for(fut, min(remaining, 1.0))
             except TimeoutError:
-                return False
+                continue
             finally:
                 waiters = self._connect_waiters.get(client_id)
                 if waiters is not None and fut in waiters:

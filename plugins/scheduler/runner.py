@@ -139,7 +139,9 @@ class Scheduler:
                     now - (_epoch(job.get("started_at")) or started) <= timeout:
                 return True
         targets = len(multi.get("target_client_ids") or ())
-        return len(jobs) < targets and now - started <= targets * (timeout + 60)
+        # (clients not started yet have a "queued" job, or none in a store of older versions)
+        left = targets - len(jobs) + sum(1 for job in jobs if job.get("status") == "queued")
+        return left > 0 and now - started <= targets * (timeout + 60)
 
 
 def run_started(record: dict[str, Any], body: dict[str, Any],

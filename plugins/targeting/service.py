@@ -45,7 +45,7 @@ class Targeting:
         async with self._write:
             self._groups = {}
             await self.load()
-        self._on_change()
+        self._on_change()  # every client's groups and user groups may differ now
 
     async def load(self) -> None:
         for record in await self.store.load():

@@ -561,7 +561,7 @@ class TunnelService:
     async def forget_client(self, client_id: str) -> None:
         self.saved.pop(client_id, None)
         if self._remote_json.pop(client_id, None) is not None:
-            self.server.clients.changed(client_id)
+            self.server.clients.changed(client_id)  # its document's "tunnels"
         await self._persist(client_id, force=True)
 
     async def shutdown(self) -> None:

@@ -190,6 +190,9 @@ def test_single_command_and_live_output_through_another_node(cluster: Cluster) -
                       json={"command": "for i in 1 2 3; do echo line$i; sleep 0.2; done"})
     assert resp.status_code == 200, resp.text
     jid = resp.json()["data"]["jid"]
+    # answered (by node b, through node c) once the job is committed: any node has it at once
+    early = a.api.get(f"/clients/{client_id}/commands/{jid}")
+    assert early.status_code == 200 and early.json()["data"]["status"] in ("running", "successful")
     # live output, followed through node a while node b holds the agent
     with a.api.stream("GET", f"/clients/{client_id}/commands/{jid}/stream", timeout=30) as sse:
         assert sse.status_code == 200
@@ -231,13 +234,16 @@ def test_cancel_through_other_nodes(cluster: Cluster) -> None:
     multi = a.api.post("/commands", json={"command": "sleep 30", "client_ids": targets})
     assert multi.status_code == 200, multi.text
     mjid = multi.json()["data"]["jid"]
-    wait_for(lambda: c.api.get(f"/commands/{mjid}/jobs").json()["data"], 20, "the first job")
+    # (every job is listed from the start, "queued" until sent: the first one runs)
+    wait_for(lambda: c.api.get(f"/commands/{mjid}/jobs").json()["data"][0]["pid"], 20,
+             "the first job")
     stop = c.api.post(f"/commands/{mjid}/cancel")
     assert stop.status_code == 200, stop.text
 
     def ended() -> list[dict[str, Any]] | None:
         jobs = c.api.get(f"/commands/{mjid}/jobs").json()["data"]
-        return jobs if len(jobs) == 3 and all(j["status"] not in ("running", "queued") for j in jobs) else None
+        return jobs if len(jobs) == 3 and all(j["status"] not in ("running", "queued")
+                                               for j in jobs) else None
 
     jobs = wait_for(ended, 20, "the multi-client job to stop")
     assert [j["status"] for j in jobs] == ["cancelled", "skipped", "skipped"], jobs
@@ -249,10 +255,13 @@ def test_command_on_30_agents_from_node_c(cluster: Cluster) -> None:
                                          "client_ids": ids, "execute_concurrently": True})
     assert resp.status_code == 200, resp.text
     jid = resp.json()["data"]["jid"]
+    # answered once the multi-job and a job per client are committed: node a lists them at once
+    assert len(cluster.nodes["a"].api.get(f"/commands/{jid}/jobs").json()["data"]) == 30
 
     def finished() -> list[dict[str, Any]] | None:
         jobs = c.api.get(f"/commands/{jid}/jobs").json()["data"]
-        return jobs if len(jobs) == 30 and all(j["status"] not in ("running", "queued") for j in jobs) else None
+        return jobs if len(jobs) == 30 and all(j["status"] not in ("running", "queued")
+                                               for j in jobs) else None
 
     jobs = wait_for(finished, 60, "the 30 jobs to finish")
     assert sorted(j["client_id"] for j in jobs) == ids
@@ -292,7 +301,8 @@ def test_scripts_and_attributes_through_another_node(cluster: Cluster) -> None:
     assert multi.status_code == 200, multi.text
     mjid = multi.json()["data"]["jid"]
     jobs = wait_for(lambda: (j := a.api.get(f"/commands/{mjid}/jobs").json()["data"]) and len(j) == 2
-                    and all(x["status"] not in ("running", "queued") for x in j) and j, 20, "the multi-client script")
+                    and all(x["status"] not in ("running", "queued") for x in j) and j, 20,
+                    "the multi-client script")
     assert sorted(j["client_id"] for j in jobs) == sorted(targets)
     assert all(j["status"] == "successful" and j["result"]["stdout"].endswith("done\n")
                for j in jobs), jobs
@@ -374,6 +384,9 @@ def test_logins_bans_acls_and_groups_are_cluster_wide(cluster: Cluster) -> None:
     group = wait_for(lambda: (r := c.api.get("/client-groups/tens")).status_code == 200 and r.json()["data"],
                      5, "the group on node c")
     assert group["client_ids"] == ["a05", "b05", "c05"]
+    # and node c's document of a client it had already shown names the new group
+    assert c.client(client_id)["id"] == "a05"
+    wait_for(lambda: c.client(client_id)["groups"] == ["tens"], 5, "the group in the document")
 
 def test_nodes_act_only_on_signed_messages(cluster: Cluster, nats: Nats) -> None:
     """Whoever else reaches the NATS subjects cannot make a node act: a request signed with

@@ -984,13 +984,13 @@ def test_job_of_a_restarted_agent_fails_instead_of_running_for_ever(make_server:
     assert job["status"] == "failed", job
     assert job["error"] == "the agent was restarted while the command ran: its result is lost"
     assert job["finished_at"]
-    go.touch()  # the sequence goes on to k2, which runs it
-    multi = wait_multi(api, mjid, 2)
+    multi = wait_multi(api, mjid, 2)  # the sequence went on to k2, which ran it
     assert [j["client_id"] for j in multi["jobs"]] == ["k1", "k2"]
     assert multi["jobs"][0]["status"] == "failed" and multi["jobs"][1]["status"] == "successful"
     assert_error(api.post(f"/clients/k1/commands/{lost}/cancel"), 409, "job is not running")
     # the new agent process's own job is not failed by the next reconnection
     fresh = run(api, "k1", command=waiting, timeout_sec=120)
+    go.touch()
     assert wait_job(api, "k1", fresh)["status"] == "successful"
     assert "job " + lost + " on k1 failed: the agent no longer knows it" in server.log()
 
