@@ -223,6 +223,9 @@ class Runner:
         jid = str(job["jid"])
         self.running[jid] = proc
         answer = self._started[jid] = {"pid": proc.pid, "started_at": started_at, "error": ""}
+        # Journaled before the server learns the pid: an agent killed right after answering
+        # must find the job at its next start (and report it unknown, not leave it to be failed).
+        await self._journal(jid, {"jid": jid, "pid": proc.pid, "started_at": started_at})
         task = asyncio.create_task(self._watch(job, jid, proc, script, started_at))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -303,8 +306,7 @@ class Runner:
 
     async def _watch(self, job: dict[str, Any], jid: str, proc: asyncio.subprocess.Process,
                      script: Path, started_at: str) -> None:
-        entry = {"jid": jid, "pid": proc.pid, "started_at": started_at}
-        await self._journal(jid, entry)
+        entry = {"jid": jid, "pid": proc.pid, "started_at": started_at}  # (journaled by _start)
         out, err = _Capture("stdout", self.limit), _Capture("stderr", self.limit)
         readers = [asyncio.create_task(self._pump(jid, proc.stdout, out)),
                    asyncio.create_task(self._pump(jid, proc.stderr, err))]
