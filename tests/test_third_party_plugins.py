@@ -1,7 +1,7 @@
 """Third-party plugins (issue #7), with real rportd and rport processes.
 
-The example distribution docs/examples/rport-diskusage is pip installed into this environment
-(and uninstalled afterwards), loaded through its entry points, listed by ``rportd plugins``,
+The example distribution docs/examples/rport-diskusage is pip installed (into a directory on this
+module's PYTHONPATH, not into the shared environment), loaded through its entry points, listed by ``rportd plugins``,
 ``rport plugins`` and ``GET /api/v1/plugins``, called, and disabled in configuration. Broken
 plugins come from fake distributions (a module and a ``.dist-info``) put on the processes'
 PYTHONPATH: they must stop start-up naming the plugin and the cause, or fail only the request
@@ -70,21 +70,24 @@ def can_build_without_isolation() -> bool:
 
 @pytest.fixture(scope="module")
 def diskusage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """rport-diskusage installed (from a copy, so no build files land in docs/) for this module
-    only; yields its installed version."""
+    """rport-diskusage pip-installed (from a copy, so no build files land in docs/) into a
+    directory of its own that is on the PYTHONPATH of this module's processes only (not into the
+    shared environment: tests of other modules start rportd in parallel and would load it, or
+    find it half installed); yields its installed version."""
     source = tmp_path_factory.mktemp("example") / EXAMPLE.name
     shutil.copytree(EXAMPLE, source,
                     ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    site = tmp_path_factory.mktemp("site")
     isolation = ["--no-build-isolation"] if can_build_without_isolation() else []
-    pip("install", "--no-deps", *isolation, "-q", str(source))
-    importlib.invalidate_caches()
-    try:
+    pip("install", "--no-deps", *isolation, "-q", "--target", str(site), str(source))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH", "")])))
+        mp.syspath_prepend(str(site))
+        importlib.invalidate_caches()
         version = importlib.metadata.version(DIST)
         assert version == tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]["version"]
         yield version
-    finally:
-        pip("uninstall", "-y", "-q", DIST)
-        importlib.invalidate_caches()
+    importlib.invalidate_caches()
 
 
 def assert_error(resp: httpx.Response, status: int, code: str, title: str | None = None) -> dict:
