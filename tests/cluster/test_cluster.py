@@ -339,7 +339,8 @@ def test_upload_through_a_node_that_does_not_hold_the_agents(cluster: Cluster) -
         return {x["client_id"]: x for x in upload["clients"]}
 
     results = push(dest, targets)
-    assert all(r["status"] == "success" and r["size"] == len(data) for r in results.values()), results
+    assert all(r["status"] == "success" and r["size"] == len(data) for r in results.values()), \
+        [(r["client_id"], r["status"], r.get("message"), r.get("size")) for r in results.values()]
     assert hashlib.sha256(dest.read_bytes()).digest() == hashlib.sha256(data).digest()
     # the file exists now: b's agent declines it (no data sent), through the relay
     again = push(dest, targets[:1])[targets[0]]
