@@ -76,7 +76,7 @@ def test_queued_jobs_of_a_client_that_does_not_come_back_fail_saying_why(
         make_server: Callable[..., Server], make_agent: Callable[..., Agent], tmp_path: Path) -> None:
     """After a restart a queued job waits ``resume_wait`` for its client, then fails with the
     reason; the clients that did come back run theirs."""
-    server = make_server("gone", extra={"plugins.commands": {"resume_wait": "2s"}})
+    server = make_server("gone", extra={"plugins.commands": {"resume_wait": "1s"}})
     back = make_agent(server, "back", config=OPEN)
     gone = make_agent(server, "gone", config=OPEN)
     api = server.api
@@ -99,7 +99,7 @@ def test_queued_jobs_of_a_client_that_does_not_come_back_fail_saying_why(
     assert (first["client_id"], first["status"]) == ("back", "successful"), first
     assert (second["client_id"], second["status"]) == ("gone", "failed"), second
     assert second["error"] == ("client is not connected (rportd restarted before it sent the "
-                               "command, and the client did not reconnect within 2s)")
+                               "command, and the client did not reconnect within 1s)")
     assert back.proc.alive()
 
 
