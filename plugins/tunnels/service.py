@@ -7,6 +7,7 @@ import asyncio
 import errno
 import logging
 import re
+from collections import Counter
 from typing import Any, Mapping
 
 from rport.core.plugin import ApiError, Client, KeyedLocks, RemoteError, SessionClosed, call_each
@@ -98,6 +99,9 @@ class TunnelService:
         self._last_id: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._persisting = KeyedLocks()
+        self._claimed: Counter[int] = Counter()
+        """Fixed local ports of tunnels being restored, not listening yet: kept from the random
+        picks of the tunnels restored before them."""
         self._unwritten: set[str] = set()  # clients whose saved specs the store may not hold
         self.traffic = Traffic()
         """What every tunnel's ended connections carried since start-up (metrics)."""
@@ -343,7 +347,7 @@ class TunnelService:
                           "see used_ports and excluded_ports in [server]")
             return
         try:
-            port = self.pool.pick(tunnel.lhost, taken)
+            port = self.pool.pick(tunnel.lhost, taken | set(self._claimed))
         except OSError as exc:
             raise cannot_listen(tunnel.lhost, 0, exc) from None
         if port is None:
@@ -355,7 +359,7 @@ class TunnelService:
         """A proxied tunnel's raw listener: a pool port on 127.0.0.1 (RPort §4.9)."""
         if not tunnel.http_proxy:
             return
-        port = self.pool.pick("127.0.0.1", self.taken_ports() | {tunnel.lport})
+        port = self.pool.pick("127.0.0.1", self.taken_ports() | {tunnel.lport} | set(self._claimed))
         if port is None:
             raise bad("no ports available", "ERR_CODE_NO_PORTS",
                       "a proxied tunnel needs a second port for its raw tunnel", status=500)
@@ -482,8 +486,15 @@ class TunnelService:
                                     "owner": client.id})
             room = max(0, self.max_per_client - len(kept))
             restore, refused = restore[:room], restore[room:]
-            for spec in restore:
-                await self._restore(client, spec)
+            claimed = Counter(int(s["lport"]) for s in restore
+                              if s.get("lport") and not s.get("lport_random"))
+            self._claimed.update(claimed)
+            try:
+                for spec in restore:
+                    await self._restore(client, spec)
+            finally:
+                self._claimed.subtract(claimed)
+                self._claimed = +self._claimed  # (drops the ports no longer claimed)
             await self._persist(client.id)
         if refused:
             await self._refuse(client, refused)

@@ -868,6 +868,30 @@ def test_agent_remotes_obey_the_port_pool_and_protocol(tmp_path: Path, echo: Ech
         server.stop()
 
 
+def test_a_random_port_never_takes_the_port_of_a_fixed_remote(tmp_path: Path, echo: EchoServer) -> None:
+    """An agent's tunnels are opened (and restored) in their order: a random local port picked
+    for an earlier one must not be the fixed port of a later one, which would then fail. With
+    a pool of two ports, a random pick would take it every other time."""
+    fixed = free_port()
+    other = free_port(avoid={fixed})
+    server = Server(tmp_path / "server", extra={"server": {
+        "used_ports": [f"{other}-{other}", f"{fixed}-{fixed}"]}}).start()
+    agent = CliAgent(tmp_path / "agent", server, "pair", [f"{echo.port}", f"{fixed}:{echo.port}"])
+    try:
+        for _ in range(3):  # the first connection, then two restarts of rportd
+            server.wait_connected("pair")
+            tunnels = wait_for(lambda: (ts := tunnels_of(server, "pair")) and len(ts) == 2 and ts,
+                               20, "both tunnels")
+            assert sorted((t["lport_random"], t["lport"]) for t in tunnels) == [
+                (False, str(fixed)), (True, str(other))], server.log()[-2000:]
+            assert "not restored" not in server.log() and "already in use" not in server.log()
+            server.stop()
+            server.start()
+    finally:
+        agent.stop()
+        server.stop()
+
+
 def test_deleted_client_gets_no_old_tunnels_back(tmp_path: Path, echo: EchoServer) -> None:
     """Tunnels kept for a reconnect are forgotten with the client (ClientRemoved)."""
     server = Server(tmp_path / "server").start()
