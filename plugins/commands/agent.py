@@ -5,6 +5,7 @@ Hook implementations only; see :mod:`.runner` and :mod:`.policy`."""
 from __future__ import annotations
 
 import asyncio
+import codecs
 import collections
 import dataclasses
 import json
@@ -24,14 +25,25 @@ from .config import RemoteCommandsConfig
 from .policy import CommandPolicy, PolicyError
 from .runner import Refused, Runner
 
+_utf8 = codecs.getincrementaldecoder("utf-8")
 NAME = "commands"
 SECTION = "remote-commands"
 log = logging.getLogger("rport.plugins.commands")
 
 
+OUTPUT_DELAY = 0.05
+"""Live output is sent this long after it was written (with what the job writes meanwhile), or
+not at all if the job has ended by then: its result carries the whole output, and the server
+gives it to whoever follows the job. A command that prints and exits at once (most of them)
+then costs one message and its answer less on both sides."""
+OUTPUT_HELD = 1 << 16
+"""Live output of a job held back at most (characters): more is sent at once."""
+
+
 class _Outbox:
-    """Ordered messages to the server: live output (dropped when the server is unreachable or
-    the queue is full: the final result has it all) and results (kept until delivered)."""
+    """Ordered messages to the server: live output (held back :data:`OUTPUT_DELAY`; dropped
+    when the server is unreachable or the queue is full: the final result has it all) and
+    results (kept until delivered)."""
 
     def __init__(self, agent: Any) -> None:
         self.agent = agent
@@ -42,18 +54,51 @@ class _Outbox:
         self.pending: set[str] = set()  # jids whose result is queued or undelivered
         self.connected = asyncio.Event()
         self._flushing = asyncio.Lock()
+        self._held: dict[str, tuple[list[tuple[str, str]], asyncio.TimerHandle]] = {}
+        """Live output not sent yet, by job: its chunks and the timer that sends them."""
+        self._decoders: dict[tuple[str, str], Any] = {}
         self.task = asyncio.create_task(self._run())
 
     def output(self, jid: str, stream: str, data: bytes) -> None:
-        if self.connected.is_set():
+        # decoded as one text (a character may be cut between chunks): what is sent is the
+        # start of the result's output, which the server relies on (see its LiveHub)
+        decoder = self._decoders.get((jid, stream))
+        if decoder is None:
+            decoder = self._decoders[(jid, stream)] = _utf8(errors="replace")
+        text = decoder.decode(data)
+        if not text or not self.connected.is_set():
+            return
+        held = self._held.get(jid)
+        if held is None:
+            timer = asyncio.get_running_loop().call_later(OUTPUT_DELAY, self._send_output, jid)
+            held = self._held[jid] = ([], timer)
+        chunks = held[0]
+        if chunks and chunks[-1][0] == stream:
+            chunks[-1] = (stream, chunks[-1][1] + text)
+        else:
+            chunks.append((stream, text))
+        if sum(len(t) for _, t in chunks) >= OUTPUT_HELD:
+            self._send_output(jid)
+
+    def _send_output(self, jid: str) -> None:
+        held = self._held.pop(jid, None)
+        if held is None:
+            return
+        held[1].cancel()
+        for stream, text in held[0]:
             try:
-                self.queue.put_nowait(("cmd_output", {
-                    "jid": jid, "stream": stream, "data": data.decode("utf-8", errors="replace")}))
+                self.queue.put_nowait(("cmd_output", {"jid": jid, "stream": stream, "data": text}))
             except asyncio.QueueFull:
                 pass  # live followers miss this chunk; the result keeps it
 
     async def result(self, result: dict[str, Any]) -> None:
-        self.pending.add(str(result.get("jid")))
+        jid = str(result.get("jid"))
+        self._decoders.pop((jid, "stdout"), None)
+        self._decoders.pop((jid, "stderr"), None)
+        held = self._held.pop(jid, None)
+        if held is not None:  # the result has it: the server gives it to the job's followers
+            held[1].cancel()
+        self.pending.add(jid)
         await self.queue.put(("cmd_result", result))
 
     async def _run(self) -> None:
@@ -84,11 +129,21 @@ class _Outbox:
                 self.on_delivered(str(body.get("jid")))
 
     async def _send_result(self, body: dict[str, Any]) -> None:
-        """A result can hold up to send_back_limit bytes of each output: it goes over a
-        flow-controlled stream, not as one message the server's size limit would refuse."""
+        """A small result goes as one request. A result can hold up to send_back_limit bytes of
+        each output: a large one goes over a flow-controlled stream, not as one message the
+        server's size limit would refuse."""
         session = self.agent.session
         if session is None:
             raise SessionClosed("not connected")
+        result = body.get("result") or {}
+        text = sum(len(str(result.get(k) or "")) for k in ("stdout", "stderr", "summary"))
+        # 12 bytes of JSON at most per character (a surrogate pair's escapes), and room for the
+        # rest: within the frames the server accepts (at most 64 KiB, see Limits.max_frame)
+        if 12 * (text + len(str(body.get("error") or ""))) + 2048 <= session.limits.max_frame:
+            answer = await session.request("cmd_result", body)
+            if not (isinstance(answer, dict) and answer.get("ok")):
+                raise RemoteError(f"unexpected answer {answer!r}")
+            return
         stream = await session.open_stream("cmd_result", {"jid": body.get("jid")})
         await stream.write(json.dumps(body).encode())
         await stream.write_eof()

@@ -2,7 +2,11 @@
 cannot keep up loses chunks (the job's stored result keeps all output up to send_back_limit),
 never the final status; nothing grows unbounded. A follower that attaches late first gets the
 last ``REPLAY_CHARS`` of output the job has written so far (the whole of it for a job that has
-written less), so that a dashboard opened a second after the start misses nothing."""
+written less), so that a dashboard opened a second after the start misses nothing.
+
+The agent sends live output a moment late, and not at all once the job has ended (its result has
+it all): at the final status, the output its followers have not had yet, the end of the
+result's ``stdout`` and ``stderr``, is given to them first."""
 
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ class LiveHub:
         self._followers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._recent: dict[str, deque[dict[str, Any]]] = {}
         self._recent_size: dict[str, int] = {}
+        self._published: dict[str, dict[str, int]] = {}
+        """Characters of each stream published so far, by running job."""
 
     def follow(self, jid: str) -> tuple[asyncio.Queue[dict[str, Any]], list[dict[str, Any]]]:
         """A queue of the job's events from now on, and the output events written before."""
@@ -50,8 +56,20 @@ class LiveHub:
         if final:
             self._recent.pop(jid, None)
             self._recent_size.pop(jid, None)
+            published = self._published.pop(jid, {})
+            if jid in self._followers:
+                result = event["data"].get("result") or {}
+                for stream in ("stdout", "stderr"):
+                    rest = str(result.get(stream) or "")[published.get(stream, 0):]
+                    if rest:
+                        self.publish(jid, {"event": stream, "data": rest})
+                self._published.pop(jid, None)
+                self._recent.pop(jid, None)
+                self._recent_size.pop(jid, None)
         else:
             self._remember(jid, event)
+            counts = self._published.setdefault(jid, {})
+            counts[event["event"]] = counts.get(event["event"], 0) + len(event["data"])
         for queue in list(self._followers.get(jid, ())):
             if final:
                 while queue.full():  # make room: the final status always arrives

@@ -6,7 +6,8 @@ left running) comes later. stdout and stderr are each kept up to ``send_back_lim
 streamed live as they come.
 
 What the agent must not lose if it is killed (or restarted) mid-job is journaled in
-``{data_dir}/jobs/<jid>.json``: the job once started, then its result until the server has it.
+``{data_dir}/jobs`` (:mod:`.journal`): the job once started, then its result until the server has
+it.
 A new agent process (:meth:`Runner.recover`) delivers the results it finds, and reports a job
 whose process it can no longer watch as ``unknown``, saying why (never ``failed``: the process
 may well finish fine); the scripts of a dead agent process are removed.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -25,6 +25,8 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
+
+from .journal import Journal
 
 CHUNK = 1 << 16
 log = logging.getLogger("rport.plugins.commands")
@@ -117,6 +119,9 @@ class _Capture:
         self.name, self.limit = name, limit
         self.data = bytearray()
         self.overflow = False
+        self.live = True
+        """Output is sent live until the job's result is handed on (a timed-out process's
+        later output is drained, not sent: the server no longer follows the job)."""
 
     def add(self, chunk: bytes) -> bytes:
         room = self.limit - len(self.data)
@@ -138,7 +143,7 @@ class Runner:
                  on_output: Callable[[str, str, bytes], None],
                  on_result: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         self.scripts = data_dir / "scripts"
-        self.journal = data_dir / "jobs"
+        self.journal = Journal(data_dir / "jobs")
         self.limit = send_back_limit
         self.on_output = on_output
         self.on_result = on_result
@@ -225,7 +230,7 @@ class Runner:
         answer = self._started[jid] = {"pid": proc.pid, "started_at": started_at, "error": ""}
         # Journaled before the server learns the pid: an agent killed right after answering
         # must find the job at its next start (and report it unknown, not leave it to be failed).
-        await self._journal(jid, {"jid": jid, "pid": proc.pid, "started_at": started_at})
+        await self.journal.write(jid, {"jid": jid, "pid": proc.pid, "started_at": started_at})
         task = asyncio.create_task(self._watch(job, jid, proc, script, started_at))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -238,14 +243,7 @@ class Runner:
         for each job it was still watching an ``unknown`` result saying so; its scripts are
         removed (their processes, if still running, have opened them long ago)."""
         results = []
-        for path in sorted(self.journal.glob("*.json"), key=_mtime):
-            try:
-                entry = json.loads(path.read_text())
-                jid = str(entry["jid"])
-            except (OSError, ValueError, KeyError, TypeError):
-                log.warning("unreadable job journal %s removed", path)
-                path.unlink(missing_ok=True)
-                continue
+        for jid, entry in self.journal.recover().items():
             result = entry.get("result")
             if not isinstance(result, dict):
                 pid = entry.get("pid")
@@ -255,23 +253,13 @@ class Runner:
                     "error": f"the agent was restarted while the command ran (pid {pid}); its "
                              "outcome and output are unknown",
                     "result": {"stdout": "", "stderr": "", "summary": ""}}
-                self._write_journal(jid, {**entry, "result": result})
+                self.journal.record(jid, {**entry, "result": result})
             results.append(result)
             self._undelivered[jid] = self._undelivered.get(jid, 0) + 1
         for leftover in self.scripts.glob("*"):
             if leftover.is_file():
                 leftover.unlink(missing_ok=True)
         return results
-
-    def _write_journal(self, jid: str, entry: dict[str, Any]) -> None:
-        path = self.journal / f"{_safe(jid)}.json"
-        tmp = path.with_suffix(".tmp")
-        fd = _create(tmp, 0o600, exclusive=False)
-        try:
-            os.write(fd, json.dumps(entry).encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
 
     def delivered(self, jid: str) -> None:
         """The server has one more of the job's results (or refused it): once it has them all
@@ -287,20 +275,13 @@ class Runner:
 
     def _forget(self, jid: str) -> None:
         self._started.pop(jid, None)
-        with contextlib.suppress(OSError):
-            (self.journal / f"{_safe(jid)}.json").unlink()
+        self.journal.done(jid)
 
     async def _result(self, jid: str, entry: dict[str, Any], result: dict[str, Any]) -> None:
         """Journal a result, then hand it on for delivery."""
-        await self._journal(jid, {**entry, "result": result})  # before the server can have it
+        await self.journal.write(jid, {**entry, "result": result})  # before the server has it
         self._undelivered[jid] = self._undelivered.get(jid, 0) + 1
         await self.on_result(result)
-
-    async def _journal(self, jid: str, entry: dict[str, Any]) -> None:
-        try:
-            await asyncio.to_thread(self._write_journal, jid, entry)
-        except OSError as exc:
-            log.warning("job %s: cannot write its journal: %s", jid, exc)
 
     # -- watching a job -------------------------------------------------------------------------
 
@@ -343,6 +324,7 @@ class Runner:
             "result": {"stdout": stdout, "stderr": err.text(),
                        "summary": summary.group(1).strip() if summary else ""},
         }
+        out.live = err.live = False
         await self._result(jid, entry, result)
         # A timed-out process keeps running, as RPort's; its output is drained, not kept.
         await asyncio.gather(proc.wait(), *readers, return_exceptions=True)
@@ -362,7 +344,7 @@ class Runner:
             return
         while chunk := await pipe.read(CHUNK):
             kept = cap.add(chunk)
-            if kept:
+            if kept and cap.live:
                 self.on_output(jid, cap.name, kept)
 
     def cancel(self, jid: str) -> bool:
@@ -378,25 +360,14 @@ class Runner:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.journal.close()
 
 
-def _create(path: Path, mode: int, *, exclusive: bool = True) -> int:
+def _create(path: Path, mode: int) -> int:
     """A new file open for writing; its directory (private) is made the first time."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
         return os.open(path, flags, mode)
     except FileNotFoundError:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return os.open(path, flags, mode)
-
-
-def _safe(jid: str) -> str:
-    """A job id as a file name (the server's are UUIDs; anything else is made harmless)."""
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in jid)[:128] or "_"
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0

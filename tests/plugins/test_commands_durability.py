@@ -227,6 +227,11 @@ def test_a_command_left_without_an_answer_is_decided_by_the_agent(
 # -- agents killed ------------------------------------------------------------------------------
 
 
+def journaled(jobs: Path) -> str:
+    """What the agent's journal of its jobs holds (its segments, in order)."""
+    return "".join(p.read_text() for p in sorted(jobs.iterdir()))
+
+
 def test_an_agent_killed_mid_job_leaves_no_script_and_no_false_failure(
         make_server: Callable[..., Server], make_agent: Callable[..., Agent], tmp_path: Path) -> None:
     """The agent is killed (SIGKILL) while its command runs: the agent started again removes the
@@ -251,7 +256,8 @@ def test_an_agent_killed_mid_job_leaves_no_script_and_no_false_failure(
         assert job["error"] == (f"the agent was restarted while the command ran (pid {pid}); its "
                                 "outcome and output are unknown")
         assert list(scripts.iterdir()) == []
-        assert list((agent.workdir / "data" / "jobs").iterdir()) == []  # delivered: forgotten
+        wait_for(lambda: journaled(agent.workdir / "data" / "jobs") == "", TIMEOUT,
+                 "the delivered job to be forgotten")
         assert again.proc.alive()
     finally:
         go.touch()
@@ -274,8 +280,7 @@ def test_a_result_finished_while_rportd_was_down_survives_the_agent_being_killed
     go.touch()
     wait_for(lambda: ended.exists(), TIMEOUT, "the command to end while rportd is down")
     journal = agent.workdir / "data" / "jobs"
-    wait_for(lambda: any("finished" in p.read_text() for p in journal.glob("*.json")), TIMEOUT,
-             "the result in the agent's journal")
+    wait_for(lambda: "finished" in journaled(journal), TIMEOUT, "the result in the agent's journal")
     agent.stop(signal.SIGKILL)
     server.start()
     make_agent(server, "r1", config=OPEN, workdir=agent.workdir)
@@ -283,7 +288,7 @@ def test_a_result_finished_while_rportd_was_down_survives_the_agent_being_killed
     assert job["status"] == "successful", job
     assert job["result"]["stdout"] == "finished\n"
     assert job["status"] in FINAL and json.loads(json.dumps(job)) == job
-    wait_for(lambda: not list(journal.iterdir()), TIMEOUT, "the journal to be emptied")
+    wait_for(lambda: journaled(journal) == "", TIMEOUT, "the journal to be emptied")
 
 
 def test_results_are_journaled_only_until_delivered(
@@ -297,5 +302,6 @@ def test_results_are_journaled_only_until_delivered(
         job = wait_job(api, "j1", run(api, "j1", command="/usr/bin/echo hi"))
         assert job["status"] == "successful"
     data = agent.workdir / "data"
-    wait_for(lambda: not list((data / "jobs").iterdir()), TIMEOUT, "the journal to be emptied")
+    wait_for(lambda: journaled(data / "jobs") == "", TIMEOUT, "the journal to be emptied")
+    assert len(list((data / "jobs").iterdir())) == 1  # the current segment, emptied
     assert list((data / "scripts").iterdir()) == []
