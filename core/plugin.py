@@ -13,7 +13,7 @@ from .access import (
     client_user_groups,
     visible_clients,
 )
-from .api.query import ResourceSpec, apply_list_query, matches, parse_list_query
+from .api.query import ListQuery, ResourceSpec, apply_list_query, matches, parse_list_query
 from .api.routing import Audit, AuditNote, data_response, read_body, read_json
 from .clients import Client, ClientRegistry
 from .confload import ConfigError, Duration, HostPort, parse_duration, parse_host_port
@@ -67,7 +67,7 @@ __all__ = [
     "AuditNote", "ApiError", "access_denied", "can_access_client", "check_client_access",
     "client_user_groups", "visible_clients", "Client", "ClientConnected", "ClientDisconnected",
     "ClientRegistry", "ClientRemoved", "ConfigError", "Duration", "KeyedLocks", "ErrorItem", "EventBus", "Handlers", "HostPort",
-    "PluginError", "ProtocolViolation", "RemoteError", "ResourceSpec", "Session", "SessionClosed",
+    "PluginError", "ProtocolViolation", "RemoteError", "ListQuery", "ResourceSpec", "Session", "SessionClosed",
     "SessionError", "SocketPipe", "StoreSchema", "Stream", "StreamRefused", "StreamSink", "User", "WriteBatcher", "apply_list_query", "bad_request", "call_each",
     "data_response", "hookimpl", "matches", "not_found", "parse_duration", "parse_host_port",
     "parse_list_query", "read_body", "read_json", "require_admin", "upsert",

@@ -17,7 +17,8 @@ The query language is RPort's (``share/query``), so existing clients and scripts
     booleans as ``true``/``false``, ``None`` never matches.
 
 ``fields[<resource>]=a,b``
-    Only these keys of each row (in the row's own order). Aliases map requested names to real
+    Only these keys of each row (in the row's own order); the resource may have other names
+    too (``resource_aliases``). Aliases map requested names to real
     keys. Without the param a spec's ``default_fields`` apply; ``None`` means all fields.
 
 ``page[limit]=n&page[offset]=m``
@@ -75,6 +76,8 @@ class ResourceSpec:
     page_default: int = 50
     page_max: int = 500
     paginate_by_default: bool = True
+    resource_aliases: frozenset[str] = attrs.field(factory=frozenset, converter=frozenset)
+    """Other names ``fields[<name>]`` may give the resource (RPort's jobs: commands, scripts)."""
 
 
 @attrs.frozen
@@ -267,7 +270,7 @@ def parse_list_query(params: Any, spec: ResourceSpec, extra: Iterable[str] = (),
             values, match_all = _split_values(value)
             filters.append(Filter(tuple(dict.fromkeys(columns)), values, match_all))
         elif (m := _FIELDS_KEY.fullmatch(key)) is not None:
-            if m.group(1) != spec.name:
+            if m.group(1) != spec.name and m.group(1) not in spec.resource_aliases:
                 problems.append(f'unsupported resource in fields: "{m.group(1)}"')
                 continue
             chosen: list[str] = []

@@ -54,7 +54,8 @@ RUN_MULTI = {200: '{"jid": ...}: the multi-client job, running',
 LIST_MULTI = {200: "the multi-client jobs, newest first, with meta.count"}
 GET_MULTI = {200: "the multi-client job with its jobs", 403: _NOT_MINE,
              404: "no such multi-client job"}
-MULTI_JOBS = {200: "the jobs of the multi-client job, with meta.count", 403: _NOT_MINE,
+MULTI_JOBS = {200: "the jobs of the multi-client job (a page of them), with meta.count",
+              400: _LIST_400, 403: _NOT_MINE,
               404: "no such multi-client job"}
 CANCEL_MULTI = {200: '{"jid", "cancelled": true}: no further client is started',
                 403: _NOT_MINE, 404: "no such multi-client job",

@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import sqlalchemy as sa
 
@@ -112,8 +112,22 @@ class JobStore:
         """The clients with ``running`` jobs."""
         return await self.store.run(_texts, _CLIENTS_RUNNING, {})
 
-    async def of_multi(self, multi_jid: str) -> list[dict[str, Any]]:
+    async def of_multi(self, multi_jid: str,
+                       statuses: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """The jobs of a multi-job, in the order of its clients; only those in ``statuses`` if
+        given (chosen by the database: "how many are left" does not decode a thousand jobs)."""
+        if statuses is not None:
+            return await self.store.run(_docs, _OF_MULTI_STATUS, {
+                "multi_job_id": multi_jid, "statuses": sorted(statuses)})
         return await self.store.run(_docs, _OF_MULTI, {"multi_job_id": multi_jid})
+
+    async def page_of_multi(self, multi_jid: str, statuses: Collection[str], *,
+                            descending: bool, limit: int | None,
+                            offset: int) -> tuple[list[dict[str, Any]], int]:
+        """A page of the multi-job's jobs in ``statuses`` by job id, and how many there are, all
+        chosen by the database (only the page's jobs are read)."""
+        return await self.store.run(_page_of_multi, {
+            "multi_job_id": multi_jid, "statuses": sorted(statuses)}, descending, limit, offset)
 
     async def of_multi_json(self, multi_jid: str) -> list[str]:
         """:meth:`of_multi` as the stored JSON texts: a multi-job of a thousand clients polled
@@ -153,6 +167,10 @@ _RUNNING_OF = sa.select(jobs.c.doc, jobs.c.sent_to).where(
     jobs.c.client_id == sa.bindparam("client_id"), jobs.c.status == "running")
 _OF_MULTI = (sa.select(jobs.c.doc).where(jobs.c.multi_job_id == sa.bindparam("multi_job_id"))
              .order_by(jobs.c.created, jobs.c.jid))
+_OF_MULTI_STATUS = (sa.select(jobs.c.doc)
+                    .where(jobs.c.multi_job_id == sa.bindparam("multi_job_id"),
+                           jobs.c.status.in_(sa.bindparam("statuses", expanding=True)))
+                    .order_by(jobs.c.created, jobs.c.jid))
 _QUEUED_MULTI = sa.select(jobs.c.multi_job_id).where(jobs.c.status == QUEUED).distinct()
 _CLIENTS_RUNNING = sa.select(jobs.c.client_id).where(jobs.c.status == "running").distinct()
 _GET_MULTI = sa.select(multi_jobs.c.doc).where(multi_jobs.c.jid == sa.bindparam("jid"))
@@ -208,6 +226,17 @@ def _create_multi(conn: sa.Connection, multi: dict[str, Any], rows: list[dict[st
     _save_multi(conn, multi)
     if rows:
         _save_jobs(conn, rows)
+
+
+def _page_of_multi(conn: sa.Connection, params: dict[str, Any], descending: bool,
+                   limit: int | None, offset: int) -> tuple[list[dict[str, Any]], int]:
+    where = (jobs.c.multi_job_id == params["multi_job_id"], jobs.c.status.in_(params["statuses"]))
+    count = conn.execute(sa.select(sa.func.count()).select_from(jobs).where(*where)).scalar_one()
+    page = (sa.select(jobs.c.doc).where(*where)
+            .order_by(jobs.c.jid.desc() if descending else jobs.c.jid).offset(offset))
+    if limit is not None:
+        page = page.limit(limit)
+    return [json.loads(doc) for (doc,) in conn.execute(page)], count
 
 
 def _unfinished_multi(conn: sa.Connection) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:

@@ -8,6 +8,8 @@ import asyncio
 import json
 from typing import Any, AsyncIterator
 
+import attrs
+
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -15,6 +17,7 @@ from rport.core.plugin import (
     ApiError,
     Audit,
     ClientConnected,
+    ListQuery,
     RemoteError,
     ResourceSpec,
     apply_list_query,
@@ -36,9 +39,31 @@ NAME = "commands"
 JOBS = ResourceSpec(name="jobs", sort_fields={"jid", "status", "finished_at", "started_at"},
                     default_sort="-finished_at", filter_fields={"jid", "status", "command"},
                     fields=JOB_FIELDS, default_fields=("jid", "status", "finished_at"),
-                    page_default=100, page_max=1000)
+                    page_default=100, page_max=1000, resource_aliases={"commands", "scripts"})
+MULTI_JOBS = ResourceSpec(
+    name="jobs", sort_fields={"jid", "status", "finished_at", "started_at", "client_id",
+                              "created_by", "schedule_id"},
+    default_sort="-finished_at",
+    filter_fields={"jid", "status", "command", "client_id", "created_by", "schedule_id"},
+    fields=JOB_FIELDS, default_fields=("jid", "status", "finished_at"),
+    page_default=100, page_max=1000, resource_aliases={"commands", "scripts"})
+"""The jobs of a multi-client job, as RPort lists them (its ``JobSupportedSorts``, ``...Filters``
+and ``JobListDefaultFields``, 100 a page by default, 1000 at most): e.g. how many are still
+running, ``filter[status]=queued,running&sort=jid&page[limit]=1``, in ``meta.count``."""
 HEARTBEAT = 15.0
 MAX_RESULT = 256 * 1024 * 1024  # two outputs of up to send_back_limit each, JSON-escaped
+
+
+def _statuses(query: ListQuery) -> set[str] | None:
+    """The statuses that a list's filters allow, if they filter on the status alone (plain
+    values: statuses are lower-case words), for the database to choose the rows; else None."""
+    allowed: set[str] | None = None
+    for f in query.filters:
+        if f.columns != ("status",) or f.match_all or any("*" in v for v in f.values):
+            return None
+        values = {v.lower() for v in f.values}
+        allowed = values if allowed is None else allowed & values
+    return allowed
 
 
 def service(server: Any) -> CommandService:
@@ -239,10 +264,20 @@ def rport_register_routes(server: Any, register: Any) -> None:
         return data_response({"jid": multi["jid"], "cancelled": True})
 
     async def multi_jobs(request: Request) -> Response:
-        """The jobs of a multi-client job."""
+        """The jobs of a multi-client job (fields[jobs], sort, filter, page)."""
+        query = parse_list_query(request.query_params, MULTI_JOBS)
         multi = await _multi(request)
-        jobs = await service(server).jobs.of_multi(multi["jid"])
-        return data_response(jobs, count=len(jobs))
+        statuses = _statuses(query)
+        if statuses is not None and query.sort == "jid":  # the database pages too
+            jobs, count = await service(server).jobs.page_of_multi(
+                multi["jid"], statuses, descending=query.descending, limit=query.limit,
+                offset=query.offset)
+            rows, _ = apply_list_query(jobs, attrs.evolve(query, filters=(), limit=None, offset=0),
+                                       MULTI_JOBS)
+            return data_response(rows, count=count)
+        jobs = await service(server).jobs.of_multi(multi["jid"], statuses)
+        rows, count = apply_list_query(jobs, query, MULTI_JOBS)
+        return data_response(rows, count=count)
 
     plain = register
 
@@ -265,7 +300,8 @@ def rport_register_routes(server: Any, register: Any) -> None:
              audit=Audit("client.command", "execute.start", affected="response:jid", response=True))
     register("/commands", list_multi, name="list_multi", responses=d.LIST_MULTI)
     register("/commands/{jid}", get_multi, name="get_multi", responses=d.GET_MULTI)
-    register("/commands/{jid}/jobs", multi_jobs, name="multi_jobs", responses=d.MULTI_JOBS)
+    register("/commands/{jid}/jobs", multi_jobs, name="multi_jobs", list_params=True,
+             responses=d.MULTI_JOBS)
     register("/commands/{jid}/cancel", cancel_multi, ["POST"], name="cancel_multi",
              body=False, responses=d.CANCEL_MULTI,
              audit=Audit("client.command", "cancel", affected="path:jid"))

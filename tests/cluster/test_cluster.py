@@ -235,13 +235,13 @@ def test_cancel_through_other_nodes(cluster: Cluster) -> None:
     assert multi.status_code == 200, multi.text
     mjid = multi.json()["data"]["jid"]
     # (every job is listed from the start, "queued" until sent: the first one runs)
-    wait_for(lambda: c.api.get(f"/commands/{mjid}/jobs").json()["data"][0]["pid"], 20,
+    wait_for(lambda: c.api.get(f"/commands/{mjid}").json()["data"]["jobs"][0]["pid"], 20,
              "the first job")
     stop = c.api.post(f"/commands/{mjid}/cancel")
     assert stop.status_code == 200, stop.text
 
     def ended() -> list[dict[str, Any]] | None:
-        jobs = c.api.get(f"/commands/{mjid}/jobs").json()["data"]
+        jobs = c.api.get(f"/commands/{mjid}").json()["data"]["jobs"]
         return jobs if len(jobs) == 3 and all(j["status"] not in ("running", "queued")
                                                for j in jobs) else None
 
@@ -256,10 +256,11 @@ def test_command_on_30_agents_from_node_c(cluster: Cluster) -> None:
     assert resp.status_code == 200, resp.text
     jid = resp.json()["data"]["jid"]
     # answered once the multi-job and a job per client are committed: node a lists them at once
-    assert len(cluster.nodes["a"].api.get(f"/commands/{jid}/jobs").json()["data"]) == 30
+    listed = cluster.nodes["a"].api.get(f"/commands/{jid}/jobs", params={"page[limit]": 1})
+    assert listed.json()["meta"]["count"] == 30, listed.text
 
     def finished() -> list[dict[str, Any]] | None:
-        jobs = c.api.get(f"/commands/{jid}/jobs").json()["data"]
+        jobs = c.api.get(f"/commands/{jid}").json()["data"]["jobs"]
         return jobs if len(jobs) == 30 and all(j["status"] not in ("running", "queued")
                                                for j in jobs) else None
 
@@ -273,7 +274,7 @@ def test_command_on_30_agents_from_node_c(cluster: Cluster) -> None:
         "command": "echo seq", "client_ids": [cluster.of("b")[2], cluster.of("c")[2], cluster.of("a")[2]]})
     assert seq.status_code == 200, seq.text
     seq_jid = seq.json()["data"]["jid"]
-    wait_for(lambda: (j := cluster.nodes["b"].api.get(f"/commands/{seq_jid}/jobs").json()["data"])
+    wait_for(lambda: (j := cluster.nodes["b"].api.get(f"/commands/{seq_jid}").json()["data"]["jobs"])
              and len(j) == 3 and all(x["status"] == "successful" for x in j), 60,
              "the sequential job to finish")
 
@@ -300,7 +301,7 @@ def test_scripts_and_attributes_through_another_node(cluster: Cluster) -> None:
                                          "execute_concurrently": True})
     assert multi.status_code == 200, multi.text
     mjid = multi.json()["data"]["jid"]
-    jobs = wait_for(lambda: (j := a.api.get(f"/commands/{mjid}/jobs").json()["data"]) and len(j) == 2
+    jobs = wait_for(lambda: (j := a.api.get(f"/commands/{mjid}").json()["data"]["jobs"]) and len(j) == 2
                     and all(x["status"] not in ("running", "queued") for x in j) and j, 20,
                     "the multi-client script")
     assert sorted(j["client_id"] for j in jobs) == sorted(targets)

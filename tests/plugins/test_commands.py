@@ -620,9 +620,31 @@ def test_multi_by_client_ids(api: httpx.Client) -> None:
     mine = [r for r in rows if r["jid"] == jid]
     assert mine and set(mine[0]) == {"jid", "started_at", "created_by", "schedule_id"}
 
+    # RPort's list of them: default fields jid, status, finished_at; sort, filter, fields, page
     resp = api.get(f"/commands/{jid}/jobs")
     assert resp.status_code == 200, resp.text
-    assert resp.json()["data"] == jobs and resp.json()["meta"]["count"] == 2
+    assert resp.json()["meta"]["count"] == 2
+    assert sorted(resp.json()["data"], key=lambda j: j["jid"]) == sorted(
+        ({k: j[k] for k in ("jid", "status", "finished_at")} for j in jobs), key=lambda j: j["jid"])
+    resp = api.get(f"/commands/{jid}/jobs", params={"sort": "client_id", "fields[commands]": "client_id,pid"})
+    assert resp.json()["data"] == [{"client_id": "m-a", "pid": jobs[1]["pid"]},
+                                   {"client_id": "m-c", "pid": jobs[0]["pid"]}], resp.text
+    resp = api.get(f"/commands/{jid}/jobs", params={"filter[status]": "queued,running",
+                                                   "page[limit]": "1"})
+    assert resp.json() == {"data": [], "meta": {"count": 0}}, resp.text  # none still to finish
+    resp = api.get(f"/commands/{jid}/jobs", params={"filter[status]": "Successful,failed",
+                                                   "filter[client_id]": "m-*"})
+    assert resp.json()["meta"]["count"] == 2, resp.text
+    by_jid = sorted(j["jid"] for j in jobs)
+    for sort, expected in (("jid", by_jid), ("-jid", by_jid[::-1])):  # paged by the database
+        resp = api.get(f"/commands/{jid}/jobs", params={"filter[status]": "successful",
+                                                       "sort": sort, "page[limit]": "1",
+                                                       "page[offset]": "1", "fields[jobs]": "jid"})
+        assert resp.json() == {"data": [{"jid": expected[1]}], "meta": {"count": 2}}, resp.text
+    resp = api.get(f"/commands/{jid}/jobs", params={"filter[client_id]": "m-c", "page[limit]": "1"})
+    assert [j["jid"] for j in resp.json()["data"]] == [jobs[0]["jid"]], resp.text
+    assert api.get(f"/commands/{jid}/jobs", params={"sort": "pid"}).status_code == 400
+    assert api.get(f"/commands/{jid}/jobs", params={"page[limit]": "1001"}).status_code == 400
     # a child job is also a job of its client
     assert get_job(api, "m-a", jobs[1]["jid"]) == jobs[1]
     assert_error(api.get("/commands/nope"), 404, 'Multi-client Job[id="nope"] not found.')
@@ -1063,7 +1085,7 @@ def test_a_command_to_many_clients_is_not_too_large(make_server: Any) -> None:
     resp = server.api.post("/commands", json=body)
     assert resp.status_code == 200, resp.text
     jid = resp.json()["data"]["jid"]
-    jobs = wait_for(lambda: (r := server.api.get(f"/commands/{jid}/jobs").json()["data"])
+    jobs = wait_for(lambda: (r := server.api.get(f"/commands/{jid}").json()["data"]["jobs"])
                     and len(r) == len(ids) and r, what="a job per client")
     assert {j["client_id"] for j in jobs} == set(ids)
     # Other bodies keep the limit.
