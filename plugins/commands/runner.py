@@ -90,22 +90,46 @@ class _Process:
         return await asyncio.shield(self._exited)
 
 
-async def spawn(argv: list[str], cwd: str | None) -> Any:
-    """Start ``argv`` in a new session with stdin from /dev/null and stdout/stderr piped.
+class SpawnFailed(Exception):
+    """The command's process could not be started (``OSError`` as the cause)."""
 
-    On Linux through ``subprocess.Popen`` (which forks with vfork: the agent's memory is not
-    copied) and a pidfd for the exit, rather than the event loop's own subprocess support:
-    uvloop's spawn forks the whole process, 2-17 ms per command depending on the agent's size
-    (4-8 times the cost; docs/performance.md). Elsewhere, asyncio's subprocesses."""
-    if not hasattr(os, "pidfd_open"):
-        return await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
-    popen = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, start_new_session=True)
+
+async def spawn(script: Path, text: bytes, argv: list[str], cwd: str | None) -> Any:
+    """Write ``text`` to the new file ``script`` (mode 0540), then start ``argv`` in a new
+    session with stdin from /dev/null and stdout/stderr piped. An error writing the script is
+    raised as it is; one starting the process as :class:`SpawnFailed` (the script removed).
+
+    The script is written from a thread: making a file blocks, 2-3 ms on a machine busy with a
+    thousand commands. The process is started on the event loop's thread, where its pipes are
+    made and watched (uvloop refused, "File exists", pipes made by another thread while it
+    closed others). On Linux through ``subprocess.Popen`` (which forks with vfork: the agent's
+    memory is not copied) and a pidfd for the exit, rather than the event loop's own
+    subprocess support: uvloop's spawn forks the whole process, 2-17 ms per command depending
+    on the agent's size (4-8 times the cost; docs/performance.md). Elsewhere, asyncio's
+    subprocesses."""
+    await asyncio.to_thread(_write_script, script, text)
+    try:
+        if not hasattr(os, "pidfd_open"):
+            return await asyncio.create_subprocess_exec(
+                *argv, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        popen = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, start_new_session=True)
+    except OSError as exc:
+        script.unlink(missing_ok=True)
+        raise SpawnFailed(exc) from exc
     proc = _Process(popen, asyncio.get_running_loop())
     await proc.attach()
     return proc
+
+
+def _write_script(script: Path, text: bytes) -> None:
+    fd = _create(script, 0o600)
+    try:
+        os.write(fd, text)
+        os.fchmod(fd, 0o540)
+    finally:
+        os.close(fd)
 
 
 class Refused(Exception):
@@ -211,19 +235,15 @@ class Runner:
         command = str(job.get("command", ""))
         script = self.scripts / str(uuid.uuid4())
         argv = self._argv(job, script, command.split("\n", 1)[0])
-        fd = _create(script, 0o600)
-        try:
-            os.write(fd, (command if command.endswith("\n") else command + "\n").encode())
-            os.fchmod(fd, 0o540)
-        finally:
-            os.close(fd)
+        text = (command if command.endswith("\n") else command + "\n").encode()
         started_at = now_rfc3339()
         try:
-            proc = await spawn(argv, job.get("cwd") or None)
-        except OSError as exc:
-            script.unlink(missing_ok=True)
+            proc = await spawn(script, text, argv, job.get("cwd") or None)
+        except SpawnFailed as failed:
+            exc = failed.__cause__
+            reason = (exc.strerror if isinstance(exc, OSError) else None) or exc
             return {"pid": None, "started_at": started_at,
-                    "error": f"failed to start {argv[0]}: {exc.strerror or exc}"
+                    "error": f"failed to start {argv[0]}: {reason}"
                              + (f" (cwd {job.get('cwd')})" if job.get("cwd") else "")}
         jid = str(job["jid"])
         self.running[jid] = proc
