@@ -171,6 +171,14 @@ _OF_MULTI_STATUS = (sa.select(jobs.c.doc)
                     .where(jobs.c.multi_job_id == sa.bindparam("multi_job_id"),
                            jobs.c.status.in_(sa.bindparam("statuses", expanding=True)))
                     .order_by(jobs.c.created, jobs.c.jid))
+_MULTI_STATUS = (jobs.c.multi_job_id == sa.bindparam("multi_job_id"),
+                 jobs.c.status.in_(sa.bindparam("statuses", expanding=True)))
+_COUNT_OF_MULTI_STATUS = sa.select(sa.func.count()).select_from(jobs).where(*_MULTI_STATUS)
+_PAGE_OF_MULTI_STATUS = {
+    descending: (sa.select(jobs.c.doc).where(*_MULTI_STATUS)
+                 .order_by(jobs.c.jid.desc() if descending else jobs.c.jid)
+                 .limit(sa.bindparam("limit")).offset(sa.bindparam("offset")))
+    for descending in (False, True)}
 _QUEUED_MULTI = sa.select(jobs.c.multi_job_id).where(jobs.c.status == QUEUED).distinct()
 _CLIENTS_RUNNING = sa.select(jobs.c.client_id).where(jobs.c.status == "running").distinct()
 _GET_MULTI = sa.select(multi_jobs.c.doc).where(multi_jobs.c.jid == sa.bindparam("jid"))
@@ -230,13 +238,11 @@ def _create_multi(conn: sa.Connection, multi: dict[str, Any], rows: list[dict[st
 
 def _page_of_multi(conn: sa.Connection, params: dict[str, Any], descending: bool,
                    limit: int | None, offset: int) -> tuple[list[dict[str, Any]], int]:
-    where = (jobs.c.multi_job_id == params["multi_job_id"], jobs.c.status.in_(params["statuses"]))
-    count = conn.execute(sa.select(sa.func.count()).select_from(jobs).where(*where)).scalar_one()
-    page = (sa.select(jobs.c.doc).where(*where)
-            .order_by(jobs.c.jid.desc() if descending else jobs.c.jid).offset(offset))
-    if limit is not None:
-        page = page.limit(limit)
-    return [json.loads(doc) for (doc,) in conn.execute(page)], count
+    count = conn.execute(_COUNT_OF_MULTI_STATUS, params).scalar_one()
+    page = _PAGE_OF_MULTI_STATUS[descending]
+    rows = conn.execute(page, {**params, "limit": 1 << 62 if limit is None else limit,
+                               "offset": offset})
+    return [json.loads(doc) for (doc,) in rows], count
 
 
 def _unfinished_multi(conn: sa.Connection) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:

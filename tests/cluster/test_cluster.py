@@ -266,6 +266,14 @@ def test_command_on_30_agents_from_node_c(cluster: Cluster) -> None:
 
     jobs = wait_for(finished, 60, "the 30 jobs to finish")
     assert sorted(j["client_id"] for j in jobs) == ids
+    # counted and paged by PostgreSQL: none left to finish; the last two by job id
+    left = c.api.get(f"/commands/{jid}/jobs", params={
+        "filter[status]": "queued,running", "sort": "jid", "page[limit]": "1"})
+    assert left.json() == {"data": [], "meta": {"count": 0}}, left.text
+    last = c.api.get(f"/commands/{jid}/jobs", params={
+        "filter[status]": "successful", "sort": "-jid", "page[limit]": "2", "fields[jobs]": "jid"})
+    assert last.json() == {"data": [{"jid": j} for j in sorted(x["jid"] for x in jobs)[:-3:-1]],
+                           "meta": {"count": 30}}, last.text
     assert all(j["status"] == "successful" and j["result"]["stdout"].endswith("ok\n") for j in jobs), \
         [j for j in jobs if j["status"] != "successful"]
     # a sequential one from node a: each job's result, arriving on the agent's node, lets
