@@ -38,12 +38,64 @@ def now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
 
 
+class _PipeReader:
+    """The read end of a child's stdout or stderr, read on the event loop: ``await read()``
+    gives the next chunk (at most :data:`CHUNK` bytes), ``b""`` at the end.
+
+    The runner owns the descriptor and closes it once, at the end. (An event loop's pipe
+    transport over a ``Popen`` file object closes the number twice, libuv's close and then the
+    file object's: a file another thread opened in between, a command's script, was closed
+    under it.) At most one chunk waits to be read: the pipe is not watched meanwhile."""
+
+    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._fd = fd
+        self._loop = loop
+        self._chunk = b""
+        self._eof = False
+        self._waiter: asyncio.Future[None] | None = None
+        loop.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._fd, CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        self._loop.remove_reader(self._fd)
+        if data:
+            self._chunk = data
+        else:
+            self.close()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def read(self, n: int = CHUNK) -> bytes:
+        while not self._chunk and not self._eof:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data, self._chunk = self._chunk, b""
+        if data and not self._eof:
+            self._loop.add_reader(self._fd, self._readable)
+        return data
+
+    def close(self) -> None:
+        if not self._eof:
+            self._eof = True
+            self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+
+
 class _Process:
     """A child process started by :func:`spawn`, with what the runner uses of
     ``asyncio.subprocess.Process``: ``pid``, ``returncode``, ``stdout``/``stderr`` readers and
     ``wait()``. Its exit is watched through a pidfd on the event loop."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], pipes: tuple[int, int],
+                 loop: asyncio.AbstractEventLoop) -> None:
         self._popen = popen
         self.pid = popen.pid
         self.returncode: int | None = None
@@ -56,17 +108,8 @@ class _Process:
             loop.run_in_executor(None, popen.wait).add_done_callback(self._waited)
         else:
             loop.add_reader(self._pidfd, self._on_exit)
-        self.stdout: asyncio.StreamReader | None = None
-        self.stderr: asyncio.StreamReader | None = None
-
-    async def attach(self) -> None:
-        """Read stdout and stderr through the loop."""
-        for name in ("stdout", "stderr"):
-            reader = asyncio.StreamReader(limit=CHUNK, loop=self._loop)
-            await self._loop.connect_read_pipe(
-                lambda reader=reader: asyncio.StreamReaderProtocol(reader, loop=self._loop),
-                getattr(self._popen, name))
-            setattr(self, name, reader)
+        self.stdout = _PipeReader(pipes[0], loop)
+        self.stderr = _PipeReader(pipes[1], loop)
 
     def _on_exit(self) -> None:
         self._loop.remove_reader(self._pidfd)
@@ -100,27 +143,40 @@ async def spawn(script: Path, text: bytes, argv: list[str], cwd: str | None) -> 
     raised as it is; one starting the process as :class:`SpawnFailed` (the script removed).
 
     The script is written from a thread: making a file blocks, 2-3 ms on a machine busy with a
-    thousand commands. The process is started on the event loop's thread, where its pipes are
-    made and watched (uvloop refused, "File exists", pipes made by another thread while it
-    closed others). On Linux through ``subprocess.Popen`` (which forks with vfork: the agent's
-    memory is not copied) and a pidfd for the exit, rather than the event loop's own
-    subprocess support: uvloop's spawn forks the whole process, 2-17 ms per command depending
-    on the agent's size (4-8 times the cost; docs/performance.md). Elsewhere, asyncio's
-    subprocesses."""
+    thousand commands. The process is started on the event loop's thread (started from another
+    thread, its pipes were sometimes refused by uvloop, "File exists"). Its pipes are the
+    runner's own, read by :class:`_PipeReader` and closed once: uvloop's pipe transports
+    closed each descriptor twice, and a script file opened by the thread in between was
+    closed under it (its ``fchmod`` once landed on the ``/dev/null`` Popen had opened with the
+    same number). On Linux the process is started by ``subprocess.Popen`` (which forks with
+    vfork: the agent's memory is not copied) and its exit watched through a pidfd, rather
+    than by the event loop's own subprocess support: uvloop's spawn forks the whole process,
+    2-17 ms per command depending on the agent's size (4-8 times the cost;
+    docs/performance.md). Elsewhere, asyncio's subprocesses."""
     await asyncio.to_thread(_write_script, script, text)
     try:
         if not hasattr(os, "pidfd_open"):
             return await asyncio.create_subprocess_exec(
                 *argv, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, start_new_session=True)
-        popen = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, start_new_session=True)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(out_r, False)  # (the command's ends stay blocking, as it expects)
+        os.set_blocking(err_r, False)
+        try:
+            popen = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out_w,
+                                     stderr=err_w, start_new_session=True)
+        except BaseException:
+            os.close(out_r)
+            os.close(err_r)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
     except OSError as exc:
         script.unlink(missing_ok=True)
         raise SpawnFailed(exc) from exc
-    proc = _Process(popen, asyncio.get_running_loop())
-    await proc.attach()
-    return proc
+    return _Process(popen, (out_r, err_r), asyncio.get_running_loop())
 
 
 def _write_script(script: Path, text: bytes) -> None:
@@ -359,7 +415,7 @@ class Runner:
         if jid not in self._undelivered:  # the server already has every result
             self._forget(jid)
 
-    async def _pump(self, jid: str, pipe: asyncio.StreamReader | None, cap: _Capture) -> None:
+    async def _pump(self, jid: str, pipe: Any, cap: _Capture) -> None:
         if pipe is None:
             return
         while chunk := await pipe.read(CHUNK):
