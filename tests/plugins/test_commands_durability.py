@@ -17,6 +17,7 @@ import json
 import os
 import signal
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -305,3 +306,33 @@ def test_results_are_journaled_only_until_delivered(
     wait_for(lambda: journaled(data / "jobs") == "", TIMEOUT, "the journal to be emptied")
     assert len(list((data / "jobs").iterdir())) == 1  # the current segment, emptied
     assert list((data / "scripts").iterdir()) == []
+
+
+# -- what a job leaves behind -------------------------------------------------------------------
+
+
+def test_jobs_leave_no_descriptor_open(
+        make_server: Callable[..., Server], make_agent: Callable[..., Agent]) -> None:
+    """Forty commands at once, each writing to both streams: afterwards the agent holds the
+    descriptors it held before (each pipe, pidfd and journal closed, once), and /dev/null is as
+    it was (a descriptor closed twice once let a script's fchmod land on it)."""
+    server = make_server("descriptors")
+    agent = make_agent(server, "fd1", config=OPEN)
+    api = server.api
+    assert api is not None
+    fds = Path(f"/proc/{agent.proc.pid}/fd")
+    job = wait_job(api, "fd1", run(api, "fd1", command="/usr/bin/true"))  # first use: imports
+    assert job["status"] == "successful"
+    wait_for(lambda: journaled(agent.workdir / "data" / "jobs") == "", TIMEOUT, "an idle journal")
+    before = len(list(fds.iterdir()))
+    null_mode = os.stat("/dev/null").st_mode
+    with ThreadPoolExecutor(8) as pool:
+        jids = list(pool.map(lambda i: run(api, "fd1", command=f"echo out {i}; echo err {i} >&2"),
+                             range(40)))
+    for i, jid in enumerate(jids):
+        job = wait_job(api, "fd1", jid)
+        assert job["status"] == "successful", job
+        assert (job["result"]["stdout"], job["result"]["stderr"]) == (f"out {i}\n", f"err {i}\n")
+    wait_for(lambda: len(list(fds.iterdir())) == before, TIMEOUT,
+             f"the agent's descriptors back to {before}")
+    assert os.stat("/dev/null").st_mode == null_mode
