@@ -167,12 +167,9 @@ _RUNNING_OF = sa.select(jobs.c.doc, jobs.c.sent_to).where(
     jobs.c.client_id == sa.bindparam("client_id"), jobs.c.status == "running")
 _OF_MULTI = (sa.select(jobs.c.doc).where(jobs.c.multi_job_id == sa.bindparam("multi_job_id"))
              .order_by(jobs.c.created, jobs.c.jid))
-_OF_MULTI_STATUS = (sa.select(jobs.c.doc)
-                    .where(jobs.c.multi_job_id == sa.bindparam("multi_job_id"),
-                           jobs.c.status.in_(sa.bindparam("statuses", expanding=True)))
-                    .order_by(jobs.c.created, jobs.c.jid))
 _MULTI_STATUS = (jobs.c.multi_job_id == sa.bindparam("multi_job_id"),
                  jobs.c.status.in_(sa.bindparam("statuses", expanding=True)))
+_OF_MULTI_STATUS = sa.select(jobs.c.doc).where(*_MULTI_STATUS).order_by(jobs.c.created, jobs.c.jid)
 _COUNT_OF_MULTI_STATUS = sa.select(sa.func.count()).select_from(jobs).where(*_MULTI_STATUS)
 _PAGE_OF_MULTI_STATUS = {
     descending: (sa.select(jobs.c.doc).where(*_MULTI_STATUS)

@@ -185,16 +185,16 @@ class Journal:
         hold just those."""
         latest: dict[str, dict[str, Any]] = {}
         old: list[Path] = []
-        legacy = sorted(self.dir.glob("*.json"), key=_mtime) if self.dir.is_dir() else []
-        for path in legacy:  # one file per job, from earlier agents
+        if not self.dir.is_dir():
+            return latest
+        for path in sorted(self.dir.glob("*.json"), key=_mtime):  # a file per job, earlier agents
             old.append(path)
             try:
                 entry = json.loads(path.read_text())
                 latest[str(entry["jid"])] = entry
             except (OSError, ValueError, KeyError, TypeError):
                 log.warning("unreadable job journal %s removed", path)
-        segments = sorted(self.dir.glob("journal-*.log")) if self.dir.is_dir() else []
-        for path in segments:
+        for path in sorted(self.dir.glob("journal-*.log")):
             old.append(path)
             try:
                 self._seq = max(self._seq, int(path.stem.split("-", 1)[1]) + 1)
@@ -214,7 +214,7 @@ class Journal:
                     latest.pop(jid, None)  # (re-inserted: the order is of the latest entries)
                     latest[jid] = entry
         for jid, entry in latest.items():
-            self._append(jid, self._line(entry))
+            self.record(jid, entry)
         for path in old:
             path.unlink(missing_ok=True)
         return latest

@@ -54,18 +54,16 @@ class LiveHub:
         """``event`` is ``{"event": "stdout"|"stderr", "data": text}`` (kept for late
         followers) or, with ``final``, the job's ``status`` (which forgets the kept output)."""
         if final:
-            self._recent.pop(jid, None)
-            self._recent_size.pop(jid, None)
-            published = self._published.pop(jid, {})
-            if jid in self._followers:
+            if jid in self._followers:  # first the output they have not had
+                published = self._published.get(jid, {})
                 result = event["data"].get("result") or {}
                 for stream in ("stdout", "stderr"):
                     rest = str(result.get(stream) or "")[published.get(stream, 0):]
                     if rest:
                         self.publish(jid, {"event": stream, "data": rest})
-                self._published.pop(jid, None)
-                self._recent.pop(jid, None)
-                self._recent_size.pop(jid, None)
+            self._published.pop(jid, None)
+            self._recent.pop(jid, None)
+            self._recent_size.pop(jid, None)
         else:
             self._remember(jid, event)
             counts = self._published.setdefault(jid, {})
