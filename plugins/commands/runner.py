@@ -317,7 +317,14 @@ class Runner:
     def recover(self) -> list[dict[str, Any]]:
         """At start-up (in a thread): the results a previous agent process did not deliver, and
         for each job it was still watching an ``unknown`` result saying so; its scripts are
-        removed (their processes, if still running, have opened them long ago)."""
+        removed (their processes, if still running, have opened them long ago). The scripts and
+        journal directories are made here, so that the first command does not wait for them
+        (a fan-out to a fresh fleet paid two ``mkdir`` per agent in its window)."""
+        for directory in (self.scripts, self.journal.dir):
+            try:
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:  # commands will say why they cannot start
+                log.warning("cannot make %s: %s", directory, exc.strerror or exc)
         results = []
         for jid, entry in self.journal.recover().items():
             result = entry.get("result")

@@ -135,3 +135,21 @@ def test_an_idle_journal_holds_no_descriptor(tmp_path: Path) -> None:
     asyncio.run(run())
     j.close()
     assert list(Journal(tmp_path / "jobs").recover()) == ["b"]
+
+
+def test_the_runner_makes_its_directories_at_start_up(tmp_path: Path) -> None:
+    """Made by recover() (an agent's start), not by the first command; a data directory that
+    cannot be written does not stop the agent: its commands will say why they cannot start."""
+    from rport.plugins.commands.runner import Runner
+
+    async def nothing(result: dict) -> None:
+        pass
+
+    runner = Runner(tmp_path / "data", 1024, on_output=lambda *_: None, on_result=nothing)
+    assert runner.recover() == []
+    assert (tmp_path / "data" / "scripts").is_dir() and (tmp_path / "data" / "jobs").is_dir()
+    assert oct((tmp_path / "data" / "scripts").stat().st_mode & 0o777) == oct(0o700)
+
+    (tmp_path / "file").write_text("not a directory")
+    blocked = Runner(tmp_path / "file", 1024, on_output=lambda *_: None, on_result=nothing)
+    assert blocked.recover() == []
