@@ -62,8 +62,10 @@ class OpenRport:
     do not come up (the route is then skipped)."""
 
     def __init__(self, bin_dir: Path, tmp: Path, n: int, nice: int, timeout: float, *,
-                 start_clients: bool = True) -> None:
+                 start_clients: bool = True, clients_dir: Path | None = None) -> None:
+        """``clients_dir``: where the clients' data directories go (default: beside rportd's)."""
         self.bin_dir, self.n, self.nice, self.timeout = bin_dir, n, nice, timeout
+        self.clients_dir = clients_dir
         self.api: Any = None
         self.server: subprocess.Popen[bytes] | None = None
         self.clients: list[subprocess.Popen[bytes]] = []
@@ -127,10 +129,12 @@ class OpenRport:
         for cid in self.ids:
             cd = self.dir / cid
             (cd / "data").mkdir(parents=True)
+            data = (self.clients_dir / cid) if self.clients_dir is not None else cd / "data"
+            data.mkdir(parents=True, exist_ok=True)
             (cd / "rport.conf").write_text("\n".join([
                 "[client]", f'server = "{HOST}:{self.agent_port}"',
                 f'fingerprint = "{self.fingerprint}"', f'auth = "{AGENT_ID}:{AGENT_PASSWORD}"',
-                f'id = "{cid}"', f'data_dir = "{cd / "data"}"', 'updates_interval = "0s"',
+                f'id = "{cid}"', f'data_dir = "{data}"', 'updates_interval = "0s"',
                 "[logging]", 'log_level = "error"', ""]))
             self.clients.append(self._start(
                 [str(self.bin_dir / "rport"), "--allow-root", "-c", str(cd / "rport.conf")],
