@@ -142,25 +142,51 @@ async def spawn(script: Path, text: bytes, argv: list[str], cwd: str | None) -> 
     session with stdin from /dev/null and stdout/stderr piped. An error writing the script is
     raised as it is; one starting the process as :class:`SpawnFailed` (the script removed).
 
-    The script is written from a thread: making a file blocks, 2-3 ms on a machine busy with a
-    thousand commands. The process is started on the event loop's thread (started from another
-    thread, its pipes were sometimes refused by uvloop, "File exists"). Its pipes are the
-    runner's own, read by :class:`_PipeReader` and closed once: uvloop's pipe transports
-    closed each descriptor twice, and a script file opened by the thread in between was
-    closed under it (its ``fchmod`` once landed on the ``/dev/null`` Popen had opened with the
-    same number). On Linux the process is started by ``subprocess.Popen`` (which forks with
-    vfork: the agent's memory is not copied) and its exit watched through a pidfd, rather
-    than by the event loop's own subprocess support: uvloop's spawn forks the whole process,
-    2-17 ms per command depending on the agent's size (4-8 times the cost;
-    docs/performance.md). Elsewhere, asyncio's subprocesses."""
-    await asyncio.to_thread(_write_script, script, text)
-    try:
-        if not hasattr(os, "pidfd_open"):
+    Both happen in a thread (:func:`_start_in_thread`), in one hop: making a file blocks, 2-3 ms
+    on a machine busy with a thousand commands, and so does starting a process: ``Popen`` forks
+    with vfork, and the forking thread is suspended until the child has run ``exec`` (the
+    agent's memory is not copied, but an agent starting 250 commands at once had its event
+    loop stopped for half a second of such waits). The pipes are the runner's own, read on the
+    loop by :class:`_PipeReader` and closed once: uvloop's pipe transports closed each
+    descriptor twice, and a script file opened by a thread in between was closed under it (its
+    ``fchmod`` once landed on the ``/dev/null`` Popen had opened with the same number). The
+    process's exit is watched through a pidfd, rather than by the event loop's own subprocess
+    support: uvloop's spawn forks the whole process, 2-17 ms per command depending on the
+    agent's size (docs/performance.md). Where there is no pidfd (not Linux), asyncio's
+    subprocesses."""
+    loop = asyncio.get_running_loop()
+    if not hasattr(os, "pidfd_open"):
+        await asyncio.to_thread(_write_script, script, text)
+        try:
             return await asyncio.create_subprocess_exec(
                 *argv, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            script.unlink(missing_ok=True)
+            raise SpawnFailed(exc) from exc
+    started = loop.run_in_executor(None, _start_in_thread, script, text, argv, cwd)
+    try:
+        popen, out_r, err_r = await asyncio.shield(started)
+    except asyncio.CancelledError:
+        # (the agent is stopping) the process may start all the same: its pipes are closed
+        started.add_done_callback(_close_unwatched)
+        raise
+    return _Process(popen, (out_r, err_r), loop)
+
+
+def _start_in_thread(script: Path, text: bytes, argv: list[str],
+                     cwd: str | None) -> tuple[subprocess.Popen[bytes], int, int]:
+    """In a thread: the script written, then the process started with the read ends of its
+    stdout and stderr pipes (non-blocking) returned."""
+    _write_script(script, text)
+    try:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        except BaseException:
+            os.close(out_r)
+            os.close(out_w)
+            raise
         os.set_blocking(out_r, False)  # (the command's ends stay blocking, as it expects)
         os.set_blocking(err_r, False)
         try:
@@ -176,7 +202,14 @@ async def spawn(script: Path, text: bytes, argv: list[str], cwd: str | None) -> 
     except OSError as exc:
         script.unlink(missing_ok=True)
         raise SpawnFailed(exc) from exc
-    return _Process(popen, (out_r, err_r), asyncio.get_running_loop())
+    return popen, out_r, err_r
+
+
+def _close_unwatched(started: asyncio.Future[Any]) -> None:
+    if not started.cancelled() and started.exception() is None:
+        _, out_r, err_r = started.result()
+        os.close(out_r)
+        os.close(err_r)
 
 
 def _write_script(script: Path, text: bytes) -> None:
