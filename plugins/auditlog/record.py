@@ -16,30 +16,46 @@ FIELDS = ("timestamp", "username", "remote_ip", "application", "action", "affect
 """RPort's fields of an entry (AuditLog.yaml), in its order."""
 
 
+_SECRET: dict[str, bool] = {}
+"""is_secret's answers by key (the same few dozen keys come in every entry), at most
+:data:`_SECRET_KEPT` of them (keys come from request bodies)."""
+_SECRET_KEPT = 4096
+
+
 def is_secret(key: str) -> bool:
     """Keys whose values are never recorded: ``password``, ``auth_password``, ``new_password``,
     ``jwt_secret``, ``token``, ``private_key``... (a suffix: ``token-lifetime`` is kept)."""
-    return key.lower().replace("-", "_").endswith(SECRET_SUFFIXES)
+    known = _SECRET.get(key)
+    if known is None:
+        known = key.lower().replace("-", "_").endswith(SECRET_SUFFIXES)
+        if len(_SECRET) < _SECRET_KEPT:
+            _SECRET[key] = known
+    return known
 
 
 def redact(value: Any) -> Any:
     """``value`` with the values of secret keys replaced, at any depth."""
-    if isinstance(value, dict):
-        return {k: (REDACTED if isinstance(k, str) and is_secret(k) and v not in (None, "")
-                    else redact(v)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
-    return value
+    return _clean(value, None)
 
 
 def bounded(value: Any, max_chars: int) -> Any:
-    """``value`` with every string longer than ``max_chars`` cut, saying by how much."""
-    if isinstance(value, str) and len(value) > max_chars:
-        return value[:max_chars] + f"... [{len(value) - max_chars} more characters]"
+    """``value`` with every string longer than ``max_chars`` cut, saying by how much (and, as
+    everything recorded, secrets redacted)."""
+    return _clean(value, max_chars)
+
+
+def _clean(value: Any, max_chars: int | None) -> Any:
+    """Secrets redacted and (with ``max_chars``) long strings cut, in one walk: an entry is
+    made for every job that ends, a thousand at once in a fan-out."""
+    if type(value) is str or isinstance(value, str):
+        if max_chars is not None and len(value) > max_chars:
+            return value[:max_chars] + f"... [{len(value) - max_chars} more characters]"
+        return value
     if isinstance(value, dict):
-        return {k: bounded(v, max_chars) for k, v in value.items()}
+        return {k: (REDACTED if isinstance(k, str) and is_secret(k) and v not in (None, "")
+                    else _clean(v, max_chars)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [bounded(v, max_chars) for v in value]
+        return [_clean(v, max_chars) for v in value]
     return value
 
 
@@ -54,7 +70,7 @@ def as_text(value: Any, max_chars: int) -> str:
     strings is recorded as a note saying so)."""
     if value is None:
         return ""
-    text = json.dumps(bounded(redact(value), max_chars), ensure_ascii=False, default=str)
+    text = json.dumps(_clean(value, max_chars), ensure_ascii=False, default=str)
     if len(text) > TEXT_FACTOR * max_chars:
         return json.dumps({"truncated": f"{len(text)} characters, more than the "
                                         f"{TEXT_FACTOR * max_chars} recorded "
