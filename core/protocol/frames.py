@@ -73,7 +73,10 @@ def decode_json(ftype: T, payload: bytes) -> Any:
     except RecursionError:
         obj = None
     else:
-        if not isinstance(obj, (dict, list)) or _depth_within(obj, MAX_DEPTH):
+        # (no deeper than the brackets it has, strings' included: most frames are not walked)
+        if (not isinstance(obj, (dict, list))
+                or payload.count(b"{") + payload.count(b"[") <= MAX_DEPTH
+                or _depth_within(obj, MAX_DEPTH)):
             return obj
     raise ProtocolViolation(f"{ftype.name} frame with JSON nested more than {MAX_DEPTH} levels "
                             "deep")
