@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from light_api import LightApi
+
 HOST = "127.0.0.1"
 API_USER, API_PASSWORD = "admin", "bench"
 AGENT_ID, AGENT_PASSWORD = "bench", "secret"
@@ -462,11 +464,9 @@ class Poller(threading.Thread):
 
     def __init__(self, api_port: int, server_pid: int, new_connections: bool = False) -> None:
         super().__init__(daemon=True)
-        import httpx
         # keep-alive (one connection, as API clients use) unless --api-new-connections
-        limits = httpx.Limits(max_keepalive_connections=0 if new_connections else 20)
-        self.client = httpx.Client(base_url=f"http://{HOST}:{api_port}/api/v1",
-                                   auth=(API_USER, API_PASSWORD), timeout=5.0, limits=limits)
+        self.client = LightApi(api_port, API_USER, API_PASSWORD, host=HOST,
+                               new_connections=new_connections)
         self.server_pid = server_pid
         self.phase = "start"
         self.samples: dict[str, list[float]] = {}  # phase -> latencies (s) of answered requests
@@ -478,19 +478,21 @@ class Poller(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
-        import httpx
+        import http.client
+
         import psutil
+        server: Any = None
         next_at = time.monotonic()
         while not self._halt.is_set():
             phase = self.phase
             t0 = time.monotonic()
             try:
-                resp = self.client.get("/status")
+                status, body = self.client.get("/status")
                 latency = time.monotonic() - t0
-                if resp.status_code != 200:
-                    raise httpx.HTTPError(f"HTTP {resp.status_code}")
-                connected = resp.json()["data"]["clients_connected"]
-            except (httpx.HTTPError, ValueError, KeyError):
+                if status != 200:
+                    raise http.client.HTTPException(f"HTTP {status}")
+                connected = body["data"]["clients_connected"]
+            except (OSError, http.client.HTTPException, TypeError, KeyError):
                 self.errors[phase] = self.errors.get(phase, 0) + 1
             else:
                 if phase == self.phase:
@@ -499,7 +501,8 @@ class Poller(threading.Thread):
                 self.connected = connected
                 self.connected_at = time.monotonic()
             try:
-                rss = psutil.Process(self.server_pid).memory_info().rss
+                server = server or psutil.Process(self.server_pid)
+                rss = server.memory_info().rss
                 self.peak_rss[phase] = max(self.peak_rss.get(phase, 0), rss)
             except psutil.Error:
                 pass

@@ -41,6 +41,7 @@ Loopback only.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import re
@@ -70,6 +71,7 @@ from agents_connect import (  # noqa: E402,F401
     serve_fleet,
     write_toml,
 )
+from light_api import LightApi  # noqa: E402
 from openrport import OpenRport, openrport_bin  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -254,14 +256,17 @@ def parse_time(text: Any) -> float | None:
 
 
 def fan_out(api: Any, ids: list[str], concurrent: bool, timeout: float, server_pid: int,
-            workers: list[Worker], poll_interval: float = 0.05) -> dict[str, Any]:
+            workers: list[Worker], poll_interval: float = 0.05,
+            light: LightApi | None = None) -> dict[str, Any]:
     """One multi-client command; asks every ``poll_interval`` how many of its jobs are still to
     finish (RPort's ``GET /commands/{jid}/jobs`` with ``filter[status]=queued,running``,
     ``sort=jid`` and ``page[limit]=1``: a count the database makes, not a thousand jobs), and
-    once none is, reads them all."""
+    once none is, reads them all. The polls go through ``light`` (a lean client: the observer
+    shares the machine) when given."""
     body = {"command": COMMAND, "client_ids": ids, "execute_concurrently": concurrent,
             "timeout_sec": 30}
     cpu_s0, cpu_w0 = cpu_seconds(server_pid), [sum(c) for c in zip(*(w.cpu() for w in workers))]
+    cpu_b0 = cpu_seconds(os.getpid())
     wall0 = time.time()
     t0 = time.monotonic()
     resp = api.post("/commands", json=body)
@@ -275,16 +280,24 @@ def fan_out(api: Any, ids: list[str], concurrent: bool, timeout: float, server_p
     unfinished = {"filter[status]": "queued,running", "sort": "jid", "page[limit]": "1"}
     while time.monotonic() < deadline:
         p0 = time.monotonic()
-        r = api.get(f"/commands/{jid}/jobs", params=unfinished)
+        if light is not None:
+            try:
+                status, answer = light.get(f"/commands/{jid}/jobs", unfinished)
+            except (OSError, http.client.HTTPException):
+                status, answer = 0, None
+        else:
+            r = api.get(f"/commands/{jid}/jobs", params=unfinished)
+            status, answer = r.status_code, r.json()
         p1 = time.monotonic()
         polls += 1
         poll_latency.append(p1 - p0)
-        if r.status_code == 200 and r.json()["meta"]["count"] == 0:
+        if status == 200 and answer["meta"]["count"] == 0:
             t_done = p1
             break
         next_at = max(next_at + poll_interval, time.monotonic())
         time.sleep(max(0.0, next_at - time.monotonic()))
     cpu_s1, cpu_w1 = cpu_seconds(server_pid), [sum(c) for c in zip(*(w.cpu() for w in workers))]
+    cpu_b1 = cpu_seconds(os.getpid())
     r = api.get(f"/commands/{jid}")
     jobs = r.json()["data"].get("jobs") or [] if r.status_code == 200 else []
     if t_done is not None and not (len(jobs) == len(ids)
@@ -310,7 +323,7 @@ def fan_out(api: Any, ids: list[str], concurrent: bool, timeout: float, server_p
         "successful": statuses.get("successful", 0), "statuses": statuses, "errors": errors[:3],
         "stdout_ok": sum(1 for j in jobs if (j.get("result") or {}).get("stdout", "").strip()),
         "server_cpu_s": cpu_s1 - cpu_s0, "workers_cpu_s": cpu_w1[0] - cpu_w0[0],
-        "commands_cpu_s": cpu_w1[1] - cpu_w0[1],
+        "commands_cpu_s": cpu_w1[1] - cpu_w0[1], "observer_cpu_s": cpu_b1 - cpu_b0,
         "polls": polls, "poll": latency_summary(poll_latency),
     }
 
@@ -397,6 +410,8 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
     api = httpx.Client(base_url=f"http://{HOST}:{server.api_port}/api/v1",
                        auth=(API_USER, API_PASSWORD), timeout=30)
     cleanup.insert(0, api.close)
+    light = LightApi(server.api_port, API_USER, API_PASSWORD, host=HOST)
+    cleanup.insert(0, light.close)
 
     # -- warm-up: one single-client command (first use of the routes, imports) -------------------
     poller.phase = "warmup"
@@ -446,7 +461,7 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
         poller.phase = label
         try:
             run = fan_out(api, targets, concurrent, args.timeout, server.pid, workers,
-                          args.poll_interval)
+                          args.poll_interval, light)
         finally:
             poller.phase = "between"
             if profiler is not None:
@@ -475,7 +490,7 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
         ours = []
         for _ in range(args.repeat):
             ours.append(fan_out(api, ids[:n_open], True, args.timeout, server.pid, workers,
-                                args.poll_interval))
+                                args.poll_interval, light))
             time.sleep(1.0)
         result["ours_at_openrport_n"] = ours
         poller.stop()
@@ -542,6 +557,8 @@ def report(r: dict[str, Any]) -> str:
         row("  rportd CPU time", x["server_cpu_s"], " s")
         row("  agent workers' CPU time / their commands'", f"{x['workers_cpu_s']:.2f} s / "
             f"{x['commands_cpu_s']:.2f} s")
+        if "observer_cpu_s" in x:
+            row("  this benchmark's own CPU time (its API pollers)", x["observer_cpu_s"], " s")
     totals = [x["total_s"] for x in conc if x["total_s"] is not None]
     if conc:
         row("concurrent: POST -> last final, each", ", ".join(fmt(t, " s", 3) for t in totals)

@@ -10,6 +10,7 @@ each client waits a random 0-10 s before it registers.
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -17,6 +18,8 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+from light_api import LightApi
 
 HOST = "127.0.0.1"
 API_USER, API_PASSWORD = "admin", "bench"
@@ -188,16 +191,21 @@ class OpenRport:
         jid = resp.json()["data"]["jid"]
         jobs: list[dict[str, Any]] = []
         t_done = None
+        light = LightApi(self.api_port, API_USER, API_PASSWORD, host=HOST)  # (as for ours)
         while time.monotonic() < t0 + timeout:
             # (its GET /commands/{jid} lists the first 100 jobs; this lists up to 1,000)
-            r = self.api.get(f"/commands/{jid}/jobs", params={
-                "page[limit]": "1000", "fields[commands]": "jid,status"})
-            if r.status_code == 200:
-                jobs = r.json().get("data") or []
+            try:
+                status, answer = light.get(f"/commands/{jid}/jobs", {
+                    "page[limit]": "1000", "fields[commands]": "jid,status"})
+            except (OSError, http.client.HTTPException):
+                status, answer = 0, None
+            if status == 200 and isinstance(answer, dict):
+                jobs = answer.get("data") or []
                 if len(jobs) == len(self.ids) and all(j.get("status") in FINAL for j in jobs):
                     t_done = time.monotonic()
                     break
             time.sleep(poll_interval)
+        light.close()
         return {"total_s": None if t_done is None else t_done - t0,
                 "successful": sum(1 for j in jobs if j.get("status") == "successful"),
                 "server_cpu_s": cpu_seconds(self.server.pid) - cpu0}
