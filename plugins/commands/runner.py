@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -39,20 +40,22 @@ def now_rfc3339() -> str:
 
 
 class _PipeReader:
-    """The read end of a child's stdout or stderr, read on the event loop: ``await read()``
-    gives the next chunk (at most :data:`CHUNK` bytes), ``b""`` at the end.
+    """The read end of a child's stdout or stderr, read on the event loop as the child writes:
+    each chunk (at most :data:`CHUNK` bytes) goes to ``on_data``, then ``on_eof`` is called
+    once. Nothing is kept here: what the job keeps of its output is bounded by its capture
+    (``send_back_limit``), and live output by the outbox.
 
     The runner owns the descriptor and closes it once, at the end. (An event loop's pipe
     transport over a ``Popen`` file object closes the number twice, libuv's close and then the
     file object's: a file another thread opened in between, a command's script, was closed
-    under it.) At most one chunk waits to be read: the pipe is not watched meanwhile."""
+    under it.)"""
 
-    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop,
+                 on_data: Callable[[bytes], None], on_eof: Callable[[], None]) -> None:
         self._fd = fd
         self._loop = loop
-        self._chunk = b""
-        self._eof = False
-        self._waiter: asyncio.Future[None] | None = None
+        self._on_data = on_data
+        self._on_eof = on_eof
         loop.add_reader(fd, self._readable)
 
     def _readable(self) -> None:
@@ -62,44 +65,34 @@ class _PipeReader:
             return
         except OSError:
             data = b""
-        self._loop.remove_reader(self._fd)
         if data:
-            self._chunk = data
+            self._on_data(data)
         else:
             self.close()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def read(self, n: int = CHUNK) -> bytes:
-        while not self._chunk and not self._eof:
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        data, self._chunk = self._chunk, b""
-        if data and not self._eof:
-            self._loop.add_reader(self._fd, self._readable)
-        return data
 
     def close(self) -> None:
-        if not self._eof:
-            self._eof = True
-            self._loop.remove_reader(self._fd)
-            os.close(self._fd)
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            self._loop.remove_reader(fd)
+            os.close(fd)
+            self._on_eof()
 
 
 class _Process:
-    """A child process started by :func:`spawn`, with what the runner uses of
-    ``asyncio.subprocess.Process``: ``pid``, ``returncode``, ``stdout``/``stderr`` readers and
-    ``wait()``. Its exit is watched through a pidfd on the event loop."""
+    """A child process started by :func:`spawn`: ``pid``, ``returncode``, and :meth:`watch`,
+    which reads its stdout and stderr. Its exit is watched through a pidfd on the event loop.
+    (One future per job, no task per stream: a thousand jobs at once are a thousand of these.)"""
 
     def __init__(self, popen: subprocess.Popen[bytes], pipes: tuple[int, int],
                  loop: asyncio.AbstractEventLoop) -> None:
         self._popen = popen
         self.pid = popen.pid
         self.returncode: int | None = None
+        self._pipes = pipes
         self._exited: asyncio.Future[int] = loop.create_future()
+        self._left = 3  # the exit and each pipe's end
+        self.finished: asyncio.Future[None] = loop.create_future()
+        """Done once the process has exited and both its pipes have ended."""
         self._loop = loop
         try:
             self._pidfd = os.pidfd_open(popen.pid)
@@ -108,8 +101,20 @@ class _Process:
             loop.run_in_executor(None, popen.wait).add_done_callback(self._waited)
         else:
             loop.add_reader(self._pidfd, self._on_exit)
-        self.stdout = _PipeReader(pipes[0], loop)
-        self.stderr = _PipeReader(pipes[1], loop)
+
+    def watch(self, on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]
+              ) -> asyncio.Future[None]:
+        """Read the pipes (once) into the callbacks; returns :attr:`finished`."""
+        if self._pipes:
+            (out, err), self._pipes = self._pipes, ()
+            _PipeReader(out, self._loop, on_stdout, self._one_done)
+            _PipeReader(err, self._loop, on_stderr, self._one_done)
+        return self.finished
+
+    def _one_done(self) -> None:
+        self._left -= 1
+        if self._left == 0 and not self.finished.done():
+            self.finished.set_result(None)
 
     def _on_exit(self) -> None:
         self._loop.remove_reader(self._pidfd)
@@ -128,9 +133,20 @@ class _Process:
         self.returncode = self._popen.returncode = code
         if not self._exited.done():
             self._exited.set_result(code)
+            self._one_done()
 
     async def wait(self) -> int:
         return await asyncio.shield(self._exited)
+
+
+def _watch_streams(proc: Any, on_stdout: Callable[[bytes], None],
+                   on_stderr: Callable[[bytes], None]) -> asyncio.Future[Any]:
+    """:meth:`_Process.watch` for an ``asyncio.subprocess.Process`` (where there is no pidfd)."""
+    async def pump(stream: Any, on_data: Callable[[bytes], None]) -> None:
+        if stream is not None:
+            while chunk := await stream.read(CHUNK):
+                on_data(chunk)
+    return asyncio.gather(proc.wait(), pump(proc.stdout, on_stdout), pump(proc.stderr, on_stderr))
 
 
 class SpawnFailed(Exception):
@@ -401,15 +417,21 @@ class Runner:
 
     # -- watching a job -------------------------------------------------------------------------
 
-    async def _watch(self, job: dict[str, Any], jid: str, proc: asyncio.subprocess.Process,
-                     script: Path, started_at: str) -> None:
+    async def _watch(self, job: dict[str, Any], jid: str, proc: Any, script: Path,
+                     started_at: str) -> None:
         entry = {"jid": jid, "pid": proc.pid, "started_at": started_at}  # (journaled by _start)
         out, err = _Capture("stdout", self.limit), _Capture("stderr", self.limit)
-        readers = [asyncio.create_task(self._pump(jid, proc.stdout, out)),
-                   asyncio.create_task(self._pump(jid, proc.stderr, err))]
+
+        def reader(cap: _Capture) -> Callable[[bytes], None]:
+            def on_data(chunk: bytes) -> None:
+                kept = cap.add(chunk)
+                if kept and cap.live:
+                    self.on_output(jid, cap.name, kept)
+            return on_data
+        watch = proc.watch if isinstance(proc, _Process) else functools.partial(_watch_streams, proc)
+        waiting = watch(reader(out), reader(err))
         timeout = float(job.get("timeout_sec") or 60)
         status, error = "", ""
-        waiting = asyncio.gather(proc.wait(), *readers)
         # shielded, so it outlives a cancelled wait (agent shutdown): its outcome is read here,
         # or asyncio would log "exception was never retrieved" with a traceback
         waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -442,8 +464,9 @@ class Runner:
         }
         out.live = err.live = False
         await self._result(jid, entry, result)
-        # A timed-out process keeps running, as RPort's; its output is drained, not kept.
-        await asyncio.gather(proc.wait(), *readers, return_exceptions=True)
+        # A timed-out process keeps running, as RPort's; its output is drained, not sent.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(waiting)
         if status == "unknown" and jid in self._cancelled:
             # Cancelled after its timeout: the job's status follows what really happened.
             await self._result(jid, entry, {**result, "status": "cancelled",
@@ -454,14 +477,6 @@ class Runner:
         script.unlink(missing_ok=True)
         if jid not in self._undelivered:  # the server already has every result
             self._forget(jid)
-
-    async def _pump(self, jid: str, pipe: Any, cap: _Capture) -> None:
-        if pipe is None:
-            return
-        while chunk := await pipe.read(CHUNK):
-            kept = cap.add(chunk)
-            if kept and cap.live:
-                self.on_output(jid, cap.name, kept)
 
     def cancel(self, jid: str) -> bool:
         proc = self.running.get(jid)
