@@ -245,8 +245,8 @@ async def serve_fleet(configs: Callable[[], list[Any]],
             _emit(event="error", message=f"{len(ended)} agent(s) stopped: {exc!r}")
             stop.set()
             break
-        try:
-            await asyncio.wait_for(stop.wait(), 0.05)
+        try:  # (all connected: looked at less often, this loop is no load on the runs)
+            await asyncio.wait_for(stop.wait(), 0.05 if connected < len(agents) else 0.5)
         except TimeoutError:
             pass
     for task in tasks:

@@ -94,12 +94,12 @@ _API_RE = re.compile(r"API listening on (https?)://(\S+):(\d+)")
 
 def worker_main(spec: dict[str, Any]) -> int:
     import asyncio
-    import logging
 
     if spec.get("nice"):
         lower_priority(spec["nice"])  # the agents' side after the server, as on other machines
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # the agents' default logging (log_level "info", to stderr: the worker's log file)
+    from rport.core.logs import setup_logging
+    setup_logging()
     from rport.agent import sysinfo
     from rport.agent.config import load_agent_config
 
@@ -112,7 +112,7 @@ def worker_main(spec: dict[str, Any]) -> int:
         result = []
         for i in range(spec["first"], spec["first"] + spec["count"]):
             data_dir = Path(spec["data_root"]) / f"bench-{i}"
-            data_dir.mkdir(parents=True, exist_ok=True)
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             result.append(load_agent_config(None, overrides={
                 "client": {"server": spec["server"], "auth": f"{AGENT_ID}:{AGENT_PASSWORD}",
                            "id": f"bench-{i}", "name": f"bench-{i}",
@@ -358,8 +358,7 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
         "server": {"address": f"{HOST}:0", "data_dir": str(data_dir), "key_seed": "rport-bench",
                    "auth": f"{AGENT_ID}:{AGENT_PASSWORD}"},
         "api": {"address": f"{HOST}:0", "auth": f"{API_USER}:{API_PASSWORD}"},
-        "logging": {"log_level": "warning"},
-    }
+    }  # (logging as by default: log_level "info", to stderr, the benchmark's rportd.log)
     if args.database_url:
         conf["database"] = {"url": args.database_url}
     conf_path = tmp / "rportd.conf"
