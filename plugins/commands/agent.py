@@ -219,7 +219,7 @@ def rport_register_handlers(agent: Any, register: Any) -> None:
             started = await runner.start(job)  # goes on if the connection drops meanwhile
         except Refused as exc:
             raise RemoteError(str(exc)) from None
-        log.info("job %s started (pid %s): %r", job["jid"], started["pid"], job["command"])
+        log.debug("job %s started (pid %s): %r", job["jid"], started["pid"], job["command"])
         return started
 
     async def cancel_cmd(session: Any, body: Any) -> Any:

@@ -211,8 +211,11 @@ class CommandService:
             job.update(status="failed", error=error, finished_at=_now())
             self._resolve(job)
         await self.jobs.save(job, sent_to if job["status"] == "running" else None)
-        log.info("job %s on %s by %s: %s%s", job["jid"], client_id, job["created_by"],
-                 job["command"], f" ({error})" if error else "")
+        # A multi-job's jobs at debug (as RPort logs every job): its own line says it began, and
+        # a fan-out to thousands of clients does not add a line per client.
+        log.log(logging.DEBUG if job.get("multi_job_id") and not error else logging.INFO,
+                "job %s on %s by %s: %s%s", job["jid"], client_id, job["created_by"],
+                job["command"], f" ({error})" if error else "")
 
     async def _discard(self, jid: str) -> None:
         """A refused single-client command leaves no job (as RPort)."""
@@ -422,6 +425,8 @@ class CommandService:
             multi[NODE] = self.server.cluster.node_id  # the node that runs it (see resume)
         jobs = [self._child(multi, c) for c in clients]
         await self.jobs.create_multi(multi, jobs)
+        log.info("multi-job %s on %d client(s) by %s, %s: %s", multi["jid"], len(jobs), user,
+                 "concurrently" if concurrent else "one after the other", multi["command"])
         self._launch(multi, jobs, resumed=False)
         return multi
 

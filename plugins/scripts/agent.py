@@ -66,7 +66,7 @@ def rport_register_handlers(agent: Any, register: Any) -> None:
             started = await commands.runner.start({**job, "interpreter": aliases.get(interpreter, interpreter)})
         except Refused as exc:  # no such interpreter, no sudo...
             raise RemoteError(str(exc)) from None
-        log.info("job %s started (pid %s): a script for %s", job["jid"], started["pid"],
+        log.debug("job %s started (pid %s): a script for %s", job["jid"], started["pid"],
                  interpreter or "/bin/sh")
         return started
 
