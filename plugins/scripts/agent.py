@@ -67,7 +67,7 @@ def rport_register_handlers(agent: Any, register: Any) -> None:
         except Refused as exc:  # no such interpreter, no sudo...
             raise RemoteError(str(exc)) from None
         log.debug("job %s started (pid %s): a script for %s", job["jid"], started["pid"],
-                 interpreter or "/bin/sh")
+                  interpreter or "/bin/sh")
         return started
 
     register.request("run_script", run_script)
