@@ -22,3 +22,8 @@ class AuditlogConfig:
     max_value_chars: int = 65536
     """Longest string recorded inside a request or response (a command's output, say): longer
     ones are cut, so the text stays JSON; a whole text is at most four times this."""
+    max_value_items: int = 100
+    """Longest list recorded inside a request or response: longer ones keep their first items
+    and end with a note saying how many more there were. (A command for 10,000 clients is an
+    entry per client, each holding the request: its list of client ids would be 150 KB per
+    entry.)"""

@@ -35,27 +35,31 @@ def is_secret(key: str) -> bool:
 
 def redact(value: Any) -> Any:
     """``value`` with the values of secret keys replaced, at any depth."""
-    return _clean(value, None)
+    return _clean(value, None, None)
 
 
-def bounded(value: Any, max_chars: int) -> Any:
-    """``value`` with every string longer than ``max_chars`` cut, saying by how much (and, as
+def bounded(value: Any, max_chars: int, max_items: int | None = None) -> Any:
+    """``value`` with every string longer than ``max_chars`` cut, saying by how much, and every
+    list longer than ``max_items`` ending with a note of how many more items it had (and, as
     everything recorded, secrets redacted)."""
-    return _clean(value, max_chars)
+    return _clean(value, max_chars, max_items)
 
 
-def _clean(value: Any, max_chars: int | None) -> Any:
-    """Secrets redacted and (with ``max_chars``) long strings cut, in one walk: an entry is
-    made for every job that ends, a thousand at once in a fan-out."""
+def _clean(value: Any, max_chars: int | None, max_items: int | None) -> Any:
+    """Secrets redacted and long strings and lists cut, in one walk: an entry is made for every
+    job that ends, a thousand at once in a fan-out."""
     if type(value) is str or isinstance(value, str):
         if max_chars is not None and len(value) > max_chars:
             return value[:max_chars] + f"... [{len(value) - max_chars} more characters]"
         return value
     if isinstance(value, dict):
         return {k: (REDACTED if isinstance(k, str) and is_secret(k) and v not in (None, "")
-                    else _clean(v, max_chars)) for k, v in value.items()}
+                    else _clean(v, max_chars, max_items)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v, max_chars) for v in value]
+        if max_items is not None and len(value) > max_items:
+            return [*(_clean(v, max_chars, max_items) for v in value[:max_items]),
+                    f"... [{len(value) - max_items} more items]"]
+        return [_clean(v, max_chars, max_items) for v in value]
     return value
 
 
@@ -64,13 +68,13 @@ TEXT_FACTOR = 4
 and the rest)."""
 
 
-def as_text(value: Any, max_chars: int) -> str:
+def as_text(value: Any, max_chars: int, max_items: int | None = None) -> str:
     """The JSON text recorded for a request or response ("" for none): every string cut at
     ``max_chars``, and the whole at most ``TEXT_FACTOR`` times that (a value made of very many
-    strings is recorded as a note saying so)."""
+    strings is recorded as a note saying so); lists longer than ``max_items`` are cut."""
     if value is None:
         return ""
-    text = json.dumps(_clean(value, max_chars), ensure_ascii=False, default=str)
+    text = json.dumps(_clean(value, max_chars, max_items), ensure_ascii=False, default=str)
     if len(text) > TEXT_FACTOR * max_chars:
         return json.dumps({"truncated": f"{len(text)} characters, more than the "
                                         f"{TEXT_FACTOR * max_chars} recorded "
@@ -94,7 +98,7 @@ def obfuscate(address: str) -> str:
 
 
 def rows(event: Any, hostname_of: Callable[[str], str], *, obfuscate_ip: bool,
-         max_chars: int) -> list[dict[str, Any]]:
+         max_chars: int, max_items: int | None = None) -> list[dict[str, Any]]:
     """The table rows of one AuditEvent: one per client, or one without a client."""
     remote_ip = obfuscate(event.remote_ip) if obfuscate_ip and event.remote_ip else event.remote_ip
     # whole microseconds, as the API shows them: a time read from an entry selects it again
@@ -103,7 +107,8 @@ def rows(event: Any, hostname_of: Callable[[str], str], *, obfuscate_ip: bool,
         "timestamp": timestamp, "username": event.username or "",
         "remote_ip": remote_ip or "", "application": event.application, "action": event.action,
         "affected_id": event.affected_id or "",
-        "request": as_text(event.request, max_chars), "response": as_text(event.response, max_chars),
+        "request": as_text(event.request, max_chars, max_items),
+        "response": as_text(event.response, max_chars, max_items),
     }
     return [{**base, "client_id": client_id, "client_hostname": hostname_of(client_id) if client_id else ""}
             for client_id in (event.client_ids or ("",))]

@@ -42,6 +42,8 @@ def rport_server_startup(server: Any) -> None:
         problems.append("plugins.auditlog.keep_archives: must not be negative")
     if cfg.max_value_chars < 256:
         problems.append("plugins.auditlog.max_value_chars: must be at least 256")
+    if cfg.max_value_items < 1:
+        problems.append("plugins.auditlog.max_value_items: must be at least 1")
     if problems:
         raise ConfigError(problems)
     service = AuditLog(server, cfg)

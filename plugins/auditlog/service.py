@@ -95,7 +95,8 @@ class AuditLog:
         for event in events:
             try:
                 rows += record.rows(event, self._hostname, obfuscate_ip=self.obfuscate,
-                                    max_chars=self.cfg.max_value_chars)
+                                    max_chars=self.cfg.max_value_chars,
+                                    max_items=self.cfg.max_value_items)
             except Exception:
                 self.failed += 1
                 log.exception("audit log: cannot record %r", event)

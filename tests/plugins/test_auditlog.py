@@ -453,3 +453,15 @@ def test_ip_obfuscation_and_bad_settings(make_server: Any) -> None:
     server.config["api"]["audit_log_rotation"] = "weekly"
     with pytest.raises(RuntimeError, match="plugins.auditlog.max_entries: must be at least 1"):
         server.start()
+    server.config["plugins"] = {"auditlog": {"max_value_items": 0}}
+    with pytest.raises(RuntimeError, match="plugins.auditlog.max_value_items: must be at least 1"):
+        server.start()
+    # Long lists keep their first items (a command for 10,000 clients is an entry per client,
+    # each holding the request and its list of ids).
+    server.config["plugins"] = {"auditlog": {"max_value_items": 2}}
+    server.start()
+    ids = [f"web-{n}" for n in range(5)]
+    assert server.api.post("/client-groups", json={
+        "id": "long-list", "params": {"client_id": ids}}).status_code == 201
+    recorded = json.loads(entry(server.api, "client.group", "create", affected_id="long-list")["request"])
+    assert recorded["params"]["client_id"] == ["web-0", "web-1", "... [3 more items]"]

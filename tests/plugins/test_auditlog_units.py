@@ -84,3 +84,13 @@ def test_archives_are_appended_private_and_pruned(tmp_path: Path) -> None:
     assert os.stat(archives[0]).st_mode & 0o777 == 0o600
     assert rotation.prune_archives(directory, 1) == [archives[0]]
     assert [p.name for p in directory.iterdir()] == ["auditlog-2026-12.jsonl.gz"]
+
+
+def test_long_lists_keep_their_first_items_and_say_how_many_more() -> None:
+    request = {"command": "date", "client_ids": [f"c{n}" for n in range(1000)],
+               "tags": {"tags": ["a", "b"], "operator": "OR"}, "password": "p"}
+    recorded = json.loads(record.as_text(request, 300, 100))
+    assert recorded["client_ids"] == [f"c{n}" for n in range(100)] + ["... [900 more items]"]
+    assert recorded["tags"] == {"tags": ["a", "b"], "operator": "OR"}
+    assert recorded["password"] == "<redacted>"
+    assert json.loads(record.as_text(request, 4096))["client_ids"][-1] == "c999"  # (no limit)
