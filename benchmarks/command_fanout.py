@@ -365,7 +365,7 @@ def bench(args: argparse.Namespace, tmp: Path, cleanup: list[Any]) -> dict[str, 
     write_toml(conf_path, conf)
     result: dict[str, Any] = {"agents": n, "procs": procs, "cpus": os.cpu_count(),
                               "load_before": os.getloadavg()[0], "runs": [],
-                              "agents_data": f"{agents_root} ({fs_type(agents_root)})",
+                              "agents_data": f"{agents_root.parent} ({fs_type(agents_root)})",
                               "worker_nice": args.worker_nice, "poll_s": args.poll_interval}
 
     server = ServerProc(conf_path, tmp / "rportd.log")
