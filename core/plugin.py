@@ -13,7 +13,8 @@ from .access import (
     client_user_groups,
     visible_clients,
 )
-from .api.query import ListQuery, ResourceSpec, apply_list_query, matches, parse_list_query
+from .api.query import (ListQuery, ResourceSpec, apply_list_query, matches, parse_list_query,
+                        parse_time)
 from .api.routing import Audit, AuditNote, data_response, read_body, read_json
 from .clients import Client, ClientRegistry
 from .confload import ConfigError, Duration, HostPort, parse_duration, parse_host_port
@@ -70,7 +71,7 @@ __all__ = [
     "PluginError", "ProtocolViolation", "RemoteError", "ListQuery", "ResourceSpec", "Session", "SessionClosed",
     "SessionError", "SocketPipe", "StoreSchema", "Stream", "StreamRefused", "StreamSink", "User", "WriteBatcher", "apply_list_query", "bad_request", "call_each",
     "data_response", "hookimpl", "matches", "not_found", "parse_duration", "parse_host_port",
-    "parse_list_query", "read_body", "read_json", "require_admin", "upsert",
+    "parse_list_query", "parse_time", "read_body", "read_json", "require_admin", "upsert",
     # users: the users source, permissions, session revocation (rport.core.users)
     "DB", "FILE", "PERMISSIONS", "STATIC", "UserRecord", "UsersSource", "all_permissions", "check_permission",
     "effective_permissions", "on_revoke_sessions", "read_only", "revoke_sessions",

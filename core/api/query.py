@@ -32,6 +32,7 @@ together in one 400 :class:`~rport.core.errors.ApiError`, one error item each.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import re
 import types
@@ -304,6 +305,16 @@ def parse_list_query(params: Any, spec: ResourceSpec, extra: Iterable[str] = (),
         raise ApiError.many(400, [ErrorItem(title=p, code=ERR_CODE) for p in unique])
     return ListQuery(sort=sort, descending=descending, filters=tuple(filters), fields=fields,
                      limit=limit, offset=offset)
+
+
+def parse_time(text: str) -> float:
+    """A time given in a filter (``filter[timestamp][since]``, ``filter[started_at][until]``): a
+    date (``2021-10-28``) or an RFC 3339 / ISO 8601 time; without an offset it is UTC. Seconds
+    since the epoch; ValueError if it is neither."""
+    value = dt.datetime.fromisoformat(text.strip())
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.timestamp()
 
 
 def sort_key(value: Any) -> tuple[int, Any]:

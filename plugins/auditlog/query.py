@@ -6,14 +6,13 @@ wildcards case-insensitively, as in RPort."""
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Any, Iterable
 
 import attrs
 import sqlalchemy as sa
 
-from rport.core.plugin import ApiError, ErrorItem, ResourceSpec, parse_list_query
+from rport.core.plugin import ApiError, ErrorItem, ResourceSpec, parse_list_query, parse_time
 
 from .record import FIELDS
 from .store import auditlog
@@ -35,15 +34,6 @@ class AuditQuery:
     limit: int
     offset: int
     fields: tuple[str, ...] | None
-
-
-def parse_time(text: str) -> float:
-    """A time of a timestamp filter: a date (``2021-10-28``) or an RFC 3339 / ISO 8601 time;
-    without an offset it is UTC."""
-    value = dt.datetime.fromisoformat(text.strip())
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.timestamp()
 
 
 def _matches(column: sa.ColumnElement[str], value: str) -> sa.ColumnElement[bool]:

@@ -51,7 +51,8 @@ RUN_MULTI = {200: '{"jid": ...}: the multi-client job, running',
              403: "a target client the caller may not use",
              404: "a client or group of the targets does not exist",
              413: "body too large"}
-LIST_MULTI = {200: "the multi-client jobs, newest first, with meta.count"}
+LIST_MULTI = {200: "the multi-client jobs (a page of them), newest first by default, with "
+                   "meta.count", 400: _LIST_400}
 GET_MULTI = {200: "the multi-client job with its jobs", 403: _NOT_MINE,
              404: "no such multi-client job"}
 MULTI_JOBS = {200: "the jobs of the multi-client job (a page of them), with meta.count",

@@ -650,6 +650,38 @@ def test_multi_by_client_ids(api: httpx.Client) -> None:
     assert_error(api.get("/commands/nope"), 404, 'Multi-client Job[id="nope"] not found.')
 
 
+def test_list_of_multi_jobs_takes_rports_options(api: httpx.Client) -> None:
+    """GET /commands: RPort's sorts (jid, started_at, created_by, schedule_id), filters (the
+    same, started_at as [since]/[until]) and pages (100, at most 1000), newest first."""
+    first = run_multi(api, command="/usr/bin/date", client_ids=["m-a"])
+    second = run_multi(api, command="/usr/bin/date", client_ids=["m-b"])
+    started = {m["jid"]: m["started_at"] for m in (wait_multi(api, first, 1), wait_multi(api, second, 1))}
+    rows = api.get("/commands").json()["data"]
+    assert [r["jid"] for r in rows if r["jid"] in started] == [second, first]  # newest first
+    resp = api.get("/commands", params={"sort": "started_at", "filter[jid]": f"{first},{second}"})
+    assert resp.json() == {"data": [{"jid": j, "started_at": started[j], "created_by": "admin",
+                                     "schedule_id": None} for j in (first, second)],
+                           "meta": {"count": 2}}, resp.text
+    resp = api.get("/commands", params={"filter[started_at][since]": started[second],
+                                        "filter[created_by]": "adm*", "page[limit]": "1"})
+    assert [r["jid"] for r in resp.json()["data"]] == [second], resp.text
+    resp = api.get("/commands", params={"filter[started_at][until]": started[first],
+                                        "filter[jid]": f"{first},{second}"})
+    assert [r["jid"] for r in resp.json()["data"]] == [first], resp.text
+    total = api.get("/commands").json()["meta"]["count"]
+    resp = api.get("/commands", params={"page[limit]": "1", "page[offset]": "1", "sort": "-jid"})
+    assert len(resp.json()["data"]) == 1 and resp.json()["meta"]["count"] == total, resp.text
+    for bad, title in (({"sort": "command"}, "unsupported sort field 'command'"),
+                       ({"filter[started_at][after]": "2026-01-01"},
+                        "unsupported filter field 'filter[started_at][after]'"),
+                       ({"filter[started_at][since]": "yesterday"}, "invalid time 'yesterday'"),
+                       ({"page[limit]": "1001"}, "pagination limit too big (1001) maximum is 1000"),
+                       ({"status": "x"}, "unsupported query parameter 'status'")):
+        resp = api.get("/commands", params=bad)
+        assert resp.status_code == 400, (bad, resp.text)
+        assert any(e["title"].startswith(title) for e in resp.json()["errors"]), (bad, resp.text)
+
+
 def test_multi_by_group(api: httpx.Client) -> None:
     make_group(api)
     jid = run_multi(api, command="/usr/bin/date", group_ids=["gx"])
