@@ -43,7 +43,9 @@ RUN = {200: '{"jid": ...}: the job, started by the client',
 LIST = {200: "the client's jobs, with meta.count", 400: _LIST_400}
 GET = {200: "the job", 404: "no such job of this client"}
 CANCEL = {200: '{"jid", "cancelled": true}: its process group was terminated',
-          404: "no such job of this client", 409: "the job is not running"}
+          404: "no such job of this client",
+          409: "the job is not running, or the client refused (client error: ...)",
+          500: "the client disconnected or did not answer (Failed to cancel the job.)"}
 STREAM = {200: "text/event-stream: events job, stdout, stderr and finally status",
           404: "no such job of this client"}
 RUN_MULTI = {200: '{"jid": ...}: the multi-client job, running',

@@ -388,8 +388,14 @@ class CommandService:
         if job["status"] not in ("running", "unknown") or session is None:
             raise ApiError(409, "job is not running", code="ERR_CODE_JOB_NOT_RUNNING",
                            detail=f"status {job['status']}")
-        answer = await session.request("cancel_cmd", {"jid": jid})
-        if not (answer or {}).get("cancelled"):
+        try:
+            answer = await session.request("cancel_cmd", {"jid": jid})
+        except RemoteError as exc:  # the agent refused (e.g. one without the request)
+            raise ApiError(409, f"client error: {exc}", code="ERR_CODE_CLIENT_ERROR") from None
+        except (SessionClosed, TimeoutError) as exc:
+            raise ApiError(500, "Failed to cancel the job.", code="ERR_CODE_CANCEL_FAILED",
+                           detail=str(exc) or "no answer from the client") from None
+        if not isinstance(answer, dict) or not answer.get("cancelled"):
             raise ApiError(409, "job is not running", code="ERR_CODE_JOB_NOT_RUNNING",
                            detail="the process has already ended")
         return job

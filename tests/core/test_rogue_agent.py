@@ -513,3 +513,58 @@ def test_an_address_whose_agent_broke_the_protocol_waits(make_server: Callable[.
         assert (await try_hello(server, "127.0.0.10", "1234", "other"))["type"] is T.WELCOME
 
     run(main)
+
+
+# -- an agent that fails a request the API waits on ---------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["refuses", "hangs up"])
+def test_cancel_answered_by_a_failing_agent_is_a_clear_error(server: Server, good: Agent,
+                                                            how: str) -> None:
+    """A job of an agent that refuses the cancel (an error answer: 409 ``client error: ...``)
+    or hangs up on it (500 ``Failed to cancel the job.``): a documented error, not a generic
+    500, and the server goes on."""
+    assert server.api is not None
+    api = server.api
+
+    async def answer(ws: ClientConnection, name: str, reply: dict[str, Any]) -> None:
+        while True:  # (the server may ask other things first: those stay unanswered)
+            ident, payload = await recv_frame(ws, T.REQUEST)
+            if json.loads(payload)["name"] == name:
+                await ws.send(encode_json(T.RESPONSE, ident, reply))
+                return
+
+    async def main() -> None:
+        async with open_rogue(server) as ws:
+            await say_hello(ws, "rogue-jobs")
+            run = asyncio.create_task(asyncio.to_thread(
+                api.post, "/clients/rogue-jobs/commands", json={"command": "/usr/bin/date"}))
+            await answer(ws, "run_cmd", {"ok": True, "body": {
+                "pid": 4242, "started_at": "2026-12-03T10:00:00.000000Z", "error": ""}})
+            resp = await run
+            assert resp.status_code == 200, resp.text
+            jid = resp.json()["data"]["jid"]
+            cancel = asyncio.create_task(asyncio.to_thread(
+                api.post, f"/clients/rogue-jobs/commands/{jid}/cancel"))
+            if how == "refuses":
+                await answer(ws, "cancel_cmd", {"ok": False, "error": "no cancel here"})
+                resp = await cancel
+                assert resp.status_code == 409, resp.text
+                assert resp.json()["errors"][0]["code"] == "ERR_CODE_CLIENT_ERROR"
+                assert resp.json()["errors"][0]["title"] == "client error: no cancel here"
+            else:
+                while json.loads((await recv_frame(ws, T.REQUEST))[1])["name"] != "cancel_cmd":
+                    pass
+                await ws.close()
+                resp = await cancel
+                assert resp.status_code == 500, resp.text
+                error = resp.json()["errors"][0]
+                assert (error["code"], error["title"]) == ("ERR_CODE_CANCEL_FAILED",
+                                                           "Failed to cancel the job.")
+                assert error["detail"], error
+            job = api.get(f"/clients/rogue-jobs/commands/{jid}").json()["data"]
+            assert job["status"] == "running" and job["pid"] == 4242, job
+        assert f"route POST /api/v1/clients/rogue-jobs/commands/{jid}/cancel" not in server.log()
+        assert_undisturbed(server, good)
+
+    run(main)
