@@ -219,6 +219,12 @@ class Cluster:
                                    for n, info in self.nodes.items()],
                                 key=lambda row: row["node_id"])}
 
+    async def live_node_ids(self) -> set[str]:
+        """The nodes the database has a heartbeat of within ``node_timeout``, this one included
+        (the database's view: a node that has just started may not have heard of them all)."""
+        since = time.time() - self.config.node_timeout
+        return set(await self.server.store.run(tables.live_nodes, since)) | {self.node_id}
+
     def may_purge(self) -> bool:
         """One node purges disconnected clients: the live one with the smallest id."""
         return self.node_id <= min(self.nodes, default=self.node_id)

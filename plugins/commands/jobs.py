@@ -152,6 +152,12 @@ class JobStore:
     async def all_multi(self) -> list[dict[str, Any]]:
         return await self.store.run(_docs, _ALL_MULTI, {})
 
+    async def claim_multi(self, jid: str, key: str, holder: str, claimant: str) -> dict[str, Any] | None:
+        """The multi-job ``jid`` made ``claimant``'s (its document's ``key``) if ``holder`` still
+        has it: a compare-and-set on the stored document, so that of two nodes claiming it one
+        gets it. Its document, or None (another took it first, or it changed)."""
+        return await self.store.run(_claim_multi, jid, key, holder, claimant)
+
     async def unfinished_multi(self) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
         """The multi-jobs with a job not sent yet (``queued``), each with all its jobs: after a
         restart they go on."""
@@ -251,6 +257,21 @@ def _unfinished_multi(conn: sa.Connection) -> list[tuple[dict[str, Any], list[di
         if multi:
             found.append((multi[0], _docs(conn, _OF_MULTI, {"multi_job_id": multi_jid})))
     return found
+
+
+def _claim_multi(conn: sa.Connection, jid: str, key: str, holder: str,
+                 claimant: str) -> dict[str, Any] | None:
+    row = conn.execute(_GET_MULTI, {"jid": jid}).first()
+    if row is None:
+        return None
+    doc = json.loads(row[0])
+    if doc.get(key) != holder:
+        return None
+    doc[key] = claimant
+    claimed = conn.execute(multi_jobs.update()
+                           .where(multi_jobs.c.jid == jid, multi_jobs.c.doc == row[0])
+                           .values(doc=json.dumps(doc)))
+    return doc if claimed.rowcount == 1 else None
 
 
 def _save_multi(conn: sa.Connection, row: dict[str, Any]) -> None:

@@ -112,6 +112,8 @@ class MultiJobCancelled:
 
 
 NODE = "_node"
+TAKE_OVER_EVERY = 2.0
+"""Seconds between two looks for multi-jobs of gone nodes (a cluster)."""
 """In a cluster, the multi-job's key naming the node that runs it (not shown by the API)."""
 
 ADOPTED = 4096
@@ -456,26 +458,60 @@ class CommandService:
         seconds: a queued job waits up to ``resume_wait`` for its client. A sequence whose job
         was running first waits for that job's outcome (its result, or the agent's
         reconnection saying it does not know it). In a cluster a node goes on with the
-        multi-jobs it ran (same ``node_id``); those of a node that does not come back stay as
-        they are."""
+        multi-jobs it ran (same ``node_id``); those of a node that is gone for good are taken
+        over by another (:meth:`_take_over_loop`)."""
         self._unsettled.update(await self.jobs.clients_running())
         unfinished = await self.jobs.unfinished_multi()
         cluster = self.server.cluster
         if cluster is not None:  # each node goes on with its own (the others' still run them)
             unfinished = [(m, j) for m, j in unfinished if m.get(NODE) == cluster.node_id]
-        if not unfinished:
-            return
-        loop = asyncio.get_running_loop()
-        self._resume_until = loop.time() + self.resume_wait
+            task = asyncio.create_task(self._take_over_loop(TAKE_OVER_EVERY))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         for multi, jobs in unfinished:
-            if not multi["concurrent"]:
-                for job in jobs:
-                    if job["status"] == "running":
-                        self._waiters.setdefault(job["jid"], loop.create_future())
-            queued = sum(1 for job in jobs if job["status"] == QUEUED)
-            log.info("multi-job %s goes on after the restart: %d of its %d jobs not sent yet",
-                     multi["jid"], queued, len(jobs))
-            self._launch(multi, jobs, resumed=True)
+            self._go_on(multi, jobs, "after the restart")
+
+    def _go_on(self, multi: dict[str, Any], jobs: list[dict[str, Any]], why: str) -> None:
+        """Launch a multi-job again, from its stored jobs (see :meth:`resume`)."""
+        loop = asyncio.get_running_loop()
+        self._resume_until = max(self._resume_until, loop.time() + self.resume_wait)
+        if not multi["concurrent"]:
+            for job in jobs:
+                if job["status"] == "running":
+                    self._waiters.setdefault(job["jid"], loop.create_future())
+        queued = sum(1 for job in jobs if job["status"] == QUEUED)
+        log.info("multi-job %s goes on %s: %d of its %d jobs not sent yet",
+                 multi["jid"], why, queued, len(jobs))
+        self._launch(multi, jobs, resumed=True)
+
+    async def _take_over_loop(self, every: float) -> None:
+        """In a cluster, every ``every`` seconds: the multi-jobs with jobs not sent yet whose
+        node has no heartbeat in the database any more (killed, or its machine gone) go on
+        here. Every node looks; the store lets one claim each (:meth:`JobStore.claim_multi`),
+        and a node that comes back later does not take it again (its id is no longer the
+        multi-job's)."""
+        cluster = self.server.cluster
+        while True:
+            await asyncio.sleep(every)
+            try:
+                unfinished = await self.jobs.unfinished_multi()
+                orphans = [(m, j) for m, j in unfinished
+                           if m.get(NODE) != cluster.node_id and m["jid"] not in self._multi_tasks]
+                if not orphans:
+                    continue
+                live = await cluster.live_node_ids()
+                for multi, jobs in orphans:
+                    holder = multi.get(NODE)
+                    if holder in live:
+                        continue
+                    claimed = await self.jobs.claim_multi(multi["jid"], NODE, holder, cluster.node_id)
+                    if claimed is not None:  # (its jobs as they are now: some may have ended)
+                        self._go_on(claimed, await self.jobs.of_multi(multi["jid"]),
+                                    f"here: its node {holder} is gone")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database unreachable a while: the next round
+                log.warning("multi-jobs of gone nodes not looked at: %s", exc)
 
     def _wake_connected(self, client_id: str) -> None:
         for fut in self._connect_waiters.pop(client_id, []):

@@ -439,6 +439,16 @@ def test_kill_node_b(cluster: Cluster) -> None:
         slow_jid = slow.json()["data"]["jid"]
         wait_for(lambda: f"job {slow_jid} started" in cluster.agents[moved[3]].log(), 10,
                  "the agent to start the job")
+        # a sequence that node b runs, on agents of node a: it must go on once b is gone
+        steps = cluster.of("a")[:3]
+        run = b.api.post("/commands", json={"command": "sleep 2; echo step", "client_ids": steps,
+                                            "execute_concurrently": False})
+        assert run.status_code == 200, run.text
+        sequence = run.json()["data"]["jid"]
+        first = wait_for(lambda: b.api.get(f"/commands/{sequence}").json()["data"]["jobs"][0]["jid"],
+                         10, "the sequence's jobs")
+        wait_for(lambda: f"job {first} started" in cluster.agents[steps[0]].log(), 10,
+                 "the sequence's first job to start")
 
         assert b.proc is not None
         b.proc.proc.send_signal(signal.SIGKILL)
@@ -483,6 +493,14 @@ def test_kill_node_b(cluster: Cluster) -> None:
         for client_id in moved:
             jobs = a.api.get(f"/clients/{client_id}/commands", params={"fields[jobs]": "jid,status"})
             assert all(j["status"] in ("successful", "cancelled") for j in jobs.json()["data"]), jobs.text
+        # node b's sequence went on on another node: every step ran, once
+        jobs = wait_for(lambda: (js := a.api.get(f"/commands/{sequence}").json()["data"]["jobs"])
+                        and all(j["status"] not in ("queued", "running") for j in js) and js,
+                        30, "node b's sequence to end on another node")
+        assert [(j["client_id"], j["status"], j["result"]["stdout"]) for j in jobs] == \
+            [(cid, "successful", "step\n") for cid in steps], jobs
+        assert sum(f"multi-job {sequence} goes on here: its node b is gone" in n.log()
+                   for n in (a, c)) == 1
         # and every node still lists all 30, connected
         for server in (a, c):
             listed = _clients(server)

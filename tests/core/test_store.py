@@ -200,6 +200,22 @@ def test_a_job_is_stored_in_its_latest_state(store_url: str) -> None:
     opened(store_url, main)
 
 
+def test_one_node_claims_the_multi_job_of_a_gone_node(store_url: str) -> None:
+    """Nodes claim a gone node's multi-job with a compare-and-set on its document: of claims
+    made together one gets it, and the gone node's id no longer names it."""
+    async def main(store: Store) -> None:
+        jobs = JobStore(store)
+        await jobs.create_multi({"jid": "m1", "concurrent": False, "_node": "b"}, [])
+        claims = await asyncio.gather(*(jobs.claim_multi("m1", "_node", "b", node)
+                                        for node in ("a", "c", "d")))
+        winners = [c for c in claims if c is not None]
+        assert len(winners) == 1 and winners[0]["jid"] == "m1"
+        assert (await jobs.get_multi("m1"))["_node"] == winners[0]["_node"] != "b"
+        assert await jobs.claim_multi("m1", "_node", "b", "a") is None  # b's no more
+        assert await jobs.claim_multi("nope", "_node", "b", "a") is None
+    opened(store_url, main)
+
+
 def test_write_batcher_commits_writes_together_each_before_its_caller_goes_on(
         store_url: str) -> None:
     """Writes made while a transaction runs share the next one; a key written twice before
