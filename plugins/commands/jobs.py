@@ -163,6 +163,11 @@ class JobStore:
         restart they go on."""
         return await self.store.run(_unfinished_multi)
 
+    async def unfinished_multi_docs(self) -> list[dict[str, Any]]:
+        """The multi-jobs with a job not sent yet, without their jobs (looked at every few
+        seconds in a cluster: a long sequence's thousand jobs are not read each time)."""
+        return await self.store.run(_unfinished_multi_docs)
+
 
 # Built once: SQLAlchemy then finds their compiled form in its cache without rebuilding them.
 _GET = sa.select(jobs.c.doc).where(jobs.c.jid == sa.bindparam("jid"))
@@ -249,13 +254,15 @@ def _page_of_multi(conn: sa.Connection, params: dict[str, Any], descending: bool
 
 
 def _unfinished_multi(conn: sa.Connection) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    return [(multi, _docs(conn, _OF_MULTI, {"multi_job_id": multi["jid"]}))
+            for multi in _unfinished_multi_docs(conn)]
+
+
+def _unfinished_multi_docs(conn: sa.Connection) -> list[dict[str, Any]]:
     found = []
     for (multi_jid,) in conn.execute(_QUEUED_MULTI).all():
-        if multi_jid is None:
-            continue
-        multi = _docs(conn, _GET_MULTI, {"jid": multi_jid})
-        if multi:
-            found.append((multi[0], _docs(conn, _OF_MULTI, {"multi_job_id": multi_jid})))
+        if multi_jid is not None:
+            found += _docs(conn, _GET_MULTI, {"jid": multi_jid})
     return found
 
 

@@ -112,9 +112,9 @@ class MultiJobCancelled:
 
 
 NODE = "_node"
+"""In a cluster, the multi-job's key naming the node that runs it (not shown by the API)."""
 TAKE_OVER_EVERY = 2.0
 """Seconds between two looks for multi-jobs of gone nodes (a cluster)."""
-"""In a cluster, the multi-job's key naming the node that runs it (not shown by the API)."""
 
 ADOPTED = 4096
 """Jobs of other nodes whose output this node's agents send, remembered (bounded)."""
@@ -494,13 +494,12 @@ class CommandService:
         while True:
             await asyncio.sleep(every)
             try:
-                unfinished = await self.jobs.unfinished_multi()
-                orphans = [(m, j) for m, j in unfinished
+                orphans = [m for m in await self.jobs.unfinished_multi_docs()
                            if m.get(NODE) != cluster.node_id and m["jid"] not in self._multi_tasks]
                 if not orphans:
                     continue
                 live = await cluster.live_node_ids()
-                for multi, jobs in orphans:
+                for multi in orphans:
                     holder = multi.get(NODE)
                     if holder in live:
                         continue
