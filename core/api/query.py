@@ -48,6 +48,7 @@ __all__ = ["ERR_CODE", "Filter", "ListQuery", "ResourceSpec", "apply_list_query"
 ERR_CODE = "ERR_CODE_BAD_QUERY_PARAM"
 
 _FILTER_KEY = re.compile(r"filter\[(.*)\]", re.DOTALL)
+_TIME_KEY = re.compile(r"filter\[([^\]]*)\]\[(.*)\]", re.DOTALL)
 _FIELDS_KEY = re.compile(r"fields\[(.*)\]", re.DOTALL)
 _GROUP_VALUE = re.compile(r"(and|or)\((.*)\)", re.DOTALL | re.IGNORECASE)
 _INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -79,6 +80,11 @@ class ResourceSpec:
     paginate_by_default: bool = True
     resource_aliases: frozenset[str] = attrs.field(factory=frozenset, converter=frozenset)
     """Other names ``fields[<name>]`` may give the resource (RPort's jobs: commands, scripts)."""
+    time_filters: Mapping[str, frozenset[str]] = attrs.field(factory=dict, converter=_readonly_mapping,
+                                                             hash=False)
+    """Fields filtered by time, and their operators: ``{"started_at": {"since", "until"}}``
+    takes ``filter[started_at][since]=<time>[,<time>...]`` (:func:`parse_time`; a list: any of
+    them) into :attr:`ListQuery.times`, for the route to apply."""
 
 
 @attrs.frozen
@@ -130,6 +136,8 @@ class ListQuery:
     fields: tuple[str, ...] | None = None
     limit: int | None = None
     offset: int = 0
+    times: tuple[tuple[str, str, tuple[float, ...]], ...] = ()
+    """The time filters (:attr:`ResourceSpec.time_filters`): ``(field, operator, times)``."""
 
 
 def string_form(value: Any) -> str:
@@ -247,6 +255,7 @@ def parse_list_query(params: Any, spec: ResourceSpec, extra: Iterable[str] = (),
     sort = sort_spec.removeprefix("-")
 
     filters: list[Filter] = []
+    times: list[tuple[str, str, tuple[float, ...]]] = []
     fields: tuple[str, ...] | None = None
     if spec.default_fields is not None:
         fields = tuple(dict.fromkeys(spec.field_aliases.get(f, f) for f in spec.default_fields))
@@ -259,7 +268,21 @@ def parse_list_query(params: Any, spec: ResourceSpec, extra: Iterable[str] = (),
         if seen[key] > 1 and key not in repeat_ok and not key.startswith("filter["):
             problems.append(f"query parameter '{key}' must not be repeated")
             continue
-        if (m := _FILTER_KEY.fullmatch(key)) is not None:
+        if spec.time_filters and (m := _TIME_KEY.fullmatch(key)) is not None \
+                and m.group(1) in spec.time_filters:
+            field, operator = m.group(1), m.group(2)
+            if operator not in spec.time_filters[field]:
+                problems.append(f"unsupported filter field '{key}'")
+                continue
+            bounds = []
+            for part in value.split(","):
+                try:
+                    bounds.append(parse_time(part))
+                except ValueError:
+                    problems.append(f"invalid time {part.strip()!r} in '{key}': use a date "
+                                    "(2021-10-28) or an RFC 3339 time (2021-10-28T10:00:00Z)")
+            times.append((field, operator, tuple(bounds)))
+        elif (m := _FILTER_KEY.fullmatch(key)) is not None:
             columns: list[str] = []
             for col in m.group(1).split("|"):
                 if col == "*":
@@ -304,7 +327,7 @@ def parse_list_query(params: Any, spec: ResourceSpec, extra: Iterable[str] = (),
         unique = dict.fromkeys(problems)
         raise ApiError.many(400, [ErrorItem(title=p, code=ERR_CODE) for p in unique])
     return ListQuery(sort=sort, descending=descending, filters=tuple(filters), fields=fields,
-                     limit=limit, offset=offset)
+                     limit=limit, offset=offset, times=tuple(times))
 
 
 def parse_time(text: str) -> float:

@@ -6,13 +6,12 @@ wildcards case-insensitively, as in RPort."""
 
 from __future__ import annotations
 
-import re
 from typing import Any, Iterable
 
 import attrs
 import sqlalchemy as sa
 
-from rport.core.plugin import ApiError, ErrorItem, ResourceSpec, parse_list_query, parse_time
+from rport.core.plugin import ApiError, ResourceSpec, parse_list_query
 
 from .record import FIELDS
 from .store import auditlog
@@ -21,10 +20,9 @@ FILTER_FIELDS = ("username", "remote_ip", "application", "action", "affected_id"
                  "client_hostname")
 SPEC = ResourceSpec(
     name="auditlog", sort_fields={"timestamp", *FILTER_FIELDS}, default_sort="timestamp",
-    filter_fields=FILTER_FIELDS, fields=FIELDS, page_default=10, page_max=100)
+    filter_fields=FILTER_FIELDS, fields=FIELDS, page_default=10, page_max=100,
+    time_filters={"timestamp": frozenset(("gt", "lt", "since", "until"))})
 TIME_OPERATORS = {"gt": "__gt__", "lt": "__lt__", "since": "__ge__", "until": "__le__"}
-_TIME_FILTER = re.compile(r"filter\[timestamp\]\[(.*)\]", re.DOTALL)
-BAD = "ERR_CODE_BAD_QUERY_PARAM"
 
 
 @attrs.frozen
@@ -47,26 +45,10 @@ def parse(items: Iterable[tuple[str, str]], *, username: str | None) -> AuditQue
     """The query of ``items`` (the request's query parameters); ``username``: the caller when
     not an administrator, who sees only their own entries and may not filter by user (403)."""
     items = list(items)
-    times = [(key, value) for key, value in items if _TIME_FILTER.fullmatch(key)]
-    query = parse_list_query([(k, v) for k, v in items if not _TIME_FILTER.fullmatch(k)], SPEC)
-    conditions: list[sa.ColumnElement[bool]] = []
-    problems: list[str] = []
-    for key, value in times:
-        operator = _TIME_FILTER.fullmatch(key).group(1)  # type: ignore[union-attr]
-        if operator not in TIME_OPERATORS:
-            problems.append(f"unsupported filter field '{key}'")
-            continue
-        bounds = []
-        for part in value.split(","):
-            try:
-                bounds.append(getattr(auditlog.c.timestamp, TIME_OPERATORS[operator])(parse_time(part)))
-            except ValueError:
-                problems.append(f"invalid time {part.strip()!r} in '{key}': use a date "
-                                "(2021-10-28) or an RFC 3339 time (2021-10-28T10:00:00Z)")
-        if bounds:
-            conditions.append(sa.or_(*bounds))
-    if problems:
-        raise ApiError.many(400, [ErrorItem(title=p, code=BAD) for p in dict.fromkeys(problems)])
+    query = parse_list_query(items, SPEC)
+    conditions: list[sa.ColumnElement[bool]] = [
+        sa.or_(*(getattr(auditlog.c.timestamp, TIME_OPERATORS[operator])(t) for t in bounds))
+        for _, operator, bounds in query.times]
     if username is not None:
         # as RPort: a filter that names username (filter[*] does not; the forced filter below
         # keeps it to the caller's entries anyway)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from typing import Any, AsyncIterator
 
 import attrs
@@ -18,7 +17,6 @@ from rport.core.plugin import (
     ApiError,
     Audit,
     ClientConnected,
-    ErrorItem,
     ListQuery,
     RemoteError,
     ResourceSpec,
@@ -56,11 +54,11 @@ running, ``filter[status]=queued,running&sort=jid&page[limit]=1``, in ``meta.cou
 MULTI_FIELDS = ("jid", "started_at", "created_by", "schedule_id")
 MULTI = ResourceSpec(name="commands", sort_fields=MULTI_FIELDS, default_sort="-started_at",
                      filter_fields={"jid", "created_by", "schedule_id"}, fields=MULTI_FIELDS,
-                     page_default=100, page_max=1000)
+                     page_default=100, page_max=1000,
+                     time_filters={"started_at": frozenset(("since", "until"))})
 """``GET /commands``, as RPort lists multi-client jobs (its ``MultiJobSupportedSorts`` and
-``...Filters``, 100 a page by default, 1000 at most), newest first; plus
-``filter[started_at][since|until]`` (:data:`_STARTED`)."""
-_STARTED = re.compile(r"filter\[started_at\]\[(.*)\]", re.DOTALL)
+``...Filters``, ``started_at`` as ``[since]``/``[until]``; 100 a page by default, 1000 at most),
+newest first."""
 HEARTBEAT = 15.0
 MAX_RESULT = 256 * 1024 * 1024  # two outputs of up to send_back_limit each, JSON-escaped
 
@@ -77,33 +75,13 @@ def _statuses(query: ListQuery) -> set[str] | None:
     return allowed
 
 
-def _started_bounds(items: list[tuple[str, str]]) -> list[tuple[str, float]]:
-    """``filter[started_at][since]`` and ``[until]`` (a date or an RFC 3339 time), as
-    ``(operator, seconds)``; 400 for another operator or a bad time."""
-    bounds: list[tuple[str, float]] = []
-    problems: list[str] = []
-    for key, value in items:
-        operator = _STARTED.fullmatch(key).group(1)  # type: ignore[union-attr]
-        if operator not in ("since", "until"):
-            problems.append(f"unsupported filter field '{key}'")
-            continue
-        try:
-            bounds.append((operator, parse_time(value)))
-        except ValueError:
-            problems.append(f"invalid time {value.strip()!r} in '{key}': use a date "
-                            "(2021-10-28) or an RFC 3339 time (2021-10-28T10:00:00Z)")
-    if problems:
-        raise ApiError.many(400, [ErrorItem(title=p, code="ERR_CODE_BAD_QUERY_PARAM")
-                                  for p in dict.fromkeys(problems)])
-    return bounds
-
-
-def _started_within(row: dict[str, Any], bounds: list[tuple[str, float]]) -> bool:
+def _started_within(row: dict[str, Any], query: ListQuery) -> bool:
     try:
         started = parse_time(str(row.get("started_at") or ""))
     except ValueError:
         return False
-    return all(started >= t if op == "since" else started <= t for op, t in bounds)
+    return all(any(started >= t if op == "since" else started <= t for t in times)
+               for _, op, times in query.times)
 
 
 def service(server: Any) -> CommandService:
@@ -271,12 +249,10 @@ def rport_register_routes(server: Any, register: Any) -> None:
 
     async def list_multi(request: Request) -> Response:
         """Multi-client jobs, newest first (sort, filter, page; see :data:`MULTI`)."""
-        items = list(request.query_params.multi_items())
-        query = parse_list_query([(k, v) for k, v in items if not _STARTED.fullmatch(k)], MULTI)
-        bounds = _started_bounds([(k, v) for k, v in items if _STARTED.fullmatch(k)])
+        query = parse_list_query(request.query_params, MULTI)
         rows = [{k: m.get(k) for k in MULTI_FIELDS} for m in await service(server).jobs.all_multi()]
-        if bounds:
-            rows = [row for row in rows if _started_within(row, bounds)]
+        if query.times:
+            rows = [row for row in rows if _started_within(row, query)]
         rows, count = apply_list_query(rows, query, MULTI)
         return data_response(rows, count=count)
 
